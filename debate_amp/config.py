@@ -1,0 +1,356 @@
+"""Recipes: nested dataclasses filled from YAML plus ``a.b=value`` overrides.
+
+Every field has a docstring (shown by ``debate-amp config``). Validation is pydantic's: unknown keys, wrong types,
+out-of-range values and unknown choices are rejected, and :func:`load_config` turns the first problem into one
+line that names the key and what is allowed (:class:`ConfigError`; the CLI prints it and exits with code 2).
+
+This module imports neither torch nor transformers, so a bad recipe fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class ConfigError(ValueError):
+    """A recipe problem, stated in one line that names the key or path and what is allowed."""
+
+
+@dataclass(config=_STRICT)
+class RunConfig:
+    name: str = "default"
+    """Run name; outputs go to ``<output_dir>/<name>/``."""
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    seed: int = 0
+    """Seed for Python, NumPy and torch; question generation and sampling derive from it."""
+    torch_threads: NonNegativeInt = 0
+    """Intra-op CPU threads for torch; 0 keeps torch's default (all cores)."""
+
+
+@dataclass(config=_STRICT)
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of all weights."""
+    r: PositiveInt = 8
+    """LoRA rank."""
+    alpha: PositiveInt = 16
+    """LoRA scaling numerator (peft's ``lora_alpha``); not the objective's α."""
+    dropout: Probability = 0.0
+    """Dropout on the LoRA path."""
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters."""
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    path: str | None = None
+    """A local Hugging Face model directory (weights and tokenizer). None builds the tiny offline model below."""
+    hidden_size: PositiveInt = 128
+    """Tiny model: width."""
+    num_layers: PositiveInt = 4
+    """Tiny model: transformer blocks."""
+    num_heads: PositiveInt = 4
+    """Tiny model: attention heads (must divide hidden_size)."""
+    intermediate_size: PositiveInt = 512
+    """Tiny model: MLP width."""
+    max_positions: PositiveInt = 256
+    """Tiny model: longest sequence (prompt + generation) in tokens."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype when loading or building the model."""
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    """LoRA adapters (peft)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+
+
+@dataclass(config=_STRICT)
+class TaskConfig:
+    name: Literal["perm"] = "perm"
+    """The task. ``perm``: permutation powering, sigma^k(x) (Christiano et al. 2018)."""
+    n_elements: Annotated[int, Field(ge=2, le=100)] = 8
+    """perm: size N of the permutation."""
+    max_power: Annotated[int, Field(ge=1, le=4096)] = 7
+    """perm: largest power K asked."""
+    balance: Literal["depth", "uniform"] = "depth"
+    """perm: draw k evenly by decomposition depth floor(log2 k) (``depth``), or uniformly in 0..K (``uniform``).
+    Uniform k starves amplification of the easy questions the human can do (DESIGN.md section 4)."""
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0625
+    """Fraction of permutations reserved for evaluation; training never sees them."""
+    eval_size: PositiveInt = 512
+    """Held-out questions used to report accuracy."""
+
+
+@dataclass(config=_STRICT)
+class HumanConfig:
+    kind: Literal["synthetic"] = "synthetic"
+    """Who plays H. ``synthetic``: the task's simulated weak expert."""
+    error_rate: Probability = 0.0
+    """synthetic: probability that a direct answer (a lookup) is wrong."""
+
+
+@dataclass(config=_STRICT)
+class SamplerConfig:
+    kind: Literal["always", "never", "bernoulli", "confidence"] = "bernoulli"
+    """Samp: when Approx asks the real human instead of the model. ``confidence`` asks when the model's reply has
+    mean token log-probability below ``threshold``."""
+    p: Probability = 0.1
+    """bernoulli: probability that a call goes to the human."""
+    threshold: float = -0.5
+    """confidence: mean token log-probability below which the human is asked."""
+    per_update: NonNegativeInt | None = None
+    """Hard cap on human calls per update (None: no cap)."""
+    per_run: NonNegativeInt | None = None
+    """Hard cap on human calls in the whole run (None: no cap)."""
+
+
+@dataclass(config=_STRICT)
+class AmpConfig:
+    max_rounds: PositiveInt = 2
+    """Rounds of two subquestions an asker may use before it must answer (perm needs 1)."""
+    max_batch: PositiveInt = 256
+    """Most prompts in one batched generate call; a larger wave is split."""
+
+
+@dataclass(config=_STRICT)
+class GenerationConfig:
+    max_new_tokens: PositiveInt = 32
+    """Longest model reply, in tokens."""
+    temperature: Annotated[float, Field(ge=0.0)] = 1.0
+    """Sampling temperature for rollouts; 0 is greedy."""
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    """Nucleus sampling mass for rollouts."""
+
+
+@dataclass(config=_STRICT)
+class SftConfig:
+    n_examples: PositiveInt = 20000
+    """Imitation examples generated from the synthetic human (answers, decompositions, integrations)."""
+    epochs: PositiveFloat = 3.0
+    """Passes over the examples."""
+    learning_rate: PositiveFloat = 3e-3
+    """Peak learning rate (AdamW, linear decay after warmup)."""
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    """Fraction of steps spent warming up the learning rate."""
+    batch_size: PositiveInt = 64
+    """Examples per optimizer step."""
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    """AdamW weight decay."""
+    output_subdir: str = "sft"
+    """Where the warm-started model A[0] is saved, inside the run directory."""
+
+
+@dataclass(config=_STRICT)
+class DebateConfig:
+    max_turns: PositiveInt = 6
+    """Longest debate, in arguments."""
+    force_stop_p: Probability = 0.0
+    """Probability that continue_0 is forced false (1.0 is pure imitative amplification)."""
+
+
+@dataclass(config=_STRICT)
+class ObjectiveConfig:
+    mode: Literal["weighted", "constrained", "reward"] = "weighted"
+    """How RL and imitation combine: ``weighted`` (alpha), ``constrained`` (Lagrangian constrained PPO, not
+    Achiam et al.'s CPO), ``reward`` (imitation distance folded into the reward). DESIGN.md section 1."""
+    alpha: Probability = 0.5
+    """weighted: loss = alpha * L_rl + (1 - alpha) * L_sup."""
+
+
+@dataclass(config=_STRICT)
+class TrainerConfig:
+    updates: PositiveInt = 20
+    """PPO updates (rollout + optimisation rounds)."""
+    questions_per_update: PositiveInt = 64
+    """Debates rolled out per update."""
+    learning_rate: PositiveFloat = 1e-4
+    """Policy learning rate."""
+
+
+@dataclass(config=_STRICT)
+class Config:
+    """A recipe. Sections mirror the procedure in DESIGN.md section 1."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    human: HumanConfig = dataclasses.field(default_factory=HumanConfig)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    amp: AmpConfig = dataclasses.field(default_factory=AmpConfig)
+    generation: GenerationConfig = dataclasses.field(default_factory=GenerationConfig)
+    sft: SftConfig = dataclasses.field(default_factory=SftConfig)
+    debate: DebateConfig = dataclasses.field(default_factory=DebateConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(recipe: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a recipe (or the defaults when ``recipe`` is None), apply ``a.b=value`` overrides and validate.
+
+    Raises :class:`ConfigError` with one line naming the key or path at fault.
+    """
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        data = _read_yaml(Path(recipe))
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        cfg = TypeAdapter(Config).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, recipe)) from None
+    _check_paths(cfg)
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections (run:, model:, ...), got {type(data).__name__}")
+    return data
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[: i + 1])
+            raise ConfigError(f"override {key}: {where} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
+    keys = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_all_keys(type(value), f"{prefix}{f.name}."))
+    return keys
+
+
+def _suggest(bad_key: str) -> str:
+    """The closest valid key: first among the same section's keys, then among every key by its last part."""
+    keys = _all_keys()
+    parent, _, leaf = bad_key.rpartition(".")
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(bad_key, siblings, n=1, cutoff=0.75)
+    if not close:
+        leaves = {k.rpartition(".")[2] for k in keys}
+        leaf_match = difflib.get_close_matches(leaf, sorted(leaves), n=1, cutoff=0.75)
+        close = [k for k in keys if leaf_match and k.rpartition(".")[2] == leaf_match[0]]
+    if close:
+        return "; did you mean " + " or ".join(f"'{k}'" for k in close) + "?"
+    names = ", ".join(k.rpartition(".")[2] for k in siblings) or ", ".join(k for k in keys if "." not in k)
+    return f"; valid keys{' in ' + parent if parent else ''}: {names}"
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _describe(error: ValidationError, recipe: Any) -> str:
+    err = error.errors()[0]
+    key = ".".join(str(part) for part in err["loc"])
+    value = err.get("input")
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    source = f" (in {recipe})" if recipe is not None else ""
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"unknown key '{key}'{source}{_suggest(key)}"
+    if kind == "literal_error":
+        return f"{key}={value!r}: allowed values are {ctx.get('expected')}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"{key}={value!r} is out of range: must be {_BOUNDS[kind]} {bound}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{key}={value!r}: expected an integer"
+    if kind in ("float_parsing", "float_type"):
+        return f"{key}={value!r}: expected a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{key}={value!r}: expected true or false"
+    if kind in ("string_type",):
+        return f"{key}={value!r}: expected a string"
+    if kind in ("dataclass_type", "dataclass_args_type", "model_type"):
+        return f"{key}: expected a section (a mapping of keys), got {value!r}"
+    if kind == "value_error":
+        return f"{key or 'recipe'}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{key}={value!r}: {err['msg']}"
+
+
+def _check_paths(cfg: Config) -> None:
+    if cfg.model.path is not None and not Path(cfg.model.path).is_dir():
+        raise ConfigError(f"model.path: no such directory: {cfg.model.path}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and describing
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
+    """Write the resolved recipe (every field, defaults included) as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def describe_fields(cls: Any = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, docstring) for every leaf field, for ``debate-amp config``."""
+    rows: list[tuple[str, str, str]] = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        full = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe_fields(type(value), full + "."))
+        else:
+            doc = cls.__pydantic_fields__[f.name].description or ""
+            rows.append((full, repr(value), " ".join(doc.split())))
+    return rows

@@ -1,0 +1,160 @@
+"""The agent protocol: every box of the procedure in DESIGN.md section 1 is an ``Agent``.
+
+    Amp(H', M)(Q)  = H'("What answer would you give to Q given access to M?")
+    Approx(H, M)(Q) = H(Q) if Samp(Q, M(Q)) else M(Q)
+    Amp~(H, M)     = Amp(Approx(H, M), M)
+
+A ``Posed`` question is structured: humans read its fields, models read ``render()``. A ``Reply`` carries the
+text and a ``Trace``, the provenance tree the trainer and the transcripts use. No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Kind = Literal["answer", "step", "argue", "sufficient", "winner", "catastrophe"]
+KINDS: tuple[str, ...] = ("answer", "step", "argue", "sufficient", "winner", "catastrophe")
+
+
+@runtime_checkable
+class Question(Protocol):
+    """A task's structured question (e.g. ``PermQuestion``). The task owns every text format."""
+
+    def render_posed(self, posed: Posed) -> str:
+        """The text a language model reads for ``posed`` (whose ``question`` is self)."""
+        ...
+
+    def subquestion(self, text: str) -> Question | None:
+        """A subquestion written by an asker (references like ``#1`` already substituted), or None."""
+        ...
+
+    def parse_step(self, text: str) -> Step:
+        """A step reply as ``Answer``, ``Ask`` or ``Unparsed``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Posed:
+    """A posed question.
+
+    - ``answer``: what is the answer to ``question``?
+    - ``step``: what do you do with the posed question ``goal`` (an ``answer``, ``argue``, ... question), given the
+      answers ``workspace`` to the subquestions asked so far? Reply: an answer, or exactly two subquestions.
+    - ``argue`` / ``sufficient`` / ``winner`` / ``catastrophe``: the debate's questions about the arguments
+      ``context`` (S); ``argument`` indexes the argument asked about.
+    """
+
+    kind: Kind
+    question: Any
+    context: tuple[str, ...] = ()
+    workspace: tuple[str, ...] = ()
+    goal: Posed | None = None
+    argument: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown posed kind {self.kind!r}; one of {KINDS}")
+        if self.kind == "step" and self.goal is None:
+            raise ValueError("a step posed question needs the goal it is a step towards")
+
+    def render(self) -> str:
+        return str(self.question.render_posed(self))
+
+    def step(self, workspace: tuple[str, ...] = ()) -> Posed:
+        """The step question about this posed question: what to do with it, given ``workspace``."""
+        goal = self.goal if self.kind == "step" else self
+        return Posed("step", self.question, self.context, tuple(workspace), goal)
+
+    def key(self) -> str:
+        """Stable identity (the label store's key): a hash of the kind and the full text."""
+        return hashlib.sha256(f"{self.kind}\x00{self.render()}".encode()).hexdigest()
+
+
+UNKNOWN = "?"
+"""The answer when there is none: an asker that never answers, a step or subquestion that does not parse."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A step reply that answers the question."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A step reply that asks two subquestions; ``second`` may refer to the first's answer as ``#1``."""
+
+    first: str
+    second: str
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    """A step reply that is neither an answer nor two subquestions: data, not an error. Amp answers ``?``."""
+
+    text: str
+
+
+Step = Answer | Ask | Unparsed
+
+
+@dataclass
+class Trace:
+    """Who answered a posed question, and how.
+
+    ``source`` is ``human:<name>``, ``model:policy`` or ``model:target``. ``children`` are the calls made while
+    answering (Amp's steps and subquestions). For policy generations ``token_ids`` / ``logprobs`` are the sampled
+    reply tokens and their sampling log-probabilities. When Approx routed a call to the human, ``replaced`` is the
+    model's draft the human's answer replaced (both kept: the pair is training data). ``human_calls`` counts real
+    human calls at this node (0 when the answer came from the label store).
+    """
+
+    source: str
+    posed: Posed
+    text: str
+    children: list[Trace] = field(default_factory=list)
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    replaced: Trace | None = None
+    human_calls: int = 0
+    from_store: bool = False
+    op: str = ""  # "amp" for a node Amp built from its children; "" for a leaf call
+
+    @property
+    def who(self) -> str:
+        """``human``, ``policy`` or ``target``."""
+        return "human" if self.source.startswith("human") else self.source.removeprefix("model:")
+
+    def walk(self):
+        """This node and every descendant, depth first (the replaced drafts included)."""
+        yield self
+        if self.replaced is not None:
+            yield from self.replaced.walk()
+        for child in self.children:
+            yield from child.walk()
+
+    def total_human_calls(self) -> int:
+        return sum(node.human_calls for node in self.walk())
+
+    def mean_logprob(self) -> float | None:
+        if not self.logprobs:
+            return None
+        return sum(self.logprobs) / len(self.logprobs)
+
+    def with_children(self, children: list[Trace]) -> Trace:
+        return replace(self, children=children)
+
+
+@dataclass
+class Reply:
+    text: str
+    trace: Trace
+
+
+class Agent(Protocol):
+    """Anything that answers posed questions: a model, a human, or a combinator of them."""
+
+    async def __call__(self, posed: Posed) -> Reply: ...

@@ -1,0 +1,117 @@
+"""Warm start A[0]: imitate the synthetic human on what it can do itself (``references/003``: A[0] imitates H).
+
+The examples are the human's direct answers (k <= 1), its decompositions and its integrations; TRL's
+``SFTTrainer`` trains on the completions only. The model is saved to ``<run_dir>/<sft.output_subdir>`` and its
+held-out accuracy by k is printed and written next to it as ``heldout.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from debate_amp.config import Config, save_config
+from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
+from debate_amp.models import load_model, save_model
+from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples
+
+
+@dataclass
+class SftResult:
+    model_dir: Path
+    report: HeldoutReport
+    train_seconds: float
+    n_examples: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_task(cfg: Config) -> PermTask:
+    t = cfg.task
+    return PermTask(t.n_elements, t.max_power, t.balance, t.heldout_fraction)
+
+
+def run_sft(cfg: Config, progress: bool = True) -> SftResult:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    seed_everything(cfg.run.seed)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    # 1. Imitation data from the synthetic human, on training permutations only.
+    task = make_task(cfg)
+    human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
+    examples = imitation_examples(task, human, cfg.sft.n_examples, seed=cfg.run.seed)
+    dataset = Dataset.from_dict(
+        {"prompt": [e.prompt for e in examples], "completion": [e.completion for e in examples]}
+    )
+
+    # 2. Train with TRL's SFTTrainer (loss on the completion tokens only).
+    model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard" / "sft")
+    args = SFTConfig(
+        output_dir=str(run_dir / "sft_trainer"),
+        num_train_epochs=cfg.sft.epochs,
+        per_device_train_batch_size=cfg.sft.batch_size,
+        learning_rate=cfg.sft.learning_rate,
+        warmup_steps=cfg.sft.warmup_ratio,
+        weight_decay=cfg.sft.weight_decay,
+        lr_scheduler_type="linear",
+        completion_only_loss=True,
+        max_length=cfg.model.max_positions,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="tensorboard",
+        seed=cfg.run.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.model.dtype == "bfloat16",
+        disable_tqdm=not progress,
+        optim="adamw_torch",
+    )
+    peft_config = None
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig as PeftLoraConfig
+
+        lora = cfg.model.lora
+        peft_config = PeftLoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    )
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    trained: Any = trainer.model
+    if cfg.model.lora.enabled:
+        trained = trained.merge_and_unload()
+
+    # 3. Save A[0] and report held-out accuracy by k.
+    model_dir = run_dir / cfg.sft.output_subdir
+    save_model(trained, tokenizer, model_dir)
+    questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
+    report = evaluate_heldout(
+        model, tokenizer, questions, max_new_tokens=cfg.generation.max_new_tokens, progress=progress
+    )
+    (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
+    return SftResult(model_dir, report, train_seconds, len(examples))

@@ -1,0 +1,45 @@
+"""Each entry point as a subprocess, the way a user runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+
+
+def run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "debate_amp.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def test_amp_prints_the_tree_with_provenance():
+    proc = run(
+        "amp", "--model", "perfect", "--question", "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=13", "sampler.kind=always"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "answer 7: correct; human calls 2" in out
+    assert "step [x=5 k=13] -> 'ask x=2 k=6; x=#1 k=6'  (human, replacing policy's" in out
+    assert "answer [x=2 k=6] -> '6'  (policy)" in out
+
+
+def test_amp_rejects_a_bad_question_in_one_line():
+    proc = run("amp", "--model", "perfect", "--question", "s=0:1 1:1 x=0 k=2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "debate-amp: error: --question: s must map 0..N-1 onto 0..N-1 in order, each value once: '0:1 1:1'"
+    ]
+
+
+def test_config_keys_lists_documented_keys():
+    proc = run("config", "--keys")
+    assert proc.returncode == 0
+    assert "objective.alpha = 0.5\n    weighted: loss = alpha * L_rl + (1 - alpha) * L_sup." in proc.stdout

@@ -1,0 +1,173 @@
+"""Approx / Amp / Amp~ with the synthetic human and a perfect scripted model (DESIGN.md sections 2-3)."""
+
+import asyncio
+
+import pytest
+
+from debate_amp.agents.humans.synthetic import SyntheticHuman
+from debate_amp.agents.model import Generation, ModelAgent
+from debate_amp.combinators import Amp, Approx, amp_approx
+from debate_amp.protocol import UNKNOWN, Posed
+from debate_amp.samplers import Always, Bernoulli, Budget, Confidence, Never, build_sampler
+from debate_amp.tasks.perm import PermHuman, PermQuestion, PermTask, perfect_generate
+
+K = 15
+# 64 questions, every k in 0..K four times, on random permutations of 8 elements.
+QUESTIONS = [PermQuestion(q.sigma, q.x, i % (K + 1)) for i, q in enumerate(PermTask(8, K).questions(64, seed=0))]
+
+
+class Counting:
+    """A generate function that counts its calls and batch sizes."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+
+    def __call__(self, prompts):
+        self.batches.append(len(prompts))
+        return self.inner(prompts)
+
+
+def run_all(agent, questions):
+    async def main():
+        return await asyncio.gather(*(agent(Posed("answer", q)) for q in questions))
+
+    return asyncio.run(main())
+
+
+def perfect_policy(max_batch=256):
+    return ModelAgent(Counting(perfect_generate), role="policy", max_batch=max_batch)
+
+
+@pytest.mark.parametrize("sampler", [Never(), Always(), Bernoulli(0.5, seed=1)], ids=["never", "always", "bernoulli"])
+def test_amp_approx_answers_every_k_exactly(sampler):
+    human = SyntheticHuman(PermHuman())
+    model = perfect_policy()
+    replies = run_all(amp_approx(human, model, sampler), QUESTIONS)
+    assert [r.text for r in replies] == [str(q.gold) for q in QUESTIONS]
+    assert {q.k for q in QUESTIONS} == set(range(K + 1))
+    steps = [
+        node
+        for r in replies
+        for node in r.trace.walk()
+        if node.posed.kind == "step" and node.replaced is None and node.op == ""
+    ]
+    if isinstance(sampler, Never):
+        assert human.calls == 0
+        assert all(node.who == "policy" for node in steps)
+    if isinstance(sampler, Always):
+        human_steps = [n for r in replies for n in r.trace.walk() if n.posed.kind == "step" and n.who == "human"]
+        # every step question was answered by the human (and the model's draft kept as `replaced`)
+        assert all(n.replaced is not None and n.replaced.who == "policy" for n in human_steps)
+        assert not [n for n in steps if n.who == "policy" and n not in [h.replaced for h in human_steps]]
+        assert human.calls == sum(r.trace.total_human_calls() for r in replies) == len(human_steps)
+        # k <= 1: one step; otherwise decompose + integrate
+        assert human.calls == sum(1 if q.k <= 1 else 2 for q in QUESTIONS)
+
+
+def test_every_trace_node_records_its_provenance():
+    human = SyntheticHuman(PermHuman())
+    replies = run_all(amp_approx(human, perfect_policy(), Bernoulli(0.5, seed=0)), QUESTIONS)
+    sources = {node.source for r in replies for node in r.trace.walk()}
+    assert sources <= {"human:synthetic", "model:policy"}
+    root = replies[-1].trace
+    assert root.op == "amp" and root.posed.kind == "answer"
+    if QUESTIONS[-1].k >= 2:
+        kinds = [c.posed.kind for c in root.children]
+        assert kinds == ["step", "answer", "answer", "step"]
+        assert [c.posed.question.k for c in root.children[1:3]] == [QUESTIONS[-1].k // 2] * 2
+
+
+def test_budget_caps_hold_exactly():
+    human = SyntheticHuman(PermHuman())
+    budget = Budget(Always(), per_update=7, per_run=10)
+    run_all(amp_approx(human, perfect_policy(), budget), QUESTIONS)
+    assert human.calls == 7 and budget.update_calls == 7
+    budget.new_update()
+    run_all(amp_approx(human, perfect_policy(), budget), QUESTIONS)
+    assert human.calls == 10 and budget.run_calls == 10  # the run cap binds before the update cap
+    budget.new_update()
+    run_all(amp_approx(human, perfect_policy(), budget), QUESTIONS)
+    assert human.calls == 10
+
+
+def test_wave_batching_one_generate_per_wave():
+    # 64 concurrent Amp~ calls: wave 1 = every first step; 2 and 3 = the dependent subquestions; 4 = integration.
+    model = perfect_policy()
+    run_all(amp_approx(SyntheticHuman(PermHuman()), model, Never()), QUESTIONS)
+    n_decomposed = sum(q.k >= 2 for q in QUESTIONS)
+    assert model.generate_fn.batches == [64, n_decomposed, n_decomposed, n_decomposed]
+    assert model.batcher.waves == 4 and model.batcher.generate_calls == 4
+
+
+def test_waves_split_by_max_batch():
+    model = perfect_policy(max_batch=16)
+    run_all(amp_approx(SyntheticHuman(PermHuman()), model, Never()), QUESTIONS)
+    assert model.batcher.waves == 4
+    assert model.generate_fn.batches[:4] == [16, 16, 16, 16]
+
+
+def test_two_models_share_waves():
+    policy, target = perfect_policy(), ModelAgent(Counting(perfect_generate), role="target")
+
+    async def main():
+        a = [policy(Posed("answer", q)) for q in QUESTIONS]
+        b = [target(Posed("answer", q)) for q in QUESTIONS[:10]]
+        return await asyncio.gather(*a, *b)
+
+    asyncio.run(main())
+    assert policy.generate_fn.batches == [64] and target.generate_fn.batches == [10]
+
+
+def _scripted(replies):
+    def run(prompts):
+        texts = [replies(p) for p in prompts]
+        return Generation(texts, [[5] for _ in texts], [[-0.1] for _ in texts])
+
+    return run
+
+
+@pytest.mark.parametrize("step_text", ["hello", "ask x=99 k=2; x=#1 k=2", "ask only-one", "", "ans"])
+def test_output_that_does_not_parse_is_data(step_text):
+    model = ModelAgent(_scripted(lambda p: step_text if p.endswith("S=") else "3"))
+    q = PermQuestion((1, 2, 0), 0, 6)
+    (reply,) = run_all(Amp(model, model), [q])
+    assert reply.text == UNKNOWN
+    assert reply.trace.op == "amp"
+
+
+def test_amp_that_never_answers_stops_after_max_rounds():
+    model = ModelAgent(_scripted(lambda p: "ask x=0 k=1; x=1 k=1" if p.endswith("S=") else "1"))
+    (reply,) = run_all(Amp(model, model, max_rounds=3), [PermQuestion((1, 2, 0), 0, 6)])
+    assert reply.text == UNKNOWN
+    assert [c.posed.kind for c in reply.trace.children] == ["step", "answer", "answer"] * 3 + ["step"]
+
+
+def test_approx_keeps_both_replies():
+    human, model = SyntheticHuman(PermHuman()), perfect_policy()
+    (reply,) = run_all(Approx(human, model, Always()), [PermQuestion((1, 2, 0), 0, 1)])
+    assert reply.text == "1" and reply.trace.who == "human" and reply.trace.replaced.who == "policy"
+
+
+def test_samplers():
+    draft = run_all(ModelAgent(_scripted(lambda p: "1")), [PermQuestion((1, 0), 0, 1)])[0]
+    posed = draft.trace.posed
+    assert Confidence(threshold=-0.05)(posed, draft) and not Confidence(threshold=-0.5)(posed, draft)
+    b = Bernoulli(0.3, seed=2)
+    assert 0.27 < sum(b(posed, draft) for _ in range(5000)) / 5000 < 0.33
+    assert isinstance(build_sampler("bernoulli", p=0.2, per_update=3), Budget)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        build_sampler("oracle")
+
+
+def test_tiny_model_64_concurrent_amp_approx_one_generate_per_wave(tiny_model):
+    from debate_amp.agents.model import hf_generate_fn
+
+    model, tokenizer = tiny_model
+    policy = ModelAgent(Counting(hf_generate_fn(model, tokenizer, max_new_tokens=8)), role="policy")
+    human = SyntheticHuman(PermHuman())
+    replies = run_all(amp_approx(human, policy, Always()), QUESTIONS)
+    model_nodes = [n for r in replies for n in r.trace.walk() if n.who == "policy" and n.op == ""]
+    assert policy.generate_fn.batches[0] == 64
+    assert policy.batcher.generate_calls == policy.batcher.waves == len(policy.generate_fn.batches) <= 4
+    assert sum(policy.generate_fn.batches) == len(model_nodes)
+    assert all(len(n.token_ids) == len(n.logprobs) > 0 for n in model_nodes)

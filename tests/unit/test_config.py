@@ -1,0 +1,121 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from debate_amp.config import Config, ConfigError, describe_fields, load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+TRAINING_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+
+
+def test_there_are_recipes():
+    assert (ROOT / "recipes" / "default.yaml") in RECIPES
+
+
+@pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda p: p.name)
+def test_every_recipe_loads_and_opens_with_its_command(recipe):
+    cfg = load_config(recipe)
+    assert isinstance(cfg, Config)
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# debate-amp ") or first.startswith("# accelerate launch"), first
+
+
+def test_overrides_apply_and_coerce():
+    cfg = load_config(None, ["objective.alpha=0.25", "debate.max_turns=3", "model.path=null", "run.name=x"])
+    assert cfg.objective.alpha == 0.25 and cfg.debate.max_turns == 3 and cfg.model.path is None
+    assert cfg.run.name == "x"
+
+
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("trainer.alpah=0.3", ["unknown key 'trainer.alpah'", "objective.alpha"]),
+        ("objective.alph=0.3", ["did you mean 'objective.alpha'"]),
+        ("debate.max_turns=abc", ["debate.max_turns", "'abc'", "integer"]),
+        ("objective.alpha=1.5", ["objective.alpha", "1.5", "<= 1"]),
+        ("objective.mode=cpo", ["objective.mode", "'weighted', 'constrained' or 'reward'"]),
+        ("model.path=/no/such/dir", ["model.path", "/no/such/dir"]),
+        ("model.num_heads=3", ["num_heads (3) must divide hidden_size (128)"]),
+        ("run=3", ["run", "section"]),
+        ("sft.epochs", ["section.key=value"]),
+        ("nosuchsection.x=1", ["unknown key 'nosuchsection'", "valid keys"]),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_missing_recipe_and_bad_yaml_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="recipe not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(listy)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(ROOT / "recipes" / "default.yaml", ["objective.alpha=0.125"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["objective"]["alpha"] == 0.125
+
+
+def test_every_field_is_documented():
+    rows = describe_fields()
+    assert len(rows) > 20
+    undocumented = [key for key, _, doc in rows if not doc]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("trainer.alpah=0.3", "trainer.alpah"),
+        ("debate.max_turns=abc", "debate.max_turns"),
+        ("objective.alpha=1.5", "objective.alpha"),
+        ("model.path=/no/such/dir", "/no/such/dir"),
+    ],
+)
+def test_cli_rejects_bad_recipe_with_exit_2_one_line_and_no_heavy_imports(override, needle):
+    # The CLI checks the recipe before importing torch: that is what makes it fail within a second.
+    code = (
+        "import sys\n"
+        "from debate_amp.cli import main\n"
+        "try:\n"
+        f"    main(['sft', 'recipes/default.yaml', {override!r}])\n"
+        "except SystemExit as e:\n"
+        "    print('torch' in sys.modules, file=sys.stdout)\n"
+        "    raise\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == "False"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("debate-amp: error:")
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_recipe_file():
+    proc = subprocess.run(
+        [sys.executable, "-m", "debate_amp.cli", "sft", "recipes/nope.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "debate-amp: error: recipe not found: recipes/nope.yaml"

@@ -1,0 +1,163 @@
+import random
+from collections import Counter
+
+import pytest
+
+from debate_amp.tasks.perm import (
+    Answer,
+    Ask,
+    PermHuman,
+    PermQuestion,
+    PermTask,
+    Unparsed,
+    answer_prompt,
+    depth_of,
+    imitation_examples,
+    parse_element,
+    parse_step,
+    parse_subquestion,
+    power,
+    render_question,
+    score,
+    step_prompt,
+)
+
+SIGMA = (3, 7, 0, 1, 6, 2, 5, 4)  # 0->3->1->7->4->6->5->2->0: one 8-cycle
+
+
+def test_power_known_answers():
+    assert power(SIGMA, 0, 0) == 0
+    assert power(SIGMA, 0, 1) == 3
+    assert power(SIGMA, 0, 2) == 1
+    assert power(SIGMA, 0, 5) == 6
+    assert power(SIGMA, 0, 8) == 0  # an 8-cycle returns home
+    assert power(SIGMA, 5, 3) == 3  # 5->2->0->3
+    assert PermQuestion(SIGMA, 0, 13).gold == power(SIGMA, 0, 5)
+
+
+def test_depth():
+    assert [depth_of(k) for k in range(9)] == [0, 0, 1, 1, 2, 2, 2, 2, 3]
+
+
+def test_text_formats():
+    q = PermQuestion(SIGMA, 5, 6)
+    assert render_question(q) == "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=6"
+    assert answer_prompt(q) == render_question(q) + " A="
+    assert step_prompt(q, ["7", "4"]) == render_question(q) + " #1=7 #2=4 S="
+
+
+def test_parse_step_and_subquestions():
+    assert parse_step("ans 4") == Answer("4")
+    assert parse_step("ask x=2 k=3; x=#1 k=3") == Ask("x=2 k=3", "x=#1 k=3")
+    for junk in ["", "ask x=2 k=3", "hello", "ask ; x=1 k=2", "ask a; b; c"]:
+        assert isinstance(parse_step(junk), Unparsed), junk
+    parent = PermQuestion(SIGMA, 5, 6)
+    assert parse_subquestion("x=2 k=3", parent) == PermQuestion(SIGMA, 2, 3)
+    assert parse_subquestion("x=9 k=3", parent) is None  # no element 9 when N = 8
+    assert parse_subquestion("x=#1 k=3", parent) is None  # references must be substituted first
+    assert parse_element(" 7 ", 8) == 7 and parse_element("8", 8) is None and parse_element("x", 8) is None
+
+
+def test_score_is_exact_match():
+    q = PermQuestion(SIGMA, 0, 2)
+    assert score("1", q) == 1.0 and score(1, q) == 1.0
+    assert score("2", q) == 0.0 and score("?", q) == 0.0 and score(None, q) == 0.0 and score("1 2", q) == 0.0
+
+
+def _hch(human: PermHuman, q: PermQuestion) -> str:
+    """The human consulting copies of itself: resolves every ``ask`` recursively, substituting #1."""
+    step = parse_step(human.step(q))
+    if isinstance(step, Answer):
+        return step.text
+    assert isinstance(step, Ask)
+    first = parse_subquestion(step.first, q)
+    a1 = _hch(human, first)
+    second = parse_subquestion(step.second.replace("#1", a1), q)
+    a2 = _hch(human, second)
+    final = parse_step(human.step(q, [a1, a2]))
+    assert isinstance(final, Answer)
+    return final.text
+
+
+@pytest.mark.parametrize("k", range(0, 65))
+def test_human_decomposition_is_exact_for_every_k(k):
+    rng = random.Random(k)
+    for _ in range(5):
+        sigma = list(range(11))
+        rng.shuffle(sigma)
+        q = PermQuestion(tuple(sigma), rng.randrange(11), k)
+        assert _hch(PermHuman(), q) == str(q.gold)
+
+
+def test_human_capacity_and_call_counting():
+    human = PermHuman()
+    assert human.answer(PermQuestion(SIGMA, 0, 1)) == "3"
+    assert human.answer(PermQuestion(SIGMA, 0, 0)) == "0"
+    with pytest.raises(ValueError, match="capacity"):
+        human.answer(PermQuestion(SIGMA, 0, 2))
+    assert human.step(PermQuestion(SIGMA, 0, 7)) == "ask x=3 k=3; x=#1 k=3"  # odd k: one lookup first
+    assert human.step(PermQuestion(SIGMA, 0, 6)) == "ask x=0 k=3; x=#1 k=3"
+    assert human.step(PermQuestion(SIGMA, 0, 6), ["7", "not a number"]) == "ans ?"
+    assert human.calls == 6
+    # A perfect recursive answer to k = 8 costs: 3 steps at k=8 (ask, integrate), 2x at k=4, 4x at k=2, 8 at k=1.
+    counting = PermHuman()
+    _hch(counting, PermQuestion(SIGMA, 0, 8))
+    assert counting.calls == 2 + 2 * 2 + 4 * 2 + 8
+
+
+def test_human_error_rate():
+    assert all(PermHuman(error_rate=1.0, seed=s).answer(PermQuestion(SIGMA, 0, 1)) != "3" for s in range(50))
+    noisy = PermHuman(error_rate=0.2, seed=0)
+    wrong = sum(noisy.answer(PermQuestion(SIGMA, i % 8, 1)) != str(SIGMA[i % 8]) for i in range(4000))
+    assert 0.17 < wrong / 4000 < 0.23
+
+
+def test_generator_is_seeded_and_depth_balanced():
+    task = PermTask(n_elements=8, max_power=15)
+    assert task.questions(50, seed=3) == task.questions(50, seed=3)
+    assert task.questions(50, seed=3) != task.questions(50, seed=4)
+    depths = Counter(q.depth for q in task.questions(4000, seed=0))
+    assert set(depths) == {0, 1, 2, 3}
+    assert all(900 < n < 1100 for n in depths.values()), depths
+    uniform = Counter(q.k for q in PermTask(8, 15, balance="uniform").questions(4000, seed=0))
+    assert 180 < uniform[0] < 320 and 180 < uniform[15] < 320
+
+
+def test_heldout_permutations_never_reach_training():
+    task = PermTask(n_elements=6, max_power=7, heldout_fraction=0.25)
+    evals = task.eval_questions(400)
+    assert all(task.is_heldout(q.sigma) for q in evals)
+    assert Counter(q.k for q in evals) == {k: 50 for k in range(8)}
+    train_sigmas = {q.sigma for q in task.questions(3000, seed=1)}
+    assert not train_sigmas & {q.sigma for q in evals}
+    examples = imitation_examples(task, PermHuman(), 2000, seed=0)
+    assert not any(render_question(q).split(" x=")[0] in e.prompt for q in evals for e in examples[:300])
+
+
+def test_imitation_examples_are_what_the_human_does():
+    task = PermTask(n_elements=8, max_power=7)
+    examples = imitation_examples(task, PermHuman(), 1001, seed=0)
+    assert len(examples) == 1001
+    kinds = Counter(e.kind for e in examples)
+    assert set(kinds) == {"answer", "step", "integrate"}
+    assert all(e.k <= 1 for e in examples if e.kind == "answer")
+    for e in examples:
+        if e.kind == "answer":
+            assert e.prompt.endswith(" A=") and parse_element(e.completion, 8) is not None
+        else:
+            assert e.prompt.endswith(" S=") and not isinstance(parse_step(e.completion), Unparsed)
+
+
+def test_posed_rendering_matches_the_trained_formats():
+    from debate_amp.protocol import Posed
+
+    q = PermQuestion(SIGMA, 5, 6)
+    posed = Posed("answer", q)
+    assert posed.render() == answer_prompt(q)
+    assert posed.step().render() == step_prompt(q)
+    assert posed.step(("7", "4")).render() == step_prompt(q, ["7", "4"])
+    argue = Posed("argue", q, context=("ans 4", "no"))
+    assert argue.render() == render_question(q) + " |ans 4 |no G="
+    assert argue.step(("3",)).render() == render_question(q) + " |ans 4 |no #1=3 SG="
+    assert Posed("catastrophe", q, context=("a", "b"), argument=1).render().endswith(" |a |b @1 C=")
+    assert posed.key() == Posed("answer", PermQuestion(SIGMA, 5, 6)).key() != Posed("answer", q.with_query(5, 5)).key()
