@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a local model directory (e.g. runs/default/sft), or 'perfect' for the scripted perfect model",
     )
     amp.add_argument(
-        "--question", help="e.g. 's=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=6' (default: drawn from the task)"
+        "--question", help="e.g. 's=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6' (default: drawn from the task)"
     )
     amp.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
     amp.add_argument("--labels", help="label store (SQLite) for the human's answers")
@@ -90,13 +90,14 @@ def cmd_amp(args: argparse.Namespace) -> int:
 
         question = make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)
 
-    from debate_amp.agents.humans.synthetic import SyntheticHuman
-    from debate_amp.agents.labels import LabeledHuman, LabelStore
+    from debate_amp.agents.humans import build_human
+    from debate_amp.agents.humans.replay import UnseenQuestion
+    from debate_amp.agents.labels import LabelStore
     from debate_amp.agents.model import GenerateFn, ModelAgent, hf_generate_fn
     from debate_amp.combinators import amp_approx
-    from debate_amp.protocol import Agent, Posed
+    from debate_amp.protocol import Posed
     from debate_amp.samplers import build_sampler
-    from debate_amp.tasks.perm import PermHuman, perfect_generate
+    from debate_amp.tasks.perm import perfect_generate
 
     generate_fn: GenerateFn
     if args.model == "perfect":
@@ -107,14 +108,15 @@ def cmd_amp(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(cfg.model, args.model)
         g = cfg.generation
         generate_fn = hf_generate_fn(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p)
-    expert = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
-    human: Agent = SyntheticHuman(expert)
-    if args.labels:
-        human = LabeledHuman(human, LabelStore(args.labels))
+    human, expert = build_human(cfg.human, seed=cfg.run.seed, store=LabelStore(args.labels) if args.labels else None)
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
     agent = amp_approx(human, ModelAgent(generate_fn, "policy", cfg.amp.max_batch), sampler, cfg.amp.max_rounds)
-    reply = asyncio.run(agent(Posed("answer", question)))
+    try:
+        reply = asyncio.run(agent(Posed("answer", question)))
+    except UnseenQuestion as e:
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return 1
     print(render_tree(reply.trace))
     verdict = "correct" if reply.text == str(question.gold) else f"wrong (gold {question.gold})"
     print(f"\nanswer {reply.text}: {verdict}; human calls {expert.calls}")
@@ -165,7 +167,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (argparse stops collecting positionals at the first option)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     commands = {"sft": cmd_sft, "amp": cmd_amp, "config": cmd_config}
     return commands[args.command](args)
 

@@ -100,10 +100,19 @@ class TaskConfig:
 
 @dataclass(config=_STRICT)
 class HumanConfig:
-    kind: Literal["synthetic"] = "synthetic"
-    """Who plays H. ``synthetic``: the task's simulated weak expert."""
+    kind: Literal["synthetic", "replay"] = "synthetic"
+    """Who plays H. ``synthetic``: the task's simulated weak expert. ``replay``: answers recorded earlier
+    (``replay_from``)."""
     error_rate: Probability = 0.0
     """synthetic: probability that a direct answer (a lookup) is wrong."""
+    replay_from: str | None = None
+    """replay: a label store (``.sqlite``) or a JSONL export of one."""
+    fallback: Literal["none", "synthetic"] = "none"
+    """replay: who answers a question with no recorded answer; ``none`` makes it an error."""
+
+    def __post_init__(self) -> None:
+        if self.kind == "replay" and self.replay_from is None:
+            raise ValueError("kind=replay needs replay_from: a label store (.sqlite) or a JSONL file of labels")
 
 
 @dataclass(config=_STRICT)
@@ -141,11 +150,11 @@ class GenerationConfig:
 
 @dataclass(config=_STRICT)
 class SftConfig:
-    n_examples: PositiveInt = 20000
+    n_examples: PositiveInt = 24000
     """Imitation examples generated from the synthetic human (answers, decompositions, integrations)."""
-    epochs: PositiveFloat = 3.0
+    epochs: PositiveFloat = 1.0
     """Passes over the examples."""
-    learning_rate: PositiveFloat = 3e-3
+    learning_rate: PositiveFloat = 1e-3
     """Peak learning rate (AdamW, linear decay after warmup)."""
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     """Fraction of steps spent warming up the learning rate."""
@@ -325,6 +334,8 @@ def _describe(error: ValidationError, recipe: Any) -> str:
 def _check_paths(cfg: Config) -> None:
     if cfg.model.path is not None and not Path(cfg.model.path).is_dir():
         raise ConfigError(f"model.path: no such directory: {cfg.model.path}")
+    if cfg.human.replay_from is not None and not Path(cfg.human.replay_from).is_file():
+        raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def test_amp_rejects_a_bad_question_in_one_line():
     proc = run("amp", "--model", "perfect", "--question", "s=0:1 1:1 x=0 k=2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "debate-amp: error: --question: s must map 0..N-1 onto 0..N-1 in order, each value once: '0:1 1:1'"
+        "debate-amp: error: --question: s must map each of 0..N-1 to one of 0..N-1, each key and value once: '0:1 1:1'"
     ]
 
 
@@ -43,3 +43,23 @@ def test_config_keys_lists_documented_keys():
     proc = run("config", "--keys")
     assert proc.returncode == 0
     assert "objective.alpha = 0.5\n    weighted: loss = alpha * L_rl + (1 - alpha) * L_sup." in proc.stdout
+
+
+def test_amp_records_labels_and_replays_them(tmp_path):
+    db = str(tmp_path / "labels.sqlite")
+    question = "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=13"
+    first = run("amp", "--model", "perfect", "--question", question, "--labels", db, "sampler.kind=always")
+    assert "human calls 2" in first.stdout, first.stderr
+    replay = ["human.kind=replay", f"human.replay_from={db}", "sampler.kind=always"]
+    again = run("amp", "--model", "perfect", "--question", question, *replay)
+    assert again.returncode == 0, again.stderr
+    assert "answer 7: correct; human calls 0" in again.stdout
+    assert "(human, from the label store, replacing policy's" in again.stdout
+    unseen = run("amp", "--model", "perfect", "--question", question.replace("k=13", "k=12"), *replay)
+    assert unseen.returncode == 1
+    assert unseen.stderr.startswith("debate-amp: error: the replay human has no recorded answer to step question")
+    assert "Traceback" not in unseen.stderr
+    fallback = run(
+        "amp", "--model", "perfect", "--question", question.replace("k=13", "k=12"), *replay, "human.fallback=synthetic"
+    )
+    assert "answer 1: correct; human calls 2" in fallback.stdout, fallback.stderr

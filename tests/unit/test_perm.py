@@ -41,7 +41,7 @@ def test_depth():
 
 def test_text_formats():
     q = PermQuestion(SIGMA, 5, 6)
-    assert render_question(q) == "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=6"
+    assert render_question(q) == "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6"
     assert answer_prompt(q) == render_question(q) + " A="
     assert step_prompt(q, ["7", "4"]) == render_question(q) + " #1=7 #2=4 S="
 
