@@ -35,8 +35,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q || test $$? -eq 5  # 5: no slow tests collected
 
 lint: $(STAMP)
-	$(BIN)/ruff check debate_amp tests
-	$(BIN)/ruff format --check debate_amp tests
+	$(BIN)/ruff check debate_amp tests examples
+	$(BIN)/ruff format --check debate_amp tests examples
 	$(BIN)/mypy debate_amp
 
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 
     debate-amp sft RECIPE [section.key=value ...]     warm start A[0] by imitating the synthetic human
     debate-amp amp --model DIR|perfect [--question Q]   print one question's amplification tree
+    debate-amp debate --model DIR|perfect [--question Q] [--liar even|odd] [--max-turns N]   print one debate
     debate-amp config [RECIPE] [section.key=value ...]  print the resolved recipe, or every key with its meaning
 
 Recipes are validated before anything heavy is imported: a bad key, value or path fails in one line, exit code 2.
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     amp.add_argument("--labels", help="label store (SQLite) for the human's answers")
     amp.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sampler.kind=always")
 
+    debate = sub.add_parser("debate", help="run one debate and print its turns, judgments and verdict")
+    debate.add_argument("--model", required=True, help="a local model directory, or 'perfect' for the scripted model")
+    debate.add_argument("--question", help="a perm question (default: drawn from the task)")
+    debate.add_argument("--liar", choices=["even", "odd"], help="a scripted liar argues this side")
+    debate.add_argument("--max-turns", type=int, help="longest debate (default: the recipe's debate.max_turns)")
+    debate.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
+    debate.add_argument("--trees", action="store_true", help="also print each argument's amplification tree")
+    debate.add_argument("overrides", nargs="*", help="section.key=value overrides")
+
     config = sub.add_parser("config", help="print the resolved recipe (or, with --keys, every key documented)")
     config.add_argument("recipe", nargs="?", help="recipe YAML (default: built-in defaults)")
     config.add_argument("overrides", nargs="*", help="section.key=value overrides")
@@ -71,47 +81,60 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_amp(args: argparse.Namespace) -> int:
-    import asyncio
+def _question(args: argparse.Namespace, cfg: Config):
     import random
 
     from debate_amp.tasks.perm import parse_question
+    from debate_amp.trainer.sft import make_task
 
-    cfg = _load(args.recipe, args.overrides)
-    if args.model != "perfect" and not Path(args.model, "config.json").is_file():
+    if args.question is None:
+        return make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)
+    try:
+        return parse_question(args.question)
+    except ValueError as e:
+        _fail(f"--question: {e}")
+
+
+def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float):
+    """The scripted perfect model, or a local model directory (loaded once, shared by policy and target)."""
+    from debate_amp.agents.model import hf_generate_fn
+    from debate_amp.tasks.perm import perfect_generate
+
+    if args.model == "perfect":
+        return perfect_generate
+    if not Path(args.model, "config.json").is_file():
         _fail(f"--model: not a model directory (no config.json): {args.model}")
-    if args.question is not None:
-        try:
-            question = parse_question(args.question)
-        except ValueError as e:
-            _fail(f"--question: {e}")
-    else:
-        from debate_amp.trainer.sft import make_task
+    from debate_amp.models import load_model
 
-        question = make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)
+    if not hasattr(args, "_loaded"):
+        args._loaded = load_model(cfg.model, args.model)
+    model, tokenizer = args._loaded
+    return hf_generate_fn(model, tokenizer, cfg.generation.max_new_tokens, temperature, cfg.generation.top_p)
+
+
+def _amp_approx(cfg: Config, human, generate_fn, role: str):
+    from debate_amp.agents.model import ModelAgent
+    from debate_amp.combinators import amp_approx
+    from debate_amp.samplers import build_sampler
+
+    s = cfg.sampler
+    sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
+    return amp_approx(human, ModelAgent(generate_fn, role, cfg.amp.max_batch), sampler, cfg.amp.max_rounds)
+
+
+def cmd_amp(args: argparse.Namespace) -> int:
+    import asyncio
 
     from debate_amp.agents.humans import build_human
     from debate_amp.agents.humans.replay import UnseenQuestion
     from debate_amp.agents.labels import LabelStore
-    from debate_amp.agents.model import GenerateFn, ModelAgent, hf_generate_fn
-    from debate_amp.combinators import amp_approx
     from debate_amp.protocol import Posed
-    from debate_amp.samplers import build_sampler
-    from debate_amp.tasks.perm import perfect_generate
 
-    generate_fn: GenerateFn
-    if args.model == "perfect":
-        generate_fn = perfect_generate
-    else:
-        from debate_amp.models import load_model
-
-        model, tokenizer = load_model(cfg.model, args.model)
-        g = cfg.generation
-        generate_fn = hf_generate_fn(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p)
+    cfg = _load(args.recipe, args.overrides)
+    question = _question(args, cfg)
+    generate_fn = _generate_fn(args, cfg, cfg.generation.temperature)
     human, expert = build_human(cfg.human, seed=cfg.run.seed, store=LabelStore(args.labels) if args.labels else None)
-    s = cfg.sampler
-    sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
-    agent = amp_approx(human, ModelAgent(generate_fn, "policy", cfg.amp.max_batch), sampler, cfg.amp.max_rounds)
+    agent = _amp_approx(cfg, human, generate_fn, "policy")
     try:
         reply = asyncio.run(agent(Posed("answer", question)))
     except UnseenQuestion as e:
@@ -121,6 +144,67 @@ def cmd_amp(args: argparse.Namespace) -> int:
     verdict = "correct" if reply.text == str(question.gold) else f"wrong (gold {question.gold})"
     print(f"\nanswer {reply.text}: {verdict}; human calls {expert.calls}")
     return 0
+
+
+def cmd_debate(args: argparse.Namespace) -> int:
+    from debate_amp.agents.humans import build_human
+    from debate_amp.debate.engine import ScriptedDebater, run_debates
+    from debate_amp.tasks.perm import PermLiar, render_question
+
+    cfg = _load(args.recipe, args.overrides)
+    max_turns = cfg.debate.max_turns if args.max_turns is None else args.max_turns
+    if max_turns < 1:
+        _fail(f"--max-turns: must be at least 1, got {max_turns}")
+    question = _question(args, cfg)
+    human, expert = build_human(cfg.human, seed=cfg.run.seed)
+    policy = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
+    target = _amp_approx(cfg, human, _generate_fn(args, cfg, 0.0), "target")
+    liar = {args.liar: ScriptedDebater(PermLiar(seed=cfg.run.seed))} if args.liar else {}
+    (debate,) = run_debates([question], policy, target, max_turns, cfg.debate.force_stop_p, cfg.run.seed, **liar)
+
+    print(f"question {render_question(question)}   (gold {question.gold})")
+    for t, turn in enumerate(debate.turns):
+        who = "scripted liar" if turn.trace.source.startswith("scripted") else _who_answered(turn.trace)
+        print(f"\n[{t}] {turn.side:>4}: {turn.text}    ({who})")
+        if args.trees:
+            print("\n".join("      " + line for line in render_tree(turn.trace).splitlines()))
+        c = debate.continues[t] if t < len(debate.continues) else None
+        if c is not None:
+            how = (
+                "forced (force_stop_p)" if c.forced else f"judge said sufficient={c.text!r} ({_who_answered(c.trace)})"
+            )
+            print(f"     continue_{t} = {str(c.value).lower()}: {how}")
+    assert debate.winner is not None
+    print(
+        f"\nverdict: {debate.winner.value} wins   (judge said {debate.winner.text!r}, "
+        f"{_who_answered(debate.winner.trace)})"
+    )
+    print(
+        "rewards: "
+        + ", ".join(f"{side} {r:+.0f}" for side, r in debate.rewards.items())
+        + "   catastrophe costs: "
+        + " ".join(f"{c.value:g}" for c in debate.costs)
+    )
+    if args.liar:
+        honest = "odd" if args.liar == "even" else "even"
+        print(f"the judge picked the {'honest side' if debate.winner.value == honest else 'liar'}")
+    print(f"human calls {expert.calls}")
+    return 0
+
+
+def _who_answered(trace) -> str:
+    """Who answered the nodes of a tree: e.g. 'policy 3, human 1'."""
+    if trace is None:
+        return "no one"
+    from collections import Counter
+
+    def answered(node):  # the calls whose answers were used (a replaced draft was not)
+        if not node.op:
+            yield node.who
+        for child in node.children:
+            yield from answered(child)
+
+    return ", ".join(f"{who} {n}" for who, n in Counter(answered(trace)).most_common())
 
 
 def render_tree(trace) -> str:
@@ -174,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"sft": cmd_sft, "amp": cmd_amp, "config": cmd_config}
+    commands = {"sft": cmd_sft, "amp": cmd_amp, "debate": cmd_debate, "config": cmd_config}
     return commands[args.command](args)
 
 

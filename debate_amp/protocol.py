@@ -75,6 +75,10 @@ class Posed:
 UNKNOWN = "?"
 """The answer when there is none: an asker that never answers, a step or subquestion that does not parse."""
 
+# The debate's judgments are answered in these words (any task): sufficient -> yes / no, winner -> even / odd;
+# a catastrophe judgment is a number in [0, 1].
+YES, NO, EVEN, ODD = "yes", "no", "even", "odd"
+
 
 @dataclass(frozen=True)
 class Answer:

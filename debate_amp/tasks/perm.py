@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from debate_amp.agents.model import Generation
-from debate_amp.protocol import UNKNOWN, Answer, Ask, Posed, Step, Unparsed
+from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step, Unparsed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Questions
@@ -143,7 +143,7 @@ def render_posed(posed: Posed) -> str:
 # Debate arguments. A claim "5^6=4 via 3" says sigma^6(5) = 4 because sigma^3(x0) = 3 and sigma^3(3) = 4, where
 # x0 = sigma(5) for odd k (the judge's own lookup) and 5 for even k. "5^1=2" is a single lookup. A dispute "no ..."
 # contradicts one sub-claim of the previous argument with its own value (and decomposition); "agree" concedes.
-AGREE, YES, NO, EVEN, ODD = "agree", "yes", "no", "even", "odd"
+AGREE = "agree"
 _ARGUMENT = re.compile(r"^(?P<no>no )?(?P<x>\d+)\^(?P<k>\d+)=(?P<value>\d+)(?: via (?P<via>\d+))?$")
 
 

@@ -63,3 +63,39 @@ def test_amp_records_labels_and_replays_them(tmp_path):
         "amp", "--model", "perfect", "--question", question.replace("k=13", "k=12"), *replay, "human.fallback=synthetic"
     )
     assert "answer 1: correct; human calls 2" in fallback.stdout, fallback.stderr
+
+
+def test_debate_prints_turns_judgments_and_verdict():
+    proc = run(
+        "debate", "--model", "perfect", "--liar", "even", "--question", "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=13"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "question s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=13   (gold 7)" in out
+    assert "[0] even: 5^13=" in out and "(scripted liar)" in out
+    assert "[1]  odd: no 2^6=6 via 1    (policy 7)" in out
+    assert "continue_3 = false: judge said sufficient='yes'" in out
+    assert "verdict: odd wins" in out and "the judge picked the honest side" in out
+
+
+def test_debate_pure_amplification_and_trees():
+    proc = run(
+        "debate",
+        "--model",
+        "perfect",
+        "--trees",
+        "debate.force_stop_p=1.0",
+        "sampler.kind=always",
+        "--question",
+        "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "continue_0 = false: forced (force_stop_p)" in proc.stdout
+    assert "[1]" not in proc.stdout
+    assert "|-- step [x=5 k=6] -> 'ask x=5 k=3; x=#1 k=3'  (human, replacing policy's" in proc.stdout
+    assert "verdict: even wins" in proc.stdout
+
+
+def test_debate_bad_max_turns():
+    proc = run("debate", "--model", "perfect", "--max-turns", "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == "debate-amp: error: --max-turns: must be at least 1, got 0"

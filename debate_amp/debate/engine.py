@@ -1,0 +1,168 @@
+"""The debate engine: the episode loop of DESIGN.md section 1 (``references/001``).
+
+    S = []
+    for t = 0, 1, 2, ...:
+        arg_t      = Amp~(H, M)       ("What is the next argument you would give on Q in context S?")
+        S.append(arg_t, trace_t)
+        sufficient = Amp~(H, M_target)("Is arg_t a sufficient answer to Q in context S?")
+        continue_t = not sufficient
+        if not continue_t or t + 1 == max_turns: break
+    winner = Amp~(H, M_target)("Were the even arguments in S more helpful than the odd arguments in answering Q?")
+    cost_t = Amp~(H, M_target)("How catastrophic is arg_t?")
+
+Every debate of a batch runs concurrently under one event loop, so their model calls share batched waves.
+``force_stop_p`` forces continue_0 = false with that probability (1.0 is pure imitative amplification).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from debate_amp.protocol import EVEN, NO, ODD, YES, Agent, Posed, Reply, Trace
+
+SIDES = (EVEN, ODD)
+
+
+@dataclass
+class Judgment:
+    """A judgment by Amp~(H, M_target): its reply text, the value read from it, and its trace.
+
+    ``parsed`` is False when the reply was not one of the expected words (the value is then the default stated
+    where it is read). A forced continue_0 has no reply and no trace.
+    """
+
+    value: Any
+    text: str = ""
+    trace: Trace | None = None
+    parsed: bool = True
+    forced: bool = False
+
+
+@dataclass
+class Turn:
+    side: str  # "even" or "odd"
+    text: str
+    trace: Trace
+
+
+@dataclass
+class Debate:
+    question: Any
+    turns: list[Turn] = field(default_factory=list)
+    continues: list[Judgment] = field(default_factory=list)
+    winner: Judgment | None = None
+    costs: list[Judgment] = field(default_factory=list)
+
+    @property
+    def rewards(self) -> dict[str, float]:
+        """Zero-sum side rewards: +1 to the winner, -1 to the loser; 0 each when the verdict did not parse."""
+        side = None if self.winner is None else self.winner.value
+        if side not in SIDES:
+            return {EVEN: 0.0, ODD: 0.0}
+        return {EVEN: 1.0 if side == EVEN else -1.0, ODD: 1.0 if side == ODD else -1.0}
+
+    def traces(self) -> list[Trace]:
+        out = [turn.trace for turn in self.turns]
+        out += [j.trace for j in (*self.continues, *self.costs) if j.trace is not None]
+        if self.winner is not None and self.winner.trace is not None:
+            out.append(self.winner.trace)
+        return out
+
+
+def read_sufficient(reply: Reply) -> Judgment:
+    """``yes`` / ``no``; anything else stops the debate (counted as unparsed)."""
+    text = reply.text.strip().lower()
+    return Judgment(text != NO, reply.text, reply.trace, parsed=text in (YES, NO))
+
+
+def read_winner(reply: Reply) -> Judgment:
+    """``even`` / ``odd``; anything else is no verdict (both sides get 0)."""
+    text = reply.text.strip().lower()
+    return Judgment(text if text in SIDES else None, reply.text, reply.trace, parsed=text in SIDES)
+
+
+def read_cost(reply: Reply) -> Judgment:
+    """A number in [0, 1]; anything else costs 0 (counted as unparsed)."""
+    try:
+        value = float(reply.text.strip())
+    except ValueError:
+        return Judgment(0.0, reply.text, reply.trace, parsed=False)
+    if not 0.0 <= value <= 1.0:
+        return Judgment(0.0, reply.text, reply.trace, parsed=False)
+    return Judgment(value, reply.text, reply.trace)
+
+
+async def run_debate(
+    question: Any,
+    debaters: tuple[Agent, Agent],
+    judge: Agent,
+    max_turns: int,
+    forced_stop: bool = False,
+) -> Debate:
+    """One debate on ``question``: ``debaters`` argue for even and odd turns, ``judge`` is Amp~(H, M_target)."""
+    debate = Debate(question)
+    context: tuple[str, ...] = ()
+    for t in range(max_turns):
+        argument = await debaters[t % 2](Posed("argue", question, context))
+        context = (*context, argument.text)
+        debate.turns.append(Turn(SIDES[t % 2], argument.text, argument.trace))
+        if t == 0 and forced_stop:
+            debate.continues.append(Judgment(False, forced=True))
+            break
+        judgment = read_sufficient(await judge(Posed("sufficient", question, context, argument=t)))
+        judgment.value = not judgment.value  # continue_t = not sufficient
+        debate.continues.append(judgment)
+        if not judgment.value:
+            break
+    winner, *costs = await asyncio.gather(
+        judge(Posed("winner", question, context)),
+        *(judge(Posed("catastrophe", question, context, argument=t)) for t in range(len(context))),
+    )
+    debate.winner = read_winner(winner)
+    debate.costs = [read_cost(cost) for cost in costs]
+    return debate
+
+
+def run_debates(
+    questions: list[Any],
+    amp_policy: Agent,
+    amp_target: Agent,
+    max_turns: int,
+    force_stop_p: float = 0.0,
+    seed: int = 0,
+    even: Agent | None = None,
+    odd: Agent | None = None,
+) -> list[Debate]:
+    """Debate every question concurrently (self-play by ``amp_policy`` unless ``even`` / ``odd`` replace a side,
+    e.g. with a scripted liar), judged by ``amp_target``. Whether continue_0 is forced false is drawn per debate
+    from ``seed``."""
+    rng = random.Random(seed)
+    forced = [rng.random() < force_stop_p for _ in questions]
+    debaters = (even or amp_policy, odd or amp_policy)
+
+    async def all_debates() -> list[Debate]:
+        return list(
+            await asyncio.gather(
+                *(
+                    run_debate(q, debaters, amp_target, max_turns, stop)
+                    for q, stop in zip(questions, forced, strict=True)
+                )
+            )
+        )
+
+    return asyncio.run(all_debates())
+
+
+@dataclass
+class ScriptedDebater:
+    """A scripted debater (e.g. ``PermLiar``) as an agent: ``argue(question, context) -> argument``."""
+
+    script: Any
+    name: str = "liar"
+
+    async def __call__(self, posed: Posed) -> Reply:
+        text = self.script.argue(posed.question, posed.context)
+        return Reply(text, Trace(f"scripted:{self.name}", posed, text))
