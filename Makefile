@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/debate-amp sft recipes/default.yaml
+	$(BIN)/debate-amp train recipes/default.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -1,5 +1,6 @@
 """``debate-amp``: the command line.
 
+    debate-amp train RECIPE [section.key=value ...]   the main job: warm start, then PPO on debates + imitation
     debate-amp sft RECIPE [section.key=value ...]     warm start A[0] by imitating the synthetic human
     debate-amp amp --model DIR|perfect [--question Q]   print one question's amplification tree
     debate-amp debate --model DIR|perfect [--question Q] [--liar even|odd] [--max-turns N]   print one debate
@@ -22,6 +23,11 @@ EXIT_BAD_INPUT = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="debate-amp", description="Trainer for the debate-amplification hybrid.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="the main job: warm start, then PPO on debates mixed with imitation")
+    train.add_argument("recipe", help="recipe YAML, e.g. recipes/default.yaml")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.updates=5")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sft = sub.add_parser("sft", help="warm start A[0]: imitate the synthetic human, report held-out accuracy by k")
     sft.add_argument("recipe", help="recipe YAML, e.g. recipes/default.yaml")
@@ -63,6 +69,30 @@ def _load(recipe: str | None, overrides: list[str]) -> Config:
     except ConfigError as e:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load(args.recipe, args.overrides)
+    from debate_amp.trainer.loop import train
+
+    summary = train(cfg, progress=not args.no_progress)
+    if not summary:  # not the main process
+        return 0
+    report = summary["report"]
+    print(
+        f"\ntrained {cfg.trainer.updates} updates; model, transcripts, metrics.jsonl and TensorBoard events in "
+        f"{summary['run_dir']}"
+    )
+    print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")
+    print(report.table())
+    human_ks = [k for k in report.ks() if k <= 1]
+    beyond = [k for k in report.ks() if k > 1]
+    print(
+        f"direct answers: k<=1 {report.accuracy('answer', human_ks):.1%}, "
+        f"k>=2 (beyond the human) {report.accuracy('answer', beyond):.1%}"
+    )
+    print(f"human calls used: {summary['human_calls']}   mean debate length: {summary['mean_turns']:.2f} arguments")
+    return 0
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -258,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"sft": cmd_sft, "amp": cmd_amp, "debate": cmd_debate, "config": cmd_config}
+    commands = {"train": cmd_train, "sft": cmd_sft, "amp": cmd_amp, "debate": cmd_debate, "config": cmd_config}
     return commands[args.command](args)
 
 

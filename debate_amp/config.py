@@ -162,8 +162,32 @@ class SftConfig:
     """Examples per optimizer step."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     """AdamW weight decay."""
+    data: Literal["human", "gold"] = "human"
+    """``human``: imitate the synthetic human (the warm start A[0]). ``gold``: answer every question directly from
+    its gold answer, for all k (the supervised baseline that amplification is compared with)."""
+    debate_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    """Share of the examples taken from the human's replies inside debates (arguing and judging)."""
     output_subdir: str = "sft"
     """Where the warm-started model A[0] is saved, inside the run directory."""
+
+
+ScheduleKind = Literal["constant", "linear", "cosine", "step", "exponential"]
+
+
+@dataclass(config=_STRICT)
+class AnnealConfig:
+    kind: ScheduleKind = "constant"
+    """How the value moves from its start to ``end`` as training progresses (progress = update / updates)."""
+    end: float | None = None
+    """The value at the end of training; None keeps the start value (same as ``constant``)."""
+    step_milestones: list[float] = dataclasses.field(default_factory=lambda: [0.5])
+    """step: the progress points where the value jumps (in equal jumps from start to end)."""
+
+    def __post_init__(self) -> None:
+        if sorted(self.step_milestones) != list(self.step_milestones) or not all(
+            0.0 <= m <= 1.0 for m in self.step_milestones
+        ):
+            raise ValueError("step_milestones must be increasing progress points in [0, 1]")
 
 
 @dataclass(config=_STRICT)
@@ -171,7 +195,28 @@ class DebateConfig:
     max_turns: PositiveInt = 6
     """Longest debate, in arguments."""
     force_stop_p: Probability = 0.0
-    """Probability that continue_0 is forced false (1.0 is pure imitative amplification)."""
+    """Probability that continue_0 is forced false (1.0 is pure imitative amplification); the start value when
+    annealed."""
+    force_stop_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
+    """Annealing of force_stop_p, e.g. from near-pure amplification (0.9) towards debate (0.0)."""
+
+    def __post_init__(self) -> None:
+        if self.force_stop_anneal.end is not None and not 0.0 <= self.force_stop_anneal.end <= 1.0:
+            raise ValueError(f"force_stop_anneal.end must be a probability, got {self.force_stop_anneal.end}")
+
+
+@dataclass(config=_STRICT)
+class KLConfig:
+    coef: Annotated[float, Field(ge=0.0)] = 0.05
+    """Per-token KL penalty coefficient against the reference model (the start value when adaptive)."""
+    adaptive: bool = False
+    """Adapt the coefficient towards ``target`` KL (Ziegler et al. 2019)."""
+    target: PositiveFloat = 6.0
+    """adaptive: the KL (nats per sequence) the coefficient steers towards."""
+    horizon: PositiveInt = 10000
+    """adaptive: how fast the coefficient moves (in segments)."""
+    estimator: Literal["k1", "k3", "abs", "mse"] = "k1"
+    """Per-token KL estimate used in the penalty."""
 
 
 @dataclass(config=_STRICT)
@@ -180,7 +225,41 @@ class ObjectiveConfig:
     """How RL and imitation combine: ``weighted`` (alpha), ``constrained`` (Lagrangian constrained PPO, not
     Achiam et al.'s CPO), ``reward`` (imitation distance folded into the reward). DESIGN.md section 1."""
     alpha: Probability = 0.5
-    """weighted: loss = alpha * L_rl + (1 - alpha) * L_sup."""
+    """weighted: loss = alpha * L_rl + (1 - alpha) * L_sup (the start value when annealed)."""
+    limit: PositiveFloat = 1.1
+    """constrained: the bound on the supervised loss L_sup (the start value when annealed)."""
+    limit_kind: Literal["absolute", "relative"] = "relative"
+    """constrained: ``absolute`` bounds L_sup by limit; ``relative`` by limit x L_sup measured before the first
+    update ("maintain baseline performance")."""
+    lagrange_lr: PositiveFloat = 0.5
+    """constrained: step size of the Lagrange multiplier update."""
+    lagrange_init: Annotated[float, Field(ge=0.0)] = 1.0
+    """constrained: initial Lagrange multiplier."""
+    reward_coef: Annotated[float, Field(ge=0.0)] = 0.1
+    """reward: r <- r - reward_coef * d(arg_t, M(""arg_t)) (the start value when annealed)."""
+    anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
+    """Annealing of the mode's weight: alpha (weighted), limit (constrained) or reward_coef (reward)."""
+    catastrophe_coef: Annotated[float, Field(ge=0.0)] = 1.0
+    """Reward penalty per unit of catastrophe cost of an argument."""
+    kl: KLConfig = dataclasses.field(default_factory=KLConfig)
+    """KL penalty to the reference model (the initial policy)."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "weighted" and self.anneal.end is not None and not 0.0 <= self.anneal.end <= 1.0:
+            raise ValueError(f"anneal.end is an alpha here and must be in [0, 1], got {self.anneal.end}")
+
+
+@dataclass(config=_STRICT)
+class TargetConfig:
+    mode: Literal["hard", "ema"] = "hard"
+    """How M_target follows M: ``hard`` copies every ``sync_every`` updates; ``ema`` averages with ``tau`` each
+    update."""
+    sync_every: PositiveInt = 1
+    """hard: updates between copies."""
+    tau: Probability = 0.1
+    """ema: theta_target <- (1 - tau) theta_target + tau theta_policy."""
+    temperature: Annotated[float, Field(ge=0.0)] = 0.0
+    """Sampling temperature of the target's judgments and steps (0 is greedy)."""
 
 
 @dataclass(config=_STRICT)
@@ -188,9 +267,34 @@ class TrainerConfig:
     updates: PositiveInt = 20
     """PPO updates (rollout + optimisation rounds)."""
     questions_per_update: PositiveInt = 64
-    """Debates rolled out per update."""
-    learning_rate: PositiveFloat = 1e-4
-    """Policy learning rate."""
+    """Debates rolled out per update (split across processes)."""
+    warm_start: bool = True
+    """Train A[0] with the SFT warm start first (reused if the run directory already has it)."""
+    learning_rate: PositiveFloat = 3e-4
+    """Peak learning rate of the policy and value head (AdamW)."""
+    lr_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
+    """Annealing of the learning rate (``end`` in absolute units)."""
+    ppo_epochs: PositiveInt = 2
+    """Passes over each update's rollout."""
+    minibatch_size: PositiveInt = 128
+    """RL segments (policy generations) per optimizer step; the supervised examples are split into as many
+    minibatches."""
+    clip_range: PositiveFloat = 0.2
+    """PPO ratio clip epsilon."""
+    clip_range_value: PositiveFloat = 0.2
+    """Value clip epsilon."""
+    vf_coef: Annotated[float, Field(ge=0.0)] = 0.5
+    """Weight of the value loss inside L_rl."""
+    gamma: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """Discount over the tokens of a generation."""
+    gae_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Normalise advantages over the update."""
+    max_grad_norm: PositiveFloat = 1.0
+    """Gradient clipping."""
+    eval_size: PositiveInt = 256
+    """Held-out questions in the final table."""
 
 
 @dataclass(config=_STRICT)
@@ -207,6 +311,7 @@ class Config:
     sft: SftConfig = dataclasses.field(default_factory=SftConfig)
     debate: DebateConfig = dataclasses.field(default_factory=DebateConfig)
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    target: TargetConfig = dataclasses.field(default_factory=TargetConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
 
     @property
@@ -284,17 +389,15 @@ def _all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
 
 
 def _suggest(bad_key: str) -> str:
-    """The closest valid key: first among the same section's keys, then among every key by its last part."""
+    """The valid keys whose last part is closest to the bad key's last part (same section first on a tie)."""
     keys = _all_keys()
     parent, _, leaf = bad_key.rpartition(".")
-    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
-    close = difflib.get_close_matches(bad_key, siblings, n=1, cutoff=0.75)
-    if not close:
-        leaves = {k.rpartition(".")[2] for k in keys}
-        leaf_match = difflib.get_close_matches(leaf, sorted(leaves), n=1, cutoff=0.75)
-        close = [k for k in keys if leaf_match and k.rpartition(".")[2] == leaf_match[0]]
-    if close:
+    scores = {k: difflib.SequenceMatcher(None, leaf, k.rpartition(".")[2]).ratio() for k in keys}
+    best = max(scores.values())
+    if best >= 0.75:
+        close = sorted((k for k, r in scores.items() if r == best), key=lambda k: k.rpartition(".")[0] != parent)
         return "; did you mean " + " or ".join(f"'{k}'" for k in close) + "?"
+    siblings = [k for k in keys if k.rpartition(".")[0] == parent]
     names = ", ".join(k.rpartition(".")[2] for k in siblings) or ", ".join(k for k in keys if "." not in k)
     return f"; valid keys{' in ' + parent if parent else ''}: {names}"
 

@@ -3,7 +3,8 @@
 Three skills, each scored by exact match on held-out permutations:
 - ``answer``: sigma^k(x) asked directly (the distilled model; the human itself manages only k <= 1);
 - ``step``: the human's first step on a fresh question (its answer for k <= 1, its decomposition otherwise);
-- ``integrate``: the human's step once both sub-answers are in the workspace (k >= 2).
+- ``integrate``: the human's step once both sub-answers are in the workspace (k >= 2);
+- ``debate``: the human's replies inside debates (arguing with the model's help, judging), when given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from debate_amp.models import generate
 from debate_amp.tasks.perm import (
     Ask,
+    Example,
     PermHuman,
     PermQuestion,
     answer_prompt,
@@ -25,7 +27,7 @@ from debate_amp.tasks.perm import (
     step_prompt,
 )
 
-SKILLS = ("answer", "step", "integrate")
+SKILLS = ("answer", "step", "integrate", "debate")
 
 
 @dataclass
@@ -67,8 +69,10 @@ def evaluate_heldout(
     batch_size: int = 128,
     max_new_tokens: int = 32,
     progress: bool = True,
+    debate_examples: list[Example] = (),  # type: ignore[assignment]
 ) -> HeldoutReport:
-    """Greedy replies to every question in the three skills; see the module docstring."""
+    """Greedy replies to every question in each skill; see the module docstring. ``debate_examples`` (the human's
+    replies inside debates on held-out questions) are scored by exact match under ``debate``."""
     reference = PermHuman()  # error-free: the target of the step skills
     items: list[tuple[str, PermQuestion, str, str]] = []  # (skill, q, prompt, expected step text)
     for q in questions:
@@ -80,6 +84,9 @@ def evaluate_heldout(
             assert first is not None
             workspace = [str(first.gold), str(q.gold)]
             items.append(("integrate", q, step_prompt(q, workspace), reference.step(q, workspace)))
+    for example in debate_examples:
+        assert example.question is not None, "a debate example carries the question it was about"
+        items.append(("debate", example.question, example.prompt, example.completion))
     report = HeldoutReport()
     was_training = model.training
     model.eval()

@@ -520,8 +520,9 @@ class Example:
 
     prompt: str
     completion: str
-    kind: str  # "answer" | "step" (fresh question) | "integrate" (step with both sub-answers)
+    kind: str  # "answer" | "step" (fresh question) | "integrate" (step with both sub-answers) | a debate kind
     k: int
+    question: PermQuestion | None = None
 
 
 def imitation_examples(task: PermTask, human: PermHuman, n: int, seed: int, lookups: float = 0.0) -> list[Example]:

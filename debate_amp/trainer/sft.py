@@ -18,10 +18,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from debate_amp.agents.humans.synthetic import SyntheticHuman
+from debate_amp.agents.model import ModelAgent
+from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, save_config
+from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
 from debate_amp.models import load_model, save_model
-from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples
+from debate_amp.samplers import Always
+from debate_amp.tasks.perm import (
+    Example,
+    PermHuman,
+    PermLiar,
+    PermTask,
+    answer_prompt,
+    imitation_examples,
+    perfect_generate,
+)
+from debate_amp.trainer.rollout import used_nodes
 
 
 @dataclass
@@ -57,7 +71,18 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     # 1. Imitation data from the synthetic human, on training permutations only.
     task = make_task(cfg)
     human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
-    examples = imitation_examples(task, human, cfg.sft.n_examples, seed=cfg.run.seed)
+    if cfg.sft.data == "gold":  # the supervised baseline: sigma^k(x) -> gold, for every k
+        n_debate = 0
+        rng = random.Random(cfg.run.seed)
+        examples = [
+            Example(answer_prompt(q), str(q.gold), "answer", q.k)
+            for q in (task.sample(rng) for _ in range(cfg.sft.n_examples))
+        ]
+    else:
+        n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
+        examples = imitation_examples(task, human, cfg.sft.n_examples - n_debate, seed=cfg.run.seed)
+        examples += debate_imitation_examples(task, n_debate, cfg.run.seed, cfg.debate.max_turns, cfg.human.error_rate)
+    random.Random(cfg.run.seed).shuffle(examples)
     dataset = Dataset.from_dict(
         {"prompt": [e.prompt for e in examples], "completion": [e.completion for e in examples]}
     )
@@ -110,8 +135,48 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     model_dir = run_dir / cfg.sft.output_subdir
     save_model(trained, tokenizer, model_dir)
     questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
+    heldout_debates = (
+        debate_imitation_examples(task, cfg.task.eval_size, cfg.run.seed + 1, cfg.debate.max_turns, heldout=True)
+        if n_debate
+        else []
+    )
     report = evaluate_heldout(
-        model, tokenizer, questions, max_new_tokens=cfg.generation.max_new_tokens, progress=progress
+        trained,
+        tokenizer,
+        questions,
+        max_new_tokens=cfg.generation.max_new_tokens,
+        progress=progress,
+        debate_examples=heldout_debates,
     )
     (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
     return SftResult(model_dir, report, train_seconds, len(examples))
+
+
+def debate_imitation_examples(
+    task: PermTask, n: int, seed: int, max_turns: int, error_rate: float = 0.0, heldout: bool = False
+) -> list[Example]:
+    """The human's replies inside debates: how it argues (with a model's values) and how it judges.
+
+    Debates are run with the perfect scripted model and the human answering every step (sampler ``always``):
+    a third in self-play, a third against the scripted liar on each side, so that A[0] has seen openings,
+    disputes, agreements and verdicts both ways. Every human answer in the trees is an example.
+    """
+    rng = random.Random(seed)
+    human = SyntheticHuman(PermHuman(error_rate=error_rate, seed=seed))
+    amp = amp_approx(human, ModelAgent(perfect_generate, "policy"), Always())
+    examples: list[Example] = []
+    while len(examples) < n:
+        questions = [task.sample(rng, heldout=heldout) for _ in range(64)]
+        liar = ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
+        liar_side = rng.choice([None, "even", "odd"])
+        even, odd = (liar if liar_side == "even" else None), (liar if liar_side == "odd" else None)
+        for debate in run_debates(questions, amp, amp, max_turns, seed=rng.randrange(2**31), even=even, odd=odd):
+            for trace in debate.traces():
+                for node in used_nodes(trace):
+                    if node.who == "human" and not node.op:
+                        kind = node.posed.goal.kind if node.posed.goal is not None else node.posed.kind
+                        examples.append(
+                            Example(node.posed.render(), node.text, kind, debate.question.k, debate.question)
+                        )
+    rng.shuffle(examples)
+    return examples[:n]

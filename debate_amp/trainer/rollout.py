@@ -1,0 +1,131 @@
+"""Rollout -> tensors: what the trainer learns from a batch of debates (DESIGN.md section 1).
+
+- RL segments: every generation the policy sampled while computing arg_t and that was used (a draft the human's
+  answer replaced was not), with its side's reward minus catastrophe_coef * cost_t.
+- Supervised examples: the posed question -> the amplified output, for every argument, every continue decision
+  and the winner (distillation of the Amp tree into one direct call), plus every posed question the human
+  answered inside the trees (M learns the human's steps and decompositions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from debate_amp.debate.engine import Debate, Judgment
+from debate_amp.protocol import Trace
+
+
+@dataclass
+class Segment:
+    """One policy generation inside an argument: the unit of RL."""
+
+    prompt: str
+    response_ids: list[int]
+    reward: float  # side reward - catastrophe_coef * cost of the argument (terminal)
+    debate: int
+    turn: int
+    side: str
+
+
+@dataclass
+class SupervisedExample:
+    prompt: str
+    completion: str
+    kind: str  # the posed kind (argue, sufficient, winner, step, ...)
+
+
+def used_nodes(trace: Trace) -> Iterator[Trace]:
+    """Every node whose answer was used: the tree without the model drafts a human answer replaced."""
+    yield trace
+    for child in trace.children:
+        yield from used_nodes(child)
+
+
+def policy_segments(debates: list[Debate], catastrophe_coef: float, skip_uncontested: bool = True) -> list[Segment]:
+    """RL segments of every argument. A debate stopped by force after one argument (pure amplification) has no
+    opponent and so no reward signal: with ``skip_uncontested`` its argument contributes no segment."""
+    segments = []
+    for d, debate in enumerate(debates):
+        if skip_uncontested and debate.continues and debate.continues[0].forced:
+            continue
+        rewards = debate.rewards
+        for t, turn in enumerate(debate.turns):
+            cost = debate.costs[t].value if t < len(debate.costs) else 0.0
+            reward = rewards[turn.side] - catastrophe_coef * float(cost)
+            for node in used_nodes(turn.trace):
+                if node.source == "model:policy" and not node.op and node.token_ids:
+                    segments.append(Segment(node.posed.render(), list(node.token_ids), reward, d, t, turn.side))
+    return segments
+
+
+def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
+    """L_sup's examples: d(winner, M(""winner)) + sum_t d(arg_t, M(""arg_t)) + d(continue_t, M(""continue_t)),
+    plus every human answer inside the trees."""
+    examples = []
+    for debate in debates:
+        judged: list[Judgment] = [j for j in (*debate.continues, debate.winner) if j is not None and j.trace]
+        for turn in debate.turns:
+            examples.append(SupervisedExample(turn.trace.posed.render(), turn.text, "argue"))
+        for judgment in judged:
+            assert judgment.trace is not None
+            examples.append(SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind))
+        for trace in debate.traces():
+            for node in used_nodes(trace):
+                if node.source.startswith("human:") and not node.op:
+                    examples.append(SupervisedExample(node.posed.render(), node.text, node.posed.kind))
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tensors
+
+
+@dataclass
+class Batch:
+    """Token tensors for prompt + response sequences, right-padded. Per-action tensors are aligned with
+    ``input_ids[:, 1:]``: position j scores token j + 1.
+
+    input_ids [S, L], attention_mask [S, L], action_mask [S, L-1] (1 where token j+1 is a response token).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    action_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.action_mask.to(device))
+
+    def __getitem__(self, index: torch.Tensor | slice) -> Batch:
+        return Batch(self.input_ids[index], self.attention_mask[index], self.action_mask[index])
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def make_batch(tokenizer, prompts: list[str], responses: list[list[int]], pad_id: int) -> Batch:
+    """Prompt tokens (no special tokens added) followed by the response token ids, right-padded."""
+    rows, masks = [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        rows.append(prompt_ids + response)
+        masks.append([0] * (len(prompt_ids) - 1) + [1] * len(response))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    action_mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        action_mask[i, : len(mask)] = torch.tensor(mask, dtype=torch.float32)
+    return Batch(input_ids, attention_mask, action_mask)
+
+
+def supervised_batch(tokenizer, examples: list[SupervisedExample]) -> Batch:
+    """Supervised examples as a Batch: the completion plus end-of-sequence is what is scored."""
+    responses = [
+        tokenizer(e.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] for e in examples
+    ]
+    return make_batch(tokenizer, [e.prompt for e in examples], responses, tokenizer.pad_token_id)

@@ -1,0 +1,133 @@
+"""The trainer's behaviour on the tiny model (issue 5's acceptance tests), each a real run of a few updates."""
+
+import json
+
+import pytest
+import torch
+
+from debate_amp.config import load_config
+from debate_amp.debate.transcript import read_transcripts
+from debate_amp.models import load_model
+from debate_amp.target import parameter_distance
+
+TINY = [
+    "model.hidden_size=32",
+    "model.num_layers=2",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "trainer.warm_start=false",
+    "trainer.questions_per_update=8",
+    "trainer.eval_size=8",
+    "trainer.minibatch_size=16",
+    "generation.max_new_tokens=12",
+    "run.torch_threads=2",
+]
+
+
+def run(tmp_path, name, *overrides, recipe="recipes/default.yaml"):
+    from debate_amp.trainer.loop import train
+
+    cfg = load_config(recipe, [*TINY, f"run.output_dir={tmp_path}", f"run.name={name}", *overrides])
+    summary = train(cfg, progress=False)
+    return cfg, summary
+
+
+def metrics(cfg):
+    return [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
+    cfg, summary = run(
+        tmp_path, "one", "trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"
+    )
+    initial, _ = load_model(cfg.model, None, seed=cfg.run.seed)
+    trained, _ = load_model(cfg.model, cfg.run_dir / "model")
+    assert parameter_distance(initial, trained) > 1e-4
+    assert (cfg.run_dir / "config.yaml").is_file() and list((cfg.run_dir / "tensorboard").glob("events.*"))
+    files = sorted((cfg.run_dir / "transcripts").glob("update_*.jsonl"))
+    assert [f.name for f in files] == ["update_000001.jsonl", "update_000002.jsonl"]
+    assert len(list(read_transcripts(files[0]))) == 8
+    rows = metrics(cfg)
+    assert [r["update"] for r in rows] == [1, 2]
+    for tag in (
+        "objective/reward_even",
+        "loss/policy",
+        "loss/sup",
+        "debate/mean_turns",
+        "amp/human_calls",
+        "target/policy_target_kl",
+        "perf/rollout_s",
+        "policy/clipfrac",
+        "value/explained_variance",
+    ):
+        assert tag in rows[0], tag
+    assert rows[0]["rl/segments"] > 0 and rows[0]["loss/sup"] > 0
+    assert summary["report"].ks() == list(range(8))
+
+
+def test_alpha_and_force_stop_p_follow_their_schedules(tmp_path):
+    cfg, _ = run(
+        tmp_path,
+        "sched",
+        "trainer.updates=3",
+        "objective.alpha=0.1",
+        "objective.anneal.kind=linear",
+        "objective.anneal.end=0.5",
+        "debate.force_stop_p=0.9",
+        "debate.force_stop_anneal.kind=cosine",
+        "debate.force_stop_anneal.end=0.0",
+    )
+    rows = metrics(cfg)
+    assert [round(r["objective/alpha"], 6) for r in rows] == [0.1, 0.3, 0.5]
+    # cosine from 0.9 to 0: 0.9, 0.45, 0 at progress 0, 1/2, 1
+    assert [round(r["objective/force_stop_p"], 6) for r in rows] == [0.9, 0.45, 0.0]
+    records = [json.loads(line) for line in (cfg.run_dir / "transcripts" / "update_000002.jsonl").open()]
+    assert {round(r["force_stop_p"], 9) for r in records} == {0.45} and {round(r["alpha"], 9) for r in records} == {0.3}
+
+
+def test_constrained_with_zero_multiplier_and_no_limit_equals_weighted_alpha_one(tmp_path):
+    # (L_rl + 0 * L_sup) / (1 + 0) = 1 * L_rl + 0 * L_sup: the same first update, to floating-point tolerance.
+    # The human argues and judges (sampler always), so verdicts and rewards are real; the model answers subquestions.
+    common = [
+        "trainer.updates=1",
+        "debate.force_stop_p=0.0",
+        "debate.force_stop_anneal.end=null",
+        "sampler.kind=always",
+    ]
+    cfg_c, _ = run(
+        tmp_path,
+        "constrained",
+        *common,
+        "objective.mode=constrained",
+        "objective.lagrange_init=0.0",
+        "objective.limit_kind=absolute",
+        "objective.limit=.inf",
+    )
+    cfg_w, _ = run(tmp_path, "weighted", *common, "objective.mode=weighted", "objective.alpha=1.0")
+    a, _ = load_model(cfg_c.model, cfg_c.run_dir / "model")
+    b, _ = load_model(cfg_w.model, cfg_w.run_dir / "model")
+    initial, _ = load_model(cfg_w.model, None, seed=0)
+    assert parameter_distance(initial, b) > 1e-4  # the update did something
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    rc, rw = metrics(cfg_c)[0], metrics(cfg_w)[0]
+    assert rc["loss/total"] == pytest.approx(rw["loss/total"], rel=1e-5)
+
+
+def test_pure_amplification_has_one_argument_and_no_rl_loss(tmp_path):
+    cfg, _ = run(tmp_path, "pa", "trainer.updates=2", recipe="recipes/pure_amplification.yaml")
+    for path in (cfg.run_dir / "transcripts").glob("*.jsonl"):
+        assert all(len(r["turns"]) == 1 and r["continues"][0]["forced"] for r in read_transcripts(path))
+    for row in metrics(cfg):
+        assert row["rl/segments"] == 0 and row["loss/policy"] != row["loss/policy"]  # NaN: no RL loss
+        assert row["loss/sup"] > 0 and row["debate/mean_turns"] == 1.0
+
+
+def test_hard_target_sync_copies_the_policy(tmp_path):
+    cfg, _ = run(tmp_path, "hard", "trainer.updates=2", "target.mode=hard", "target.sync_every=1")
+    rows = metrics(cfg)
+    assert [r["target/updates"] for r in rows] == [1.0, 2.0]
+    cfg2, _ = run(tmp_path, "hard2", "trainer.updates=2", "target.mode=hard", "target.sync_every=2")
+    assert [r["target/updates"] for r in metrics(cfg2)] == [0.0, 1.0]
+    cfg3, _ = run(tmp_path, "ema", "trainer.updates=2", "target.mode=ema", "target.tau=0.5")
+    assert [r["target/updates"] for r in metrics(cfg3)] == [1.0, 2.0]
