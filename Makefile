@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy debate_amp
 
 bench: $(STAMP)
-	$(BIN)/python -m debate_amp.bench
+	$(BIN)/python -m debate_amp.bench --learning
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,10 @@
-"""``make bench``: speed ratios measured side by side in one run, on this machine.
+"""``make bench``: figures measured side by side in one run, on this machine.
 
-rollout_batched_speedup: 64 concurrent Amp~(H, M) calls on the tiny model A[0] (wave batching: one ``generate`` per
-wave) against the same 64 calls made one at a time, same model, same sampling settings, same run.
+- rollout_batched_speedup: 64 concurrent Amp~(H, M) calls on the tiny model A[0] (wave batching: one ``generate``
+  per wave) against the same 64 calls made one at a time, same model, same sampling settings, same run.
+- amp_heldout_accuracy / supervised_heldout_accuracy (with ``--learning``): ``recipes/pure_amplification.yaml``
+  and ``recipes/supervised_baseline.yaml`` trained here on perm (N = 8, k <= 7), each asked sigma^k(x) directly on
+  held-out questions with k >= 2 (the powers the human cannot do itself); learning_bench_minutes is the wall time.
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
 the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
@@ -84,14 +87,39 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
     }
 
 
+def bench_learning(updates: int) -> dict[str, float]:
+    """Pure amplification against the supervised baseline, same task, same held-out questions (k >= 2)."""
+    from debate_amp.trainer.loop import train
+
+    start = time.perf_counter()
+    sup_cfg = load_config("recipes/supervised_baseline.yaml", ["run.output_dir=runs/bench", "run.name=supervised"])
+    supervised = run_sft(sup_cfg, progress=True).report
+    amp_cfg = load_config(
+        "recipes/pure_amplification.yaml",
+        ["run.output_dir=runs/bench", "run.name=amplification", f"trainer.updates={updates}"],
+    )
+    amplified = train(amp_cfg, progress=True)["report"]
+    beyond = list(range(2, sup_cfg.task.max_power + 1))
+    return {
+        "amp_heldout_accuracy": amplified.accuracy("answer", beyond),
+        "supervised_heldout_accuracy": supervised.accuracy("answer", beyond),
+        "learning_bench_minutes": (time.perf_counter() - start) / 60,
+        "learning_bench_updates": updates,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debate_amp.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
     parser.add_argument("--recipe", default="recipes/default.yaml")
+    parser.add_argument("--learning", action="store_true", help="also the amplification vs supervised comparison")
+    parser.add_argument("--updates", type=int, default=12, help="--learning: pure amplification updates")
     args = parser.parse_args(argv)
     cfg = load_config(args.recipe)
     random.seed(cfg.run.seed)
-    results = bench_rollouts(cfg, _a0(cfg, args.model))
+    results: dict[str, float] = bench_rollouts(cfg, _a0(cfg, args.model))
+    if args.learning:
+        results.update(bench_learning(args.updates))
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     print(f"\nbench ({date.today()}, {machine})")
     print(
@@ -104,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  rollout_batched_speedup:              {results['rollout_batched_speedup']:8.1f}x")
     print(f"  (Amp~ accuracy of A[0] on these questions: {results['rollout_amp_accuracy']:.1%})")
+    if args.learning:
+        print(
+            f"  held-out sigma^k(x), k >= 2, asked directly: pure amplification {results['amp_heldout_accuracy']:.1%}, "
+            f"supervised baseline {results['supervised_heldout_accuracy']:.1%} "
+            f"({results['learning_bench_minutes']:.1f} minutes)"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     merged.update(results, machine=machine, date=str(date.today()))

@@ -150,7 +150,7 @@ class GenerationConfig:
 
 @dataclass(config=_STRICT)
 class SftConfig:
-    n_examples: PositiveInt = 24000
+    n_examples: PositiveInt = 32000
     """Imitation examples generated from the synthetic human (answers, decompositions, integrations)."""
     epochs: PositiveFloat = 1.0
     """Passes over the examples."""
@@ -270,7 +270,7 @@ class TrainerConfig:
     """Debates rolled out per update (split across processes)."""
     warm_start: bool = True
     """Train A[0] with the SFT warm start first (reused if the run directory already has it)."""
-    learning_rate: PositiveFloat = 3e-4
+    learning_rate: PositiveFloat = 1e-4
     """Peak learning rate of the policy and value head (AdamW)."""
     lr_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
     """Annealing of the learning rate (``end`` in absolute units)."""
@@ -293,6 +293,9 @@ class TrainerConfig:
     """Normalise advantages over the update."""
     max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping."""
+    replay_examples: NonNegativeInt = 256
+    """Warm-start imitation examples (the human's own answers, steps and integrations) added to each update's
+    supervised examples, so that skills the debates do not exercise are not forgotten; 0 turns it off."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
 

@@ -10,6 +10,7 @@ Three skills, each scored by exact match on held-out permutations:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -69,7 +70,7 @@ def evaluate_heldout(
     batch_size: int = 128,
     max_new_tokens: int = 32,
     progress: bool = True,
-    debate_examples: list[Example] = (),  # type: ignore[assignment]
+    debate_examples: Sequence[Example] = (),
 ) -> HeldoutReport:
     """Greedy replies to every question in each skill; see the module docstring. ``debate_examples`` (the human's
     replies inside debates on held-out questions) are scored by exact match under ``debate``."""

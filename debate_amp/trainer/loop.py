@@ -28,7 +28,7 @@ from debate_amp.agents.humans import build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model import ModelAgent, hf_generate_fn
 from debate_amp.combinators import amp_approx
-from debate_amp.config import Config, save_config
+from debate_amp.config import AnnealConfig, Config, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.heldout import evaluate_heldout
@@ -50,8 +50,15 @@ from debate_amp.objectives import (
 from debate_amp.samplers import Budget, build_sampler
 from debate_amp.schedules import Schedule
 from debate_amp.target import ema_sync, hard_sync
-from debate_amp.tasks.perm import PermTask, parse_argument, render_question
-from debate_amp.trainer.rollout import Batch, make_batch, policy_segments, supervised_batch, supervised_examples
+from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples, parse_argument, render_question
+from debate_amp.trainer.rollout import (
+    Batch,
+    SupervisedExample,
+    make_batch,
+    policy_segments,
+    supervised_batch,
+    supervised_examples,
+)
 from debate_amp.trainer.sft import make_task, run_sft, seed_everything
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,6 +171,7 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
     task = make_task(cfg)
     store = LabelStore(run_dir / ("labels.sqlite" if main else f"labels.rank{accelerator.process_index}.sqlite"))
     human, expert = build_human(cfg.human, seed=cfg.run.seed + accelerator.process_index, store=store)
+    replay_human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)  # regenerates warm-start data
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
     g = cfg.generation
@@ -182,23 +190,9 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
 
     o = cfg.objective
     mode_start = {"weighted": o.alpha, "constrained": o.limit, "reward": o.reward_coef}[o.mode]
-    weight_schedule = Schedule(
-        o.anneal.kind, mode_start, mode_start if o.anneal.end is None else o.anneal.end, tuple(o.anneal.step_milestones)
-    )
-    fa = cfg.debate.force_stop_anneal
-    force_stop_schedule = Schedule(
-        fa.kind,
-        cfg.debate.force_stop_p,
-        cfg.debate.force_stop_p if fa.end is None else fa.end,
-        tuple(fa.step_milestones),
-    )
-    la = cfg.trainer.lr_anneal
-    lr_schedule = Schedule(
-        la.kind,
-        cfg.trainer.learning_rate,
-        cfg.trainer.learning_rate if la.end is None else la.end,
-        tuple(la.step_milestones),
-    )
+    weight_schedule = _schedule(o.anneal, mode_start)
+    force_stop_schedule = _schedule(cfg.debate.force_stop_anneal, cfg.debate.force_stop_p)
+    lr_schedule = _schedule(cfg.trainer.lr_anneal, cfg.trainer.learning_rate)
     kl_ctl = (
         AdaptiveKLController(o.kl.coef, o.kl.target, o.kl.horizon) if o.kl.adaptive else FixedKLController(o.kl.coef)
     )
@@ -233,6 +227,9 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
         t1 = time.perf_counter()
         segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
         examples = supervised_examples(debates)
+        if cfg.trainer.replay_examples:
+            replay = imitation_examples(task, replay_human, cfg.trainer.replay_examples, seed=rng.randrange(2**31))
+            examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
         sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
         rl = None
         if segments:
@@ -425,6 +422,11 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers of the loop
+
+
+def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
+    """A recipe value and its annealing: from ``start`` to ``anneal.end`` (or constant) over training."""
+    return Schedule(anneal.kind, start, start if anneal.end is None else anneal.end, tuple(anneal.step_milestones))
 
 
 def _eval_questions(task: PermTask, cfg: Config):

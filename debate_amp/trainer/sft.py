@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,14 @@ def make_task(cfg: Config) -> PermTask:
 
 
 def run_sft(cfg: Config, progress: bool = True) -> SftResult:
+    import datasets
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+
+    if not progress:
+        datasets.disable_progress_bars()
+    # TRL's own config still sets the old name; the warning is not about anything a recipe can change.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)

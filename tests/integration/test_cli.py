@@ -99,3 +99,15 @@ def test_debate_pure_amplification_and_trees():
 def test_debate_bad_max_turns():
     proc = run("debate", "--model", "perfect", "--max-turns", "0")
     assert proc.returncode == 2 and proc.stderr.strip() == "debate-amp: error: --max-turns: must be at least 1, got 0"
+
+
+def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
+    tiny = ["model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=64",
+            "trainer.warm_start=false", "trainer.questions_per_update=8", "trainer.eval_size=8",
+            "generation.max_new_tokens=12", "trainer.updates=2", f"run.output_dir={tmp_path}", "run.name=t"]
+    proc = subprocess.run([sys.executable, "-m", "debate_amp.train", "recipes/default.yaml", "--no-progress", *tiny],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained 2 updates" in proc.stdout and "human calls used:" in proc.stdout
+    assert "mean debate length:" in proc.stdout and "held-out accuracy by k" in proc.stdout
+    assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 2
