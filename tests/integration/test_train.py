@@ -131,3 +131,16 @@ def test_hard_target_sync_copies_the_policy(tmp_path):
     assert [r["target/updates"] for r in metrics(cfg2)] == [0.0, 1.0]
     cfg3, _ = run(tmp_path, "ema", "trainer.updates=2", "target.mode=ema", "target.tau=0.5")
     assert [r["target/updates"] for r in metrics(cfg3)] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("recipe", ["pure_debate", "constrained", "reward_mode"])
+def test_every_training_recipe_runs_an_update(tmp_path, recipe):
+    cfg, summary = run(tmp_path, recipe, "trainer.updates=2", "sampler.kind=always", recipe=f"recipes/{recipe}.yaml")
+    rows = metrics(cfg)
+    assert len(rows) == 2 and all(r["loss/total"] == r["loss/total"] for r in rows)  # finite, not NaN
+    if cfg.objective.mode == "constrained":
+        # the multiplier moved by lr * (L_sup - limit) after each update, and never below 0
+        assert rows[0]["constraint/lagrange_multiplier"] != cfg.objective.lagrange_init
+        assert all(r["constraint/lagrange_multiplier"] >= 0 for r in rows)
+    if cfg.objective.mode == "reward":
+        assert rows[0]["objective/weight"] == pytest.approx(0.2) and rows[1]["objective/weight"] == pytest.approx(0.05)
