@@ -53,7 +53,12 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
 
     def agent():
         human = SyntheticHuman(PermHuman())
-        policy = ModelAgent(hf_generate_fn(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p), "policy")
+        policy = ModelAgent(
+            hf_generate_fn(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p),
+            "policy",
+            cfg.amp.max_batch,
+            {"answer": g.max_answer_tokens},
+        )
         sampler = build_sampler(cfg.sampler.kind, cfg.sampler.p, cfg.sampler.threshold, seed=cfg.run.seed)
         return amp_approx(human, policy, sampler, cfg.amp.max_rounds), policy
 

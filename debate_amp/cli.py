@@ -149,7 +149,8 @@ def _amp_approx(cfg: Config, human, generate_fn, role: str):
 
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
-    return amp_approx(human, ModelAgent(generate_fn, role, cfg.amp.max_batch), sampler, cfg.amp.max_rounds)
+    limits = {"answer": cfg.generation.max_answer_tokens}
+    return amp_approx(human, ModelAgent(generate_fn, role, cfg.amp.max_batch, limits), sampler, cfg.amp.max_rounds)
 
 
 def cmd_amp(args: argparse.Namespace) -> int:

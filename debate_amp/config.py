@@ -142,6 +142,9 @@ class AmpConfig:
 class GenerationConfig:
     max_new_tokens: PositiveInt = 32
     """Longest model reply, in tokens."""
+    max_answer_tokens: PositiveInt = 8
+    """Longest reply to an ``answer`` question (a subquestion), so that a wave of short answers does not wait on
+    one that runs on to max_new_tokens."""
     temperature: Annotated[float, Field(ge=0.0)] = 1.0
     """Sampling temperature for rollouts; 0 is greedy."""
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0

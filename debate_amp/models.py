@@ -16,6 +16,8 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
@@ -133,6 +135,27 @@ def hidden_size_of(model: nn.Module) -> int:
 # Batched generation
 
 
+class RowLimits(LogitsProcessor):
+    """Ends row i after ``limits[i]`` new tokens by forcing end-of-sequence.
+
+    A batch runs until its longest reply ends; with per-row limits a reply that needs a few tokens (an element)
+    does not keep the whole wave waiting on a garbled one that runs to the global limit. The trainer scores a forced
+    end-of-sequence like any other token of the reply.
+    """
+
+    def __init__(self, prompt_length: int, limits: list[int], eos_token_id: int) -> None:
+        self.prompt_length = prompt_length
+        self.limits = torch.tensor(limits)
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        done = (input_ids.shape[1] - self.prompt_length) >= self.limits.to(scores.device) - 1
+        if done.any():
+            scores[done] = float("-inf")
+            scores[done, self.eos_token_id] = 0.0
+        return scores
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -141,13 +164,23 @@ def generate(
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    row_limits: list[int] | None = None,
 ) -> Generation:
-    """One batched ``generate`` call over ``prompts`` (left padding, KV cache). ``temperature=0`` is greedy."""
+    """One batched ``generate`` call over ``prompts`` (left padding, KV cache). ``temperature=0`` is greedy.
+
+    ``row_limits[i]`` below ``max_new_tokens`` caps reply i at that many tokens, its end-of-sequence included.
+    """
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     greedy = temperature == 0.0
+    processors = LogitsProcessorList()
+    if row_limits is not None:
+        # a row allowed max_new_tokens or more is left alone (no forced end-of-sequence), like an unlimited one
+        limits = [max(1, limit) if limit < max_new_tokens else max_new_tokens + 1 for limit in row_limits]
+        processors.append(RowLimits(batch["input_ids"].shape[1], limits, tokenizer.eos_token_id))
     out = model.generate(
         **batch,
+        logits_processor=processors,
         max_new_tokens=max_new_tokens,
         do_sample=not greedy,
         temperature=None if greedy else temperature,

@@ -26,7 +26,8 @@ class Generation:
     logprobs: list[list[float]]
 
 
-GenerateFn = Callable[[list[str]], Generation]
+# generate_fn(prompts, limits): ``limits[i]`` caps reply i in tokens (None: the function's own limit).
+GenerateFn = Callable[[list[str], list[int | None]], Generation]
 
 
 def hf_generate_fn(
@@ -35,12 +36,21 @@ def hf_generate_fn(
     """A generate function over a Hugging Face causal LM (left padding, KV cache; temperature 0 is greedy)."""
     from debate_amp.models import generate
 
-    def run(prompts: list[str]):
+    def run(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
         was_training = model.training
         model.eval()
+        row_limits = None
+        if limits is not None and any(limit is not None for limit in limits):
+            row_limits = [max_new_tokens if limit is None else limit for limit in limits]
         try:
             return generate(
-                model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                row_limits=row_limits,
             )
         finally:
             model.train(was_training)
@@ -90,12 +100,15 @@ class Batcher:
     generate_calls: int = 0
     waves: int = 0
     prompts_seen: int = 0
-    _pending: list[tuple[str, asyncio.Future[tuple[str, list[int], list[float]]]]] = field(default_factory=list)
+    _pending: list[tuple[str, int | None, asyncio.Future[tuple[str, list[int], list[float]]]]] = field(
+        default_factory=list
+    )
 
-    async def submit(self, prompt: str) -> tuple[str, list[int], list[float]]:
+    async def submit(self, prompt: str, limit: int | None = None) -> tuple[str, list[int], list[float]]:
+        """Queue ``prompt`` (its reply capped at ``limit`` tokens if given) and wait for the wave's answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[str, list[int], list[float]]] = loop.create_future()
-        self._pending.append((prompt, future))
+        self._pending.append((prompt, limit, future))
         _WAVES.setdefault(loop, _Waves()).wake(self)
         return await future
 
@@ -109,13 +122,13 @@ class Batcher:
             self.generate_calls += 1
             self.prompts_seen += len(chunk)
             try:
-                out = self.generate_fn([prompt for prompt, _ in chunk])
+                out = self.generate_fn([prompt for prompt, _, _ in chunk], [limit for _, limit, _ in chunk])
             except Exception as e:  # every caller in the wave sees the failure
-                for _, future in chunk:
+                for _, _, future in chunk:
                     if not future.done():
                         future.set_exception(e)
                 continue
-            for i, (_, future) in enumerate(chunk):
+            for i, (_, _, future) in enumerate(chunk):
                 if not future.done():
                     future.set_result((out.texts[i], list(out.token_ids[i]), list(out.logprobs[i])))
 
@@ -127,12 +140,13 @@ class ModelAgent:
     generate_fn: GenerateFn
     role: str = "policy"
     max_batch: int = 256
+    reply_limits: dict[str, int] = field(default_factory=dict)  # posed kind -> longest reply, in tokens
     batcher: Batcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.generate_fn, self.max_batch)
 
     async def __call__(self, posed: Posed) -> Reply:
-        text, token_ids, logprobs = await self.batcher.submit(posed.render())
+        text, token_ids, logprobs = await self.batcher.submit(posed.render(), self.reply_limits.get(posed.kind))
         trace = Trace(f"model:{self.role}", posed, text, token_ids=token_ids, logprobs=logprobs)
         return Reply(text.strip(), trace)

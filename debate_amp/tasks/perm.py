@@ -597,7 +597,7 @@ def perfect_reply(prompt: str) -> str:
     return PermHuman().respond(posed)
 
 
-def perfect_generate(prompts: list[str]) -> Generation:
+def perfect_generate(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
     """A generate function (see ``debate_amp.agents.model``) for the perfect scripted model."""
     texts = [perfect_reply(p) for p in prompts]
     return Generation(texts, [[] for _ in texts], [[] for _ in texts])

@@ -179,11 +179,13 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
         hf_generate_fn(unwrapped.policy, tokenizer, g.max_new_tokens, g.temperature, g.top_p),
         "policy",
         cfg.amp.max_batch,
+        {"answer": g.max_answer_tokens},
     )
     target_agent = ModelAgent(
         hf_generate_fn(target_policy, tokenizer, g.max_new_tokens, cfg.target.temperature, 1.0),
         "target",
         cfg.amp.max_batch,
+        {"answer": g.max_answer_tokens},
     )
     amp_policy = amp_approx(human, policy_agent, sampler, cfg.amp.max_rounds)
     amp_target = amp_approx(human, target_agent, sampler, cfg.amp.max_rounds)

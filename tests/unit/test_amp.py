@@ -22,9 +22,9 @@ class Counting:
     def __init__(self, inner):
         self.inner, self.batches = inner, []
 
-    def __call__(self, prompts):
+    def __call__(self, prompts, limits=None):
         self.batches.append(len(prompts))
-        return self.inner(prompts)
+        return self.inner(prompts, limits)
 
 
 def run_all(agent, questions):
@@ -119,7 +119,7 @@ def test_two_models_share_waves():
 
 
 def _scripted(replies):
-    def run(prompts):
+    def run(prompts, limits=None):
         texts = [replies(p) for p in prompts]
         return Generation(texts, [[5] for _ in texts], [[-0.1] for _ in texts])
 

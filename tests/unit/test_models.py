@@ -102,3 +102,13 @@ def test_sampled_logprobs_are_the_sampling_distribution(tiny_model):
     logits = model(full).logits[0, ids.shape[1] - 1 : -1]
     expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out.token_ids[0])[:, None]).squeeze(-1)
     torch.testing.assert_close(torch.tensor(out.logprobs[0]), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_row_limits_cap_each_reply_without_changing_the_others(tiny_model):
+    model, tok = tiny_model
+    prompts = ["x=1 k=2 A=", "s=0:1 1:0 x=1 k=1 S=", "abc"]
+    free = generate(model, tok, prompts, max_new_tokens=10)
+    capped = generate(model, tok, prompts, max_new_tokens=10, row_limits=[3, 10, 1])
+    assert len(capped.token_ids[0]) <= 3 and capped.token_ids[2] == [tok.eos_token_id]
+    assert capped.token_ids[1] == free.token_ids[1]  # an uncapped row is untouched
+    assert capped.token_ids[0][:2] == free.token_ids[0][:2]  # a capped row agrees until its cap
