@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .test_train import TINY
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
 
@@ -104,19 +106,7 @@ def test_debate_bad_max_turns():
 
 
 def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
-    tiny = [
-        "model.hidden_size=32",
-        "model.num_layers=2",
-        "model.num_heads=2",
-        "model.intermediate_size=64",
-        "trainer.warm_start=false",
-        "trainer.questions_per_update=8",
-        "trainer.eval_size=8",
-        "generation.max_new_tokens=12",
-        "trainer.updates=2",
-        f"run.output_dir={tmp_path}",
-        "run.name=t",
-    ]
+    tiny = [*TINY, "trainer.updates=2", f"run.output_dir={tmp_path}", "run.name=t"]
     proc = subprocess.run(
         [sys.executable, "-m", "debate_amp.train", "recipes/default.yaml", "--no-progress", *tiny],
         cwd=ROOT,
