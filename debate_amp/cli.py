@@ -1,6 +1,7 @@
 """``debate-amp``: the command line.
 
-    debate-amp train RECIPE [section.key=value ...]   the main job: warm start, then PPO on debates + imitation
+    debate-amp train RECIPE [section.key=value ...] [--resume | --overwrite]
+                                                     the main job: warm start, then PPO on debates + imitation
     debate-amp sft RECIPE [section.key=value ...]     warm start A[0] by imitating the synthetic human
     debate-amp amp --model DIR|perfect [--question Q]   print one question's amplification tree
     debate-amp debate --model DIR|perfect [--question Q] [--liar even|odd] [--max-turns N]   print one debate
@@ -18,6 +19,8 @@ from pathlib import Path
 from debate_amp.config import Config, ConfigError, config_to_dict, describe_fields, load_config
 
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3  # max_bad_updates non-finite updates in a row
+EXIT_INTERRUPTED = 130  # SIGINT, after the checkpoint was written
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML, e.g. recipes/default.yaml")
     train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.updates=5")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run directory from its latest whole checkpoint"
+    )
+    train.add_argument("--overwrite", action="store_true", help="delete the run directory first and start again")
 
     sft = sub.add_parser("sft", help="warm start A[0]: imitate the synthetic human, report held-out accuracy by k")
     sft.add_argument("recipe", help="recipe YAML, e.g. recipes/default.yaml")
@@ -73,11 +80,22 @@ def _load(recipe: str | None, overrides: list[str]) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args.recipe, args.overrides)
-    from debate_amp.trainer.loop import train
+    from debate_amp.trainer.checkpoint import CheckpointError
+    from debate_amp.trainer.loop import TrainingDiverged, train
+    from debate_amp.trainer.rundir import RunDirError
 
-    summary = train(cfg, progress=not args.no_progress)
+    try:
+        summary = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    except (RunDirError, CheckpointError) as e:
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingDiverged as e:
+        print(f"debate-amp: training stopped: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     if not summary:  # not the main process
         return 0
+    if summary.get("interrupted"):
+        return EXIT_INTERRUPTED
     report = summary["report"]
     print(
         f"\ntrained {cfg.trainer.updates} updates; model, transcripts, metrics.jsonl and TensorBoard events in "

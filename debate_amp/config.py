@@ -100,19 +100,23 @@ class TaskConfig:
 
 @dataclass(config=_STRICT)
 class HumanConfig:
-    kind: Literal["synthetic", "replay"] = "synthetic"
+    kind: Literal["synthetic", "replay", "model"] = "synthetic"
     """Who plays H. ``synthetic``: the task's simulated weak expert. ``replay``: answers recorded earlier
-    (``replay_from``)."""
+    (``replay_from``). ``model``: a frozen local language model (``model_path``) acting as the human / judge."""
     error_rate: Probability = 0.0
     """synthetic: probability that a direct answer (a lookup) is wrong."""
     replay_from: str | None = None
     """replay: a label store (``.sqlite``) or a JSONL export of one."""
     fallback: Literal["none", "synthetic"] = "none"
     """replay: who answers a question with no recorded answer; ``none`` makes it an error."""
+    model_path: str | None = None
+    """model: a local Hugging Face model directory; the frozen LM that answers as H (greedy, never trained)."""
 
     def __post_init__(self) -> None:
         if self.kind == "replay" and self.replay_from is None:
             raise ValueError("kind=replay needs replay_from: a label store (.sqlite) or a JSONL file of labels")
+        if self.kind == "model" and self.model_path is None:
+            raise ValueError("kind=model needs model_path: a local Hugging Face model directory")
 
 
 @dataclass(config=_STRICT)
@@ -301,6 +305,12 @@ class TrainerConfig:
     supervised examples, so that skills the debates do not exercise are not forgotten; 0 turns it off."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
+    save_every: PositiveInt = 5
+    """Write a checkpoint every this many updates (and always after the last one)."""
+    keep_last: PositiveInt | None = 2
+    """Whole checkpoints kept on disk (older ones are deleted); null keeps them all."""
+    max_bad_updates: PositiveInt = 3
+    """Stop after this many updates in a row skipped for a non-finite loss (the last good checkpoint stays)."""
 
 
 @dataclass(config=_STRICT)
@@ -329,10 +339,16 @@ class Config:
 # Loading
 
 
-def load_config(recipe: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    recipe: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    check_paths: bool = True,
+) -> Config:
     """Read a recipe (or the defaults when ``recipe`` is None), apply ``a.b=value`` overrides and validate.
 
-    Raises :class:`ConfigError` with one line naming the key or path at fault.
+    Raises :class:`ConfigError` with one line naming the key or path at fault. ``check_paths=False`` skips the
+    existence checks of model and label paths (to validate a GPU recipe on a machine without its model).
     """
     data: dict[str, Any] = {}
     if recipe is not None:
@@ -343,7 +359,8 @@ def load_config(recipe: str | os.PathLike[str] | None = None, overrides: list[st
         cfg = TypeAdapter(Config).validate_python(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, recipe)) from None
-    _check_paths(cfg)
+    if check_paths:
+        _check_paths(cfg)
     return cfg
 
 
@@ -445,6 +462,8 @@ def _check_paths(cfg: Config) -> None:
         raise ConfigError(f"model.path: no such directory: {cfg.model.path}")
     if cfg.human.replay_from is not None and not Path(cfg.human.replay_from).is_file():
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
+    if cfg.human.model_path is not None and not Path(cfg.human.model_path).is_dir():
+        raise ConfigError(f"human.model_path: no such directory: {cfg.human.model_path}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

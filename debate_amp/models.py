@@ -80,6 +80,8 @@ def load_model(
     if path is None:
         return build_tiny_model(cfg, seed=seed)
     path = Path(path)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return _load_adapter(cfg, path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -89,6 +91,21 @@ def load_model(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _load_adapter(cfg: ModelConfig, path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A LoRA adapter directory (a LoRA run's ``model/``): its base model with the adapter merged in."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base or not (Path(base) / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: a LoRA adapter whose base model directory is not found ({base!r})")
+    model, _ = load_model(cfg, base)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return merged, tokenizer  # type: ignore[return-value]
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> None:

@@ -254,3 +254,106 @@ def _adapter_pairs(peft_model: PeftModel, source: str, target: str) -> list[tupl
         (src, dst)
         for dst, src in _paired(targets.items(), sources.items(), f"parameters of adapters {source!r} and {target!r}")
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trainer's view: M_target and the KL reference for either layout
+
+
+class AdapterView:
+    """A peft model seen through one adapter, or through none (the base model): calls run with it active.
+
+    With LoRA the trainer's M_target is ``AdapterView(policy, "target")`` and its KL reference
+    ``AdapterView(policy, None)`` (adapters disabled): one base model in memory for all three.
+    """
+
+    def __init__(self, peft_model: PeftModel, adapter: str | None) -> None:
+        self.peft_model = peft_model
+        self.adapter = adapter
+
+    def _active(self):
+        return self.peft_model.disable_adapter() if self.adapter is None else use_adapter(self.peft_model, self.adapter)
+
+    def __call__(self, *args, **kwargs):
+        with self._active():
+            return self.peft_model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        with self._active():
+            return self.peft_model.generate(*args, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.peft_model.device
+
+    @property
+    def training(self) -> bool:
+        return self.peft_model.training
+
+    def train(self, mode: bool = True) -> AdapterView:
+        self.peft_model.train(mode)
+        return self
+
+    def eval(self) -> AdapterView:
+        return self.train(False)
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def make_target_and_reference(policy: nn.Module) -> tuple[nn.Module | AdapterView, nn.Module | AdapterView]:
+    """M_target := M and the frozen KL reference: deep copies of a full model, or adapter views of a peft model."""
+    if is_peft(policy):
+        add_target_adapter(policy)  # type: ignore[arg-type]
+        return AdapterView(policy, "target"), AdapterView(policy, None)  # type: ignore[arg-type]
+    target = copy.deepcopy(policy).eval().requires_grad_(False)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    return target, reference
+
+
+def sync_target(policy: nn.Module, target: nn.Module | AdapterView, mode: str, tau: float = 1.0) -> None:
+    """One target update: ``hard`` (θ_target := θ) or ``ema`` with ``tau``, for either layout."""
+    if isinstance(target, AdapterView):
+        if mode == "hard":
+            hard_sync_adapters(target.peft_model)
+        else:
+            ema_sync_adapters(target.peft_model, tau)
+    elif mode == "hard":
+        hard_sync(policy, target)
+    else:
+        ema_sync(policy, target, tau)
+
+
+def trained_tensors(policy: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """What a checkpoint needs of a policy: every weight, or only the adapter's with LoRA."""
+    if is_peft(policy):
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(policy, adapter_name=adapter)
+    return policy.state_dict()
+
+
+def load_trained_tensors(policy: nn.Module, tensors: dict[str, torch.Tensor], adapter: str = "default") -> None:
+    if is_peft(policy):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(policy, tensors, adapter_name=adapter)
+        missing = [k for k in getattr(result, "unexpected_keys", [])]
+        if missing:
+            raise ValueError(f"adapter {adapter!r}: unexpected keys in checkpoint, e.g. {missing[0]}")
+        return
+    policy.load_state_dict(tensors)
+
+
+def target_tensors(policy: nn.Module, target: nn.Module | AdapterView) -> dict[str, torch.Tensor]:
+    if isinstance(target, AdapterView):
+        return trained_tensors(policy, adapter="target")
+    return target.state_dict()
+
+
+def load_target_tensors(policy: nn.Module, target: nn.Module | AdapterView, tensors: dict[str, torch.Tensor]) -> None:
+    if isinstance(target, AdapterView):
+        load_trained_tensors(policy, tensors, adapter="target")
+    else:
+        target.load_state_dict(tensors)

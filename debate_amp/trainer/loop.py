@@ -7,20 +7,27 @@ One update, as in DESIGN.md section 1:
   4. optimise    PPO epochs over minibatches: L_rl (clipped policy + value loss) combined with L_sup by the mode
   5. target      M_target follows M (hard copy every sync_every updates, or EMA with tau)
   6. log         TensorBoard, metrics.jsonl, transcripts, progress bar
+  7. faults       a non-finite loss skips the update; checkpoints every save_every updates, on SIGINT and at the end
 Setup lives in small functions above the loop; the math lives in ``debate_amp.objectives``.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import json
 import math
+import os
 import random
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -28,11 +35,11 @@ from debate_amp.agents.humans import build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model import ModelAgent, hf_generate_fn
 from debate_amp.combinators import amp_approx
-from debate_amp.config import AnnealConfig, Config, save_config
+from debate_amp.config import AnnealConfig, Config, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.heldout import evaluate_heldout
-from debate_amp.models import ValueHead, hidden_size_of, load_model, save_model
+from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
     AdaptiveKLController,
     FixedKLController,
@@ -49,8 +56,17 @@ from debate_amp.objectives import (
 )
 from debate_amp.samplers import Budget, build_sampler
 from debate_amp.schedules import Schedule
-from debate_amp.target import ema_sync, hard_sync
+from debate_amp.target import (
+    is_peft,
+    load_target_tensors,
+    load_trained_tensors,
+    make_target_and_reference,
+    sync_target,
+    target_tensors,
+    trained_tensors,
+)
 from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples, parse_argument, render_question
+from debate_amp.trainer import checkpoint
 from debate_amp.trainer.rollout import (
     Batch,
     SupervisedExample,
@@ -59,6 +75,7 @@ from debate_amp.trainer.rollout import (
     supervised_batch,
     supervised_examples,
 )
+from debate_amp.trainer.rundir import apply_plan, plan_run_dir
 from debate_amp.trainer.sft import make_task, run_sft, seed_everything
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,7 +103,7 @@ def action_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def score_batch(model: nn.Module, batch: Batch, chunk: int = 256, with_values: bool = False):
+def score_batch(model: Any, batch: Batch, chunk: int = 256, with_values: bool = False):
     """Log-probs (and values) of a batch's tokens under a frozen pass, in chunks: -> [S, L-1] (, [S, L-1])"""
     logprobs, values = [], []
     for start in range(0, len(batch), chunk):
@@ -137,10 +154,18 @@ class RunState:
 # The loop
 
 
-def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
+class TrainingDiverged(RuntimeError):
+    """``max_bad_updates`` updates in a row had a non-finite loss; the message names the last good checkpoint."""
+
+
+def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run a recipe. ``resume`` continues from the run directory's latest whole checkpoint; ``overwrite`` deletes
+    the run directory first. Raises :class:`~debate_amp.trainer.rundir.RunDirError` (before any work) when the
+    directory holds another run, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
 
+    plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
@@ -148,24 +173,29 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
     run_dir = cfg.run_dir
     main = accelerator.is_main_process
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        apply_plan(plan)
+        if plan.note:
+            print(f"debate-amp: {plan.note}", flush=True)
         save_config(cfg, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
 
-    # Setup: A[0] (warm start), value head, reference and target models, optimizer.
+    # Setup: A[0] (warm start), value head, reference and target policies, optimizer.
     a0_dir = run_dir / cfg.sft.output_subdir
-    if cfg.trainer.warm_start and cfg.model.path is None and not (a0_dir / "config.json").is_file():
+    if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
         if main:
             run_sft(cfg, progress=progress)
         accelerator.wait_for_everyone()
-    start_dir = a0_dir if (cfg.trainer.warm_start and cfg.model.path is None) else cfg.model.path
+    start_dir = a0_dir if cfg.trainer.warm_start else cfg.model.path
     policy, tokenizer = load_model(cfg.model, start_dir, seed=cfg.run.seed)
-    ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
-    target_policy = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.model.lora.enabled:
+        policy = apply_lora(policy, cfg.model.lora)  # type: ignore[assignment]
+    target_policy, ref_policy = make_target_and_reference(policy)
     model = PolicyWithValue(policy, ValueHead(hidden_size_of(policy)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ref_policy.to(accelerator.device)
-    target_policy.to(accelerator.device)
+    for frozen in (ref_policy, target_policy):
+        if isinstance(frozen, nn.Module):
+            frozen.to(accelerator.device)
     unwrapped: PolicyWithValue = accelerator.unwrap_model(model)
 
     task = make_task(cfg)
@@ -199,11 +229,23 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
         AdaptiveKLController(o.kl.coef, o.kl.target, o.kl.horizon) if o.kl.adaptive else FixedKLController(o.kl.coef)
     )
     state = RunState(lagrange_multiplier=o.lagrange_init)
+    rng = random.Random(cfg.run.seed * 1000 + accelerator.process_index)
+    generators = _generators(rng, sampler, expert, replay_human)
+    ckpt_root = run_dir / "checkpoints"
+    if plan.resume_from is not None:
+        _restore(plan.resume_from, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators)
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed at the end)
-    rng = random.Random(cfg.run.seed * 1000 + accelerator.process_index)
     local_questions = max(1, cfg.trainer.questions_per_update // accelerator.num_processes)
-    bar = tqdm(range(cfg.trainer.updates), desc="train", disable=not (progress and main))
+    bar = tqdm(
+        range(state.update, cfg.trainer.updates),
+        desc="train",
+        initial=state.update,
+        total=cfg.trainer.updates,
+        disable=not (progress and main),
+    )
+    interrupt = _Interrupt()
+    bad_in_a_row = 0
 
     for update in bar:
         progress_frac = update / max(1, cfg.trainer.updates - 1) if cfg.trainer.updates > 1 else 0.0
@@ -260,33 +302,38 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                 advantages = whiten(advantages, mask)
 
         if o.mode == "constrained" and state.sup_baseline is None and sup is not None:
-            state.sup_baseline = float(sequence_nll(model, sup).mean())
+            state.sup_baseline = _mean_over_processes(accelerator, float(sequence_nll(model, sup).mean()))
         limit = (
             weight * state.sup_baseline
             if (o.mode == "constrained" and o.limit_kind == "relative" and state.sup_baseline is not None)
             else weight
         )
 
-        # 4. Optimise: PPO epochs over minibatches, L_rl combined with L_sup by the objective's mode.
+        # 4. Optimise: PPO epochs over minibatches, L_rl combined with L_sup by the objective's mode. Every process
+        #    takes the same number of steps; a non-finite loss on any of them skips the rest of the update.
         stats: dict[str, list[float]] = {}
         n_rl = len(segments)
-        n_minibatches = max(1, math.ceil(n_rl / cfg.trainer.minibatch_size))
+        n_sup = len(sup) if sup is not None else 0
+        n_minibatches = _max_over_processes(accelerator, max(1, math.ceil(n_rl / cfg.trainer.minibatch_size)))
+        bad = False
         for _epoch in range(cfg.trainer.ppo_epochs):
             rl_order = torch.randperm(n_rl) if n_rl else None
-            sup_order = torch.randperm(len(sup)) if sup is not None else None
+            sup_order = torch.randperm(n_sup) if n_sup else None
             for mb in range(n_minibatches):
+                anchor = torch.zeros((), device=accelerator.device)  # touches every parameter (DDP needs them all)
                 rl_loss = torch.zeros((), device=accelerator.device)
-                if rl is not None and rl_order is not None:
-                    idx = rl_order[mb::n_minibatches]
-                    part = rl[idx]
+                rl_idx = rl_order[mb::n_minibatches] if rl_order is not None else None
+                if rl is not None and rl_idx is not None and len(rl_idx):
+                    part = rl[rl_idx]
                     logits, values = model(part.input_ids, part.attention_mask)
+                    anchor = anchor + 0.0 * (logits.sum() + values.sum())
                     logprobs = action_logprobs(logits, part.input_ids)
                     m = part.action_mask
                     pg_loss, clipfrac, approx_kl = policy_loss(
-                        logprobs, old_logprobs[idx], advantages[idx], m, cfg.trainer.clip_range
+                        logprobs, old_logprobs[rl_idx], advantages[rl_idx], m, cfg.trainer.clip_range
                     )
                     v_loss, _ = value_loss(
-                        values[:, :-1].float(), old_values[idx], returns[idx], m, cfg.trainer.clip_range_value
+                        values[:, :-1].float(), old_values[rl_idx], returns[rl_idx], m, cfg.trainer.clip_range_value
                     )
                     rl_loss = pg_loss + cfg.trainer.vf_coef * v_loss
                     with torch.no_grad():
@@ -296,44 +343,53 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                         stats, pg_loss=pg_loss, v_loss=v_loss, clipfrac=clipfrac, approx_kl=approx_kl, entropy=entropy
                     )
                 sup_loss = torch.zeros((), device=accelerator.device)
-                if sup is not None and sup_order is not None:
-                    part = sup[sup_order[mb::n_minibatches]]
-                    logits, _ = model(part.input_ids, part.attention_mask)
+                sup_idx = sup_order[mb::n_minibatches] if sup_order is not None else None
+                if sup is not None and sup_idx is not None and len(sup_idx):
+                    part = sup[sup_idx]
+                    logits, values = model(part.input_ids, part.attention_mask)
+                    anchor = anchor + 0.0 * (logits.sum() + values.sum())
                     labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
                     sup_loss, _ = supervised_nll(logits[:, :-1].float(), labels)
                     _record(stats, sup_loss=sup_loss)
+                elif anchor.grad_fn is None:  # nothing of this process's in this minibatch: a zero-weight pass
+                    any_batch = sup if sup is not None else rl
+                    assert any_batch is not None
+                    logits, values = model(any_batch.input_ids[:1], any_batch.attention_mask[:1])
+                    anchor = 0.0 * (logits.sum() + values.sum())
                 if o.mode == "weighted":
                     loss = combine_weighted(rl_loss, sup_loss, weight)
                 elif o.mode == "constrained":
                     loss = combine_constrained(rl_loss, sup_loss, state.lagrange_multiplier)
                 else:
                     loss = rl_loss
-                if not torch.isfinite(loss):
-                    continue
+                loss = loss + anchor
+                if _any_process(accelerator, not bool(torch.isfinite(loss))):
+                    bad = True
+                    break
                 optimizer.zero_grad()
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
+                if grad_norm is not None and not bool(torch.isfinite(torch.as_tensor(grad_norm))):
+                    optimizer.zero_grad()  # the same on every process: gradients are already averaged
+                    bad = True
+                    break
                 optimizer.step()
                 _record(stats, total=loss)
-        if o.mode == "constrained" and "sup_loss" in stats:
-            state.lagrange_multiplier = lagrange_update(
-                state.lagrange_multiplier, _mean(stats["sup_loss"]), limit, o.lagrange_lr
-            )
-        if rl is not None:
-            kl_ctl.update(float((kl.sum(1)).mean()), n_rl)
+            if bad:
+                break
         update_s = time.perf_counter() - t1
 
-        # 5. Target: M_target follows M.
-        if cfg.target.mode == "hard" and (update + 1) % cfg.target.sync_every == 0:
-            hard_sync(unwrapped.policy, target_policy)
+        # 5. Target: M_target follows M (not after a skipped update).
+        if not bad and cfg.target.mode == "hard" and (update + 1) % cfg.target.sync_every == 0:
+            sync_target(unwrapped.policy, target_policy, "hard")
             state.target_updates += 1
-        elif cfg.target.mode == "ema":
-            ema_sync(unwrapped.policy, target_policy, cfg.target.tau)
+        elif not bad and cfg.target.mode == "ema":
+            sync_target(unwrapped.policy, target_policy, "ema", cfg.target.tau)
             state.target_updates += 1
 
-        # 6. Log: the same scalars to TensorBoard and metrics.jsonl, transcripts of every debate.
+        # 6. Log: the same scalars to TensorBoard and metrics.jsonl (averaged over processes), transcripts of every
+        #    debate; lambda and the KL coefficient move on the averaged numbers, so every process agrees.
         state.update = update + 1
-        state.human_calls += expert.calls - calls_before
         metrics = _metrics(
             debates,
             stats,
@@ -348,7 +404,6 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                 "objective/alpha": weight if o.mode == "weighted" else float("nan"),
                 "objective/weight": weight,
                 "objective/force_stop_p": force_stop_p,
-                "constraint/lagrange_multiplier": state.lagrange_multiplier,
                 "constraint/limit": limit if o.mode == "constrained" else float("nan"),
                 "constraint/violation": (_mean(stats.get("sup_loss", [])) - limit) if o.mode == "constrained" else 0.0,
                 "amp/human_calls": float(expert.calls - calls_before),
@@ -361,9 +416,38 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                 * cfg.trainer.ppo_epochs
                 / max(update_s, 1e-9),
                 "objective/kl_coef": kl_ctl.value,
+                "train/skipped": float(bad),
             }
         )
         metrics = _gather(accelerator, metrics)
+        for total in ("amp/human_calls", "amp/subquestions", "debate/count", "rl/segments"):
+            metrics[total] *= accelerator.num_processes  # totals over processes, not means
+        if not bad:
+            if o.mode == "constrained" and not math.isnan(metrics["loss/sup"]):
+                state.lagrange_multiplier = lagrange_update(
+                    state.lagrange_multiplier, metrics["loss/sup"], limit, o.lagrange_lr
+                )
+            if rl is not None or accelerator.num_processes > 1:
+                kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"] * accelerator.num_processes))
+        metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
+        state.human_calls += int(metrics["amp/human_calls"])
+        state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
+        records = [
+            debate_to_record(
+                d,
+                run=cfg.run.name,
+                update=state.update,
+                question_id="",  # numbered below, over every process's debates
+                question=render_question(d.question),
+                gold=str(d.question.gold),
+                force_stop_p=force_stop_p,
+                alpha=weight if o.mode == "weighted" else None,
+                lagrange_multiplier=state.lagrange_multiplier if o.mode == "constrained" else None,
+            )
+            for d in debates
+        ]
+        if accelerator.num_processes > 1:
+            records = gather_object(records)
         if main:
             assert writer is not None and metrics_file is not None
             for tag, value in metrics.items():
@@ -371,24 +455,12 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                     writer.add_scalar(tag, value, state.update)
             metrics_file.write(json.dumps({"update": state.update, **metrics}) + "\n")
             metrics_file.flush()
-            records = [
-                debate_to_record(
-                    d,
-                    run=cfg.run.name,
-                    update=state.update,
-                    question_id=f"u{state.update}-q{i}",
-                    question=render_question(d.question),
-                    gold=str(d.question.gold),
-                    force_stop_p=force_stop_p,
-                    alpha=weight if o.mode == "weighted" else None,
-                    lagrange_multiplier=state.lagrange_multiplier if o.mode == "constrained" else None,
-                )
-                for i, d in enumerate(debates)
-            ]
+            os.fsync(metrics_file.fileno())
+            for i, record in enumerate(records):
+                record["question_id"] = f"u{state.update}-q{i}"
             write_transcripts(run_dir / "transcripts" / f"update_{state.update:06d}.jsonl", records)
             if update == 0 or state.update == cfg.trainer.updates:
                 writer.add_text("transcripts", _transcript_text(debates[:3]), state.update)
-            state.history.append(metrics)
             bar.set_postfix(
                 reward_even=f"{metrics['objective/reward_even']:+.2f}",
                 turns=f"{metrics['debate/mean_turns']:.1f}",
@@ -396,12 +468,51 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                 humans=int(metrics["amp/human_calls"]),
             )
 
+        # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
+        if bad:
+            bad_in_a_row += 1
+            last_good = checkpoint.latest_checkpoint(ckpt_root)
+            warnings.warn(
+                f"update {state.update}: non-finite loss, update skipped ({bad_in_a_row} in a row, "
+                f"stopping at {cfg.trainer.max_bad_updates})",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+            if bad_in_a_row >= cfg.trainer.max_bad_updates:
+                _close(writer, metrics_file, store, interrupt)
+                raise TrainingDiverged(
+                    f"{bad_in_a_row} updates in a row had a non-finite loss (the last at update {state.update}); "
+                    f"the last good checkpoint is {last_good or 'none (no update finished)'}"
+                )
+            continue
+        bad_in_a_row = 0
+        stop = _any_process(accelerator, interrupt.requested)
+        if stop or state.update % cfg.trainer.save_every == 0 or state.update == cfg.trainer.updates:
+            _save(ckpt_root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg)
+        if stop:
+            break
+
     # The end: save M, and the final table (held-out accuracy by k, human calls, debate length).
     summary: dict[str, Any] = {}
+    if interrupt.requested:
+        if main:
+            print(f"\ninterrupted: checkpoint of update {state.update} written; continue with --resume", flush=True)
+        summary = {"interrupted": True, "update": state.update, "run_dir": run_dir} if main else {}
+        _close(writer, metrics_file, store, interrupt)
+        accelerator.wait_for_everyone()
+        return summary
+    fingerprints = gather_object([_fingerprint(unwrapped)])
     if main:
         assert writer is not None and metrics_file is not None
-        save_model(unwrapped.policy, tokenizer, run_dir / "model")  # type: ignore[arg-type]
-        torch.save(unwrapped.value_head.state_dict(), run_dir / "model" / "value_head.pt")
+        model_dir = run_dir / "model"
+        _save_policy(unwrapped.policy, tokenizer, model_dir)
+        save_file(
+            {k: v.contiguous() for k, v in unwrapped.value_head.state_dict().items()},
+            str(model_dir / "value_head.safetensors"),
+        )
+        (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
+        if len(set(fingerprints)) > 1:
+            raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
         report = evaluate_heldout(
             unwrapped.policy, tokenizer, _eval_questions(task, cfg), max_new_tokens=g.max_new_tokens, progress=progress
         )
@@ -414,12 +525,152 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
             "history": state.history,
             "run_dir": run_dir,
         }
-        (run_dir / "model" / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
-        writer.close()
-        metrics_file.close()
-    store.close()
+        (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
+    _close(writer, metrics_file, store, interrupt)
     accelerator.wait_for_everyone()
     return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints, faults and processes
+
+_HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls", "loss/sup")
+
+
+class _Interrupt:
+    """SIGINT asks the loop to stop after the current update (with a checkpoint); a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ndebate-amp: stopping after this update (Ctrl-C again to stop now)", flush=True)
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _close(writer, metrics_file, store: LabelStore, interrupt: _Interrupt) -> None:
+    if writer is not None:
+        writer.close()
+    if metrics_file is not None:
+        metrics_file.close()
+    store.close()
+    interrupt.close()
+
+
+def _generators(*owners: Any) -> dict[str, random.Random]:
+    """The run's own ``random.Random`` generators by name (questions, sampler, humans), for checkpoints."""
+    names = ("questions", "sampler", "human", "replay_human")
+    found: dict[str, random.Random] = {}
+    for name, owner in zip(names, owners, strict=True):
+        owner = getattr(owner, "inner", owner)  # a Budget wraps the sampler that draws
+        generator = owner if isinstance(owner, random.Random) else getattr(owner, "_rng", None)
+        if isinstance(generator, random.Random):
+            found[name] = generator
+    return found
+
+
+def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg) -> None:
+    """One checkpoint: every process writes its RNG states, the main process the rest (atomically)."""
+    if accelerator.is_main_process:
+        checkpoint.begin(root, state.update)
+    accelerator.wait_for_everyone()
+    checkpoint.save_rng(checkpoint.partial_dir(root, state.update), accelerator.process_index, generators)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoint.finish(
+            root,
+            state.update,
+            modules={
+                "policy": trained_tensors(unwrapped.policy),
+                "value_head": unwrapped.value_head.state_dict(),
+                "target_policy": target_tensors(unwrapped.policy, target_policy),
+            },
+            optimizer=optimizer,
+            state={
+                "update": state.update,
+                "lagrange_multiplier": state.lagrange_multiplier,
+                "sup_baseline": state.sup_baseline,
+                "target_updates": state.target_updates,
+                "human_calls": state.human_calls,
+                "history": state.history,
+                "kl": kl_ctl.state_dict(),
+                "sampler": sampler.state_dict() if isinstance(sampler, Budget) else {},
+                "num_processes": accelerator.num_processes,
+                "lora": is_peft(unwrapped.policy),
+                "recipe": config_to_dict(cfg),
+            },
+            keep_last=cfg.trainer.keep_last,
+        )
+    accelerator.wait_for_everyone()
+
+
+def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators) -> None:
+    saved = checkpoint.load_state(path)
+    if saved["lora"] != is_peft(unwrapped.policy):
+        raise checkpoint.CheckpointError(
+            f"{path}: saved {'with' if saved['lora'] else 'without'} LoRA, the recipe says model.lora.enabled="
+            f"{str(is_peft(unwrapped.policy)).lower()}"
+        )
+    load_trained_tensors(unwrapped.policy, checkpoint.load_tensors(path, "policy"))
+    unwrapped.value_head.load_state_dict(checkpoint.load_tensors(path, "value_head"))
+    load_target_tensors(unwrapped.policy, target_policy, checkpoint.load_tensors(path, "target_policy"))
+    checkpoint.load_optimizer(path, optimizer)
+    state.update = saved["update"]
+    state.lagrange_multiplier = saved["lagrange_multiplier"]
+    state.sup_baseline = saved["sup_baseline"]
+    state.target_updates = saved["target_updates"]
+    state.human_calls = saved["human_calls"]
+    state.history = saved["history"]
+    kl_ctl.load_state_dict(saved["kl"])
+    if isinstance(sampler, Budget):
+        sampler.load_state_dict(saved["sampler"])
+    checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws between here and the loop
+
+
+def _save_policy(policy: nn.Module, tokenizer, model_dir) -> None:
+    if is_peft(policy):  # the policy adapter only (the target adapter lives in the checkpoints)
+        policy.save_pretrained(model_dir, selected_adapters=["default"])  # type: ignore[operator]
+        tokenizer.save_pretrained(model_dir)
+    else:
+        save_model(policy, tokenizer, model_dir)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def _fingerprint(unwrapped: nn.Module) -> str:
+    """SHA-256 of every parameter's bytes: equal on every process exactly when the parameters are."""
+    digest = hashlib.sha256()
+    for name, parameter in unwrapped.named_parameters():
+        digest.update(name.encode())
+        digest.update(parameter.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(_max_over_processes(accelerator, int(flag)))
+
+
+def _max_over_processes(accelerator, value: int) -> int:
+    if accelerator.num_processes == 1:
+        return value
+    return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).max())
+
+
+def _mean_over_processes(accelerator, value: float) -> float:
+    if accelerator.num_processes == 1:
+        return value
+    return float(accelerator.gather(torch.tensor([value], device=accelerator.device, dtype=torch.float64)).mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------

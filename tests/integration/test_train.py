@@ -20,6 +20,7 @@ TINY = [
     "trainer.eval_size=8",
     "trainer.minibatch_size=16",
     "generation.max_new_tokens=12",
+    "trainer.replay_examples=32",
     "run.torch_threads=2",
 ]
 

@@ -16,12 +16,39 @@ def test_there_are_recipes():
     assert (ROOT / "recipes" / "default.yaml") in RECIPES
 
 
+ACCELERATE_CONFIGS = [p for p in RECIPES if "accelerate" in p.parts]
+
+
 @pytest.mark.parametrize("recipe", TRAINING_RECIPES, ids=lambda p: p.name)
 def test_every_recipe_loads_and_opens_with_its_command(recipe):
-    cfg = load_config(recipe)
+    raw = yaml.safe_load(recipe.read_text())
+    if raw.get("model", {}).get("path"):  # a GPU recipe: its model directory is not on this machine
+        cfg = load_config(recipe, check_paths=False)
+        with pytest.raises(ConfigError, match=r"^model.path: no such directory"):
+            load_config(recipe)
+    else:
+        cfg = load_config(recipe)
     assert isinstance(cfg, Config)
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# debate-amp ") or first.startswith("# accelerate launch"), first
+
+
+def test_the_gpu_recipe_trains_lora_adapters_on_a_local_model():
+    cfg = load_config(ROOT / "recipes" / "hf_lora.yaml", check_paths=False)
+    assert cfg.model.lora.enabled and cfg.model.path and cfg.model.dtype == "bfloat16"
+
+
+def test_every_accelerate_topology_is_there_and_valid():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    names = {p.name for p in ACCELERATE_CONFIGS}
+    assert names == {"cpu_2proc.yaml", "single_gpu.yaml", "multi_gpu.yaml", "deepspeed_zero2.yaml", "fsdp.yaml"}
+    for path in ACCELERATE_CONFIGS:
+        config = ClusterConfig.from_yaml_file(path)
+        assert config.num_processes >= 1, path.name
+        assert path.read_text().splitlines()[0].startswith("# "), f"{path.name}: no header comment"
+    cpu = ClusterConfig.from_yaml_file(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml")
+    assert (cpu.distributed_type.value, cpu.num_processes, cpu.use_cpu) == ("MULTI_GPU", 2, False)
 
 
 def test_overrides_apply_and_coerce():

@@ -1,0 +1,146 @@
+"""The run directory: start, resume or overwrite, and never mix two recipes' output by accident.
+
+- A directory with training output (metrics, transcripts or checkpoints) refuses a new start: ``--resume``
+  continues it from its latest whole checkpoint, ``--overwrite`` deletes it and starts again. A directory holding
+  only a warm start (``debate-amp sft``) or a run killed before its first update is reused as it is.
+- A directory whose ``config.yaml`` differs from the recipe refuses to start without one of the two flags, naming
+  the keys that differ.
+- On resume, what the lost updates (after the checkpoint) left behind is put aside, not deleted: their transcripts
+  move to ``transcripts/superseded/``, and ``metrics.jsonl`` keeps the lines up to the checkpoint (the rest go to
+  ``metrics.superseded.jsonl``). The label store is kept whole: a human answer is never thrown away.
+
+Every process calls :func:`plan_run_dir` (it only reads); the main process then calls :func:`apply_plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from debate_amp.config import Config, ConfigError, config_to_dict, load_config
+from debate_amp.trainer import checkpoint
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked; one line naming the directory and what to do."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_dir: Path
+    overwrite: bool = False
+    resume_from: Path | None = None  # a whole checkpoint
+    resume_update: int = 0
+    note: str = ""
+
+
+def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunPlan:
+    run_dir = cfg.run_dir
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite exclude each other")
+    if overwrite:
+        return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
+    root = run_dir / "checkpoints"
+    latest = checkpoint.latest_checkpoint(root)
+    if resume:
+        if latest is None:
+            return RunPlan(run_dir, note=f"--resume: no checkpoint in {root}, starting from the beginning")
+        update = checkpoint.load_state(latest)["update"]
+        changed = _recipe_changes(cfg, run_dir / "config.yaml")
+        note = f"resuming {run_dir} from update {update}"
+        if changed:
+            note += f" with a changed recipe ({changed})"
+        return RunPlan(run_dir, resume_from=latest, resume_update=update, note=note)
+    changed = _recipe_changes(cfg, run_dir / "config.yaml")
+    if changed:
+        raise RunDirError(
+            f"{run_dir} holds a run of a different recipe ({changed}); "
+            "pass --resume to continue it with this recipe or --overwrite to start again"
+        )
+    if latest is not None or _has_training_output(run_dir):
+        where = f"checkpoints up to {latest.name}" if latest is not None else "training output but no checkpoint"
+        raise RunDirError(
+            f"{run_dir} already holds a run of this recipe ({where}); "
+            "pass --resume to continue it or --overwrite to start again"
+        )
+    return RunPlan(run_dir)
+
+
+def apply_plan(plan: RunPlan) -> None:
+    """Main process: make the directory match the plan (delete on overwrite, set aside the lost updates on resume)."""
+    if plan.overwrite and plan.run_dir.exists():
+        shutil.rmtree(plan.run_dir)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if plan.resume_from is None:
+        if _has_training_output(plan.run_dir):  # --resume with no checkpoint: set all of it aside
+            _set_aside(plan.run_dir, after_update=0)
+        return
+    _set_aside(plan.run_dir, after_update=plan.resume_update)
+
+
+def _set_aside(run_dir: Path, after_update: int) -> None:
+    transcripts = run_dir / "transcripts"
+    superseded = transcripts / "superseded"
+    for file in sorted(transcripts.glob("update_*.jsonl")):
+        if int(file.stem.split("_")[1]) > after_update:
+            superseded.mkdir(parents=True, exist_ok=True)
+            dest = superseded / file.name
+            n = 1
+            while dest.exists():
+                dest = superseded / f"{file.stem}.{n}.jsonl"
+                n += 1
+            os.replace(file, dest)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        keep: list[str] = []
+        lost: list[str] = []
+        for line in metrics.read_text().splitlines(keepends=True):
+            try:
+                update = json.loads(line)["update"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                update = None  # a line cut by the kill
+            (keep if update is not None and update <= after_update else lost).append(line)
+        if lost:
+            with open(run_dir / "metrics.superseded.jsonl", "a") as f:
+                f.writelines(line if line.endswith("\n") else line + "\n" for line in lost)
+        tmp = metrics.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        os.replace(tmp, metrics)
+
+
+def _has_training_output(run_dir: Path) -> bool:
+    return (
+        (run_dir / "metrics.jsonl").is_file()
+        or any((run_dir / "transcripts").glob("update_*.jsonl"))
+        or (run_dir / "checkpoints").is_dir()
+    )
+
+
+def _recipe_changes(cfg: Config, saved: Path) -> str:
+    """'' when ``saved`` is absent or equal to ``cfg``; else the first differing keys, 'key: old -> new'."""
+    if not saved.is_file():
+        return ""
+    try:
+        old = _flatten(config_to_dict(load_config(saved)))
+    except ConfigError as e:
+        return f"its config.yaml no longer loads: {e}"
+    new = _flatten(config_to_dict(cfg))
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+    ]
+    if len(diffs) > 3:
+        diffs = [*diffs[:3], f"and {len(diffs) - 3} more"]
+    return "; ".join(diffs)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

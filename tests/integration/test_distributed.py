@@ -1,0 +1,38 @@
+"""Two CPU processes over gloo through `accelerate launch` (issue 6): the way multi-process runs are tested here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from debate_amp.debate.transcript import read_transcripts
+from tests.integration.test_train import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_path):
+    overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
+    overrides += ["trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
+    cmd += ["-m", "debate_amp.train", "recipes/default.yaml", *overrides, f"run.output_dir={tmp_path}"]
+    cmd += ["run.name=ddp", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "ddp"
+
+    # Both processes trained the same parameters (each process hashed its own and the main one compared them).
+    fingerprints = json.loads((run_dir / "model" / "process_fingerprints.json").read_text())
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    # Rollouts were split (4 debates each) and gathered: one transcript file per update with all 8, one
+    # metrics line per update counting all 8, one RNG state per process in the checkpoint.
+    for update in (1, 2):
+        records = list(read_transcripts(run_dir / "transcripts" / f"update_{update:06d}.jsonl"))
+        assert len(records) == 8 and len({r["question_id"] for r in records}) == 8
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2] and all(r["debate/count"] == 8 for r in rows)
+    assert all(r["rl/segments"] > 0 for r in rows)  # the RL path ran, not only imitation
+    checkpoint = run_dir / "checkpoints" / "update_000002"
+    assert (checkpoint / "rng_rank0.json").is_file() and (checkpoint / "rng_rank1.json").is_file()
+    # Only the main process writes: one config, one metrics file, one TensorBoard directory.
+    assert not list(run_dir.glob("**/*rank1*.jsonl"))

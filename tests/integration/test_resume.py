@@ -1,0 +1,209 @@
+"""Checkpoints, resume and faults (issue 6): real tiny-model runs killed, interrupted and poisoned on purpose."""
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from debate_amp.config import load_config
+from debate_amp.debate.transcript import read_transcripts
+from debate_amp.trainer import checkpoint
+from tests.integration.test_train import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRY = [sys.executable, "-m", "debate_amp.train", "recipes/default.yaml"]
+
+
+def _args(out: Path, name: str, *extra: str) -> list[str]:
+    return [*TINY, f"run.output_dir={out}", f"run.name={name}", "--no-progress", *extra]
+
+
+def _launch(out: Path, name: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*ENTRY, *_args(out, name, *extra)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _run(out: Path, name: str, *extra: str, expect: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ENTRY, *_args(out, name, *extra)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    return proc
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"no {path} after {timeout}s"
+        time.sleep(0.02)
+
+
+def _labels(run_dir: Path) -> set[tuple[str, str]]:
+    db = sqlite3.connect(run_dir / "labels.sqlite")
+    try:
+        return set(db.execute("SELECT key, answer FROM labels").fetchall())
+    finally:
+        db.close()
+
+
+def _policy(run_dir: Path, update: int) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint.checkpoint_dir(run_dir / "checkpoints", update) / "policy.safetensors"))
+
+
+UPDATES = 8
+SAVE = ["trainer.updates=8", "trainer.save_every=1", "trainer.keep_last=null"]
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path):
+    _run(tmp_path, "reference", *SAVE)
+    seed = random.randrange(10**6)
+    delay = random.Random(seed).uniform(0.0, 1.0)
+    proc = _launch(tmp_path, "killed", *SAVE)
+    run_dir = tmp_path / "killed"
+    _wait_for(run_dir / "checkpoints" / "update_000001" / "state.json", proc)
+    time.sleep(delay)
+    assert proc.poll() is None, f"the run finished before the kill (seed {seed}, delay {delay:.2f}s)"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    # What the kill left: whole checkpoints only, complete transcripts, committed labels.
+    saved = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    assert saved and saved[0][0] == 1
+    last = saved[-1][0]
+    assert last < UPDATES, f"seed {seed}"
+    before = {f.name: f.read_bytes() for f in (run_dir / "transcripts").glob("update_*.jsonl")}
+    for name in before:
+        assert len(list(read_transcripts(run_dir / "transcripts" / name))) == 8
+    labels_before = _labels(run_dir)
+
+    resumed = _run(tmp_path, "killed", *SAVE, "--resume")
+    assert f"resuming {run_dir} from update {last}" in resumed.stdout
+
+    # The counter continued from the checkpoint: every update logged once, in order.
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == list(range(1, UPDATES + 1))
+    assert [u for u, _ in checkpoint.list_checkpoints(run_dir / "checkpoints")] == list(range(1, UPDATES + 1))
+    # Every transcript file complete before the kill is intact (in place, or set aside if its update was redone).
+    for name, data in before.items():
+        candidates = [run_dir / "transcripts" / name, *(run_dir / "transcripts" / "superseded").glob(f"{name[:-6]}*")]
+        assert any(c.is_file() and c.read_bytes() == data for c in candidates), name
+    # The label store lost nothing.
+    assert labels_before <= _labels(run_dir)
+    # The resumed run's next update (and every later one) matches the uninterrupted run's.
+    for update in range(last + 1, UPDATES + 1):
+        ref, res = _policy(tmp_path / "reference", update), _policy(run_dir, update)
+        assert ref.keys() == res.keys()
+        diff = max(float((ref[k] - res[k]).abs().max()) for k in ref)
+        assert diff <= 1e-6, f"update {update}: parameters differ by {diff} (seed {seed})"
+    # ... and the policy really moved between checkpoints (the comparison is not of frozen weights).
+    first, final = _policy(run_dir, 1), _policy(run_dir, UPDATES)
+    assert max(float((first[k] - final[k]).abs().max()) for k in first) > 1e-5
+
+
+def test_a_run_directory_refuses_another_recipe_and_another_start(tmp_path):
+    from debate_amp.trainer.loop import train
+    from debate_amp.trainer.rundir import RunDirError
+
+    def cfg(*extra):
+        return load_config(
+            ROOT / "recipes" / "default.yaml", [*TINY, f"run.output_dir={tmp_path}", "run.name=r", *extra]
+        )
+
+    train(cfg("trainer.updates=1"), progress=False)
+    other = _run(tmp_path, "r", "trainer.updates=1", "objective.alpha=0.3", expect=2)
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in other.stderr
+    assert "holds a run of a different recipe (objective.alpha: 0.1 -> 0.3)" in lines[0]
+    assert "--resume" in lines[0] and "--overwrite" in lines[0]
+    with pytest.raises(RunDirError, match=r"already holds a run of this recipe \(checkpoints up to update_000001\)"):
+        train(cfg("trainer.updates=1"), progress=False)
+    # --overwrite starts again; --resume of a finished run does no update and reports the table again.
+    train(cfg("trainer.updates=1", "objective.alpha=0.3"), progress=False, overwrite=True)
+    assert load_config(tmp_path / "r" / "config.yaml").objective.alpha == 0.3
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1
+    summary = train(cfg("trainer.updates=1", "objective.alpha=0.3"), progress=False, resume=True)
+    assert summary["report"] is not None and len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_sigint_writes_a_checkpoint_and_stops_cleanly(tmp_path):
+    proc = _launch(tmp_path, "int", "trainer.updates=50", "trainer.save_every=100")
+    run_dir = tmp_path / "int"
+    _wait_for(run_dir / "transcripts" / "update_000001.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    saved = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    assert len(saved) == 1 and 1 <= saved[0][0] < 50  # written at the interrupt, not by save_every
+    assert f"checkpoint of update {saved[0][0]} written" in out
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == saved[0][0]
+
+
+def test_a_non_finite_loss_skips_the_update_then_stops_the_run(tmp_path, monkeypatch):
+    from debate_amp.trainer import loop
+
+    real = loop.supervised_nll
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        loss, n = real(logits, labels)
+        calls["n"] += 1
+        return (loss * float("nan") if poisoned.active else loss), n
+
+    poisoned.active = False
+    monkeypatch.setattr(loop, "supervised_nll", poisoned)
+    original_save = loop._save
+
+    def save_then_poison(*args, **kwargs):  # every update after the first checkpoint has a NaN loss
+        original_save(*args, **kwargs)
+        poisoned.active = True
+
+    monkeypatch.setattr(loop, "_save", save_then_poison)
+    cfg = load_config(
+        ROOT / "recipes" / "default.yaml",
+        [*TINY, f"run.output_dir={tmp_path}", "run.name=nan", "trainer.updates=6", "trainer.save_every=1"]
+        + ["trainer.max_bad_updates=2"],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(
+            loop.TrainingDiverged, match=r"2 updates in a row had a non-finite loss \(the last at update 3\)"
+        ):
+            loop.train(cfg, progress=False)
+    skipped = [str(w.message) for w in caught if "non-finite loss, update skipped" in str(w.message)]
+    assert skipped == [
+        "update 2: non-finite loss, update skipped (1 in a row, stopping at 2)",
+        "update 3: non-finite loss, update skipped (2 in a row, stopping at 2)",
+    ]
+    run_dir = tmp_path / "nan"
+    assert [u for u, _ in checkpoint.list_checkpoints(run_dir / "checkpoints")] == [1]  # no bad update was saved
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped"] for r in rows] == [0.0, 1.0, 1.0]
+    weights = _policy(run_dir, 1)
+    assert all(bool(torch.isfinite(t).all()) for t in weights.values())
+    assert calls["n"] > 0
+
+
+def test_lora_runs_save_adapters_only_and_resume(tmp_path):
+    lora = ["model.lora.enabled=true", "target.sync_every=1", "debate.force_stop_p=0.0"]
+    lora += ["debate.force_stop_anneal.end=null", "trainer.save_every=1"]
+    _run(tmp_path, "lora", *lora, "trainer.updates=2")
+    run_dir = tmp_path / "lora"
+    policy = _policy(run_dir, 2)
+    assert policy and all("lora_" in k for k in policy)  # the adapter, not the base weights
+    target = load_file(str(run_dir / "checkpoints" / "update_000002" / "target_policy.safetensors"))
+    assert max(float((policy[k] - target[k]).abs().max()) for k in policy) == 0.0  # hard sync every update
+    assert (run_dir / "model" / "adapter_model.safetensors").is_file()
+    _run(tmp_path, "lora", *lora, "trainer.updates=3", "--resume")
+    moved = _policy(run_dir, 3)
+    assert max(float((moved[k] - policy[k]).abs().max()) for k in policy) > 0.0
+    assert os.path.isdir(run_dir / "checkpoints" / "update_000003")
