@@ -171,3 +171,20 @@ def test_tiny_model_64_concurrent_amp_approx_one_generate_per_wave(tiny_model):
     assert policy.batcher.generate_calls == policy.batcher.waves == len(policy.generate_fn.batches) <= 4
     assert sum(policy.generate_fn.batches) == len(model_nodes)
     assert all(len(n.token_ids) == len(n.logprobs) > 0 for n in model_nodes)
+
+
+def test_a_frozen_local_model_can_be_the_human(tiny_model, tmp_path):
+    from debate_amp.agents.humans import build_human
+    from debate_amp.agents.labels import LabelStore
+    from debate_amp.config import HumanConfig
+    from debate_amp.models import save_model
+
+    model, tokenizer = tiny_model
+    save_model(model, tokenizer, tmp_path / "judge")
+    store = LabelStore(tmp_path / "labels.sqlite")
+    human, expert = build_human(HumanConfig(kind="model", model_path=str(tmp_path / "judge")), store=store)
+    replies = run_all(amp_approx(human, perfect_policy(), Always()), QUESTIONS[:8])
+    human_nodes = [n for r in replies for n in r.trace.walk() if n.who == "human" and not n.op]
+    assert human_nodes and all(n.source == "human:model" and n.human_calls == 1 for n in human_nodes)
+    assert expert.calls == len(human_nodes) == len(store)  # every answer counted and stored before use
+    store.close()

@@ -1,0 +1,51 @@
+"""The ``model`` human: a frozen local language model standing in for H (an LLM judge).
+
+It answers what it is posed exactly as the policy would be asked (the same rendered prompt), greedily, with its own
+weights, which never train. Its replies are human replies in every respect that matters to the procedure: provenance
+``human:model``, one human call each, stored in the label store, counted against the sampler's budget. Point
+``human.model_path`` at any local Hugging Face directory, e.g. an instruct model fine-tuned to the task's formats,
+or a saved A[0] (``runs/<name>/sft``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from debate_amp.agents.model import GenerateFn, ModelAgent
+from debate_amp.protocol import Posed, Reply, Trace
+
+
+@dataclass
+class ModelHuman:
+    generate_fn: GenerateFn
+    max_batch: int = 256
+    reply_limits: dict[str, int] = field(default_factory=dict)
+    name: str = "model"
+    calls: int = 0
+    _agent: ModelAgent = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._agent = ModelAgent(self.generate_fn, "human", self.max_batch, self.reply_limits)
+
+    async def __call__(self, posed: Posed) -> Reply:
+        reply = await self._agent(posed)
+        self.calls += 1
+        return Reply(reply.text, Trace(f"human:{self.name}", posed, reply.text, human_calls=1))
+
+
+def load_model_human(
+    model_path: str, dtype: str = "float32", max_new_tokens: int = 32, answer_tokens: int = 8, max_batch: int = 256
+) -> ModelHuman:
+    """The frozen LM in ``model_path`` (greedy decoding, on the GPU when there is one) as H."""
+    import torch
+
+    from debate_amp.agents.model import hf_generate_fn
+    from debate_amp.config import ModelConfig
+    from debate_amp.models import load_model
+
+    model, tokenizer = load_model(ModelConfig(path=model_path, dtype=dtype))  # type: ignore[arg-type]
+    model.requires_grad_(False).eval()
+    if torch.cuda.is_available():
+        model.to("cuda")  # type: ignore[arg-type]
+    generate_fn = hf_generate_fn(model, tokenizer, max_new_tokens, temperature=0.0)
+    return ModelHuman(generate_fn, max_batch, {"answer": answer_tokens})
