@@ -11,7 +11,10 @@
     rng_rank<i>.json            Python's and NumPy's global generators and the run's own generators of process i
     state.json                  the update counter, lambda, the KL coefficient, sampler budgets, ... (written last)
 
-Tensors go to safetensors and everything else to JSON: nothing is unpickled when a run resumes.
+Tensors go to safetensors and everything else to JSON: nothing is unpickled when a run resumes. The exception is
+DeepSpeed and FSDP, which shard parameters and optimizer state across processes: there the policy, value head and
+optimizer go to ``accelerate_state/`` in accelerate's own format (``Accelerator.save_state``, whose optimizer file
+is a torch pickle), and the rest is as above.
 
 A checkpoint is written into ``checkpoints/.partial-update_000042/`` and renamed into place once every file is on
 disk (fsynced), so a directory named ``update_*`` is always whole: a kill during the write leaves a ``.partial-``
@@ -35,6 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
+ACCELERATE_STATE = "accelerate_state"
 _NAME = re.compile(r"^update_(\d{6})$")
 _PARTIAL_PREFIX = ".partial-"
 
@@ -108,7 +112,7 @@ def finish(
     update: int,
     *,
     modules: dict[str, dict[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     keep_last: int | None,
 ) -> Path:
@@ -116,9 +120,10 @@ def finish(
     partial = partial_dir(root, update)
     for name, tensors in modules.items():
         _save_tensors(tensors, partial / f"{name}.safetensors")
-    opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
-    _save_tensors(opt_tensors, partial / "optimizer.safetensors")
-    _write_json(opt_plain, partial / "optimizer.json")
+    if optimizer is not None:
+        opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
+        _save_tensors(opt_tensors, partial / "optimizer.safetensors")
+        _write_json(opt_plain, partial / "optimizer.json")
     _write_json({"format_version": FORMAT_VERSION, **state}, partial / "state.json")
     _fsync_dir(partial)
     final = checkpoint_dir(root, update)

@@ -584,18 +584,21 @@ def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl,
     if accelerator.is_main_process:
         checkpoint.begin(root, state.update)
     accelerator.wait_for_everyone()
-    checkpoint.save_rng(checkpoint.partial_dir(root, state.update), accelerator.process_index, generators)
+    partial = checkpoint.partial_dir(root, state.update)
+    checkpoint.save_rng(partial, accelerator.process_index, generators)
+    sharded = _sharded(accelerator)
+    if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
+        accelerator.save_state(str(partial / checkpoint.ACCELERATE_STATE))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        modules = {"target_policy": target_tensors(unwrapped.policy, target_policy)}
+        if not sharded:
+            modules |= {"policy": trained_tensors(unwrapped.policy), "value_head": unwrapped.value_head.state_dict()}
         checkpoint.finish(
             root,
             state.update,
-            modules={
-                "policy": trained_tensors(unwrapped.policy),
-                "value_head": unwrapped.value_head.state_dict(),
-                "target_policy": target_tensors(unwrapped.policy, target_policy),
-            },
-            optimizer=optimizer,
+            modules=modules,
+            optimizer=None if sharded else optimizer,
             state={
                 "update": state.update,
                 "lagrange_multiplier": state.lagrange_multiplier,
@@ -607,6 +610,7 @@ def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl,
                 "sampler": sampler.state_dict() if isinstance(sampler, Budget) else {},
                 "num_processes": accelerator.num_processes,
                 "lora": is_peft(unwrapped.policy),
+                "sharded": sharded,
                 "recipe": config_to_dict(cfg),
             },
             keep_last=cfg.trainer.keep_last,
@@ -621,10 +625,18 @@ def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_c
             f"{path}: saved {'with' if saved['lora'] else 'without'} LoRA, the recipe says model.lora.enabled="
             f"{str(is_peft(unwrapped.policy)).lower()}"
         )
-    load_trained_tensors(unwrapped.policy, checkpoint.load_tensors(path, "policy"))
-    unwrapped.value_head.load_state_dict(checkpoint.load_tensors(path, "value_head"))
+    if saved.get("sharded", False) != _sharded(accelerator):
+        raise checkpoint.CheckpointError(
+            f"{path}: saved {'with' if saved.get('sharded') else 'without'} DeepSpeed / FSDP sharding; resume it with "
+            "the topology it was saved with"
+        )
+    if saved.get("sharded", False):
+        accelerator.load_state(str(path / checkpoint.ACCELERATE_STATE))
+    else:
+        load_trained_tensors(unwrapped.policy, checkpoint.load_tensors(path, "policy"))
+        unwrapped.value_head.load_state_dict(checkpoint.load_tensors(path, "value_head"))
+        checkpoint.load_optimizer(path, optimizer)
     load_target_tensors(unwrapped.policy, target_policy, checkpoint.load_tensors(path, "target_policy"))
-    checkpoint.load_optimizer(path, optimizer)
     state.update = saved["update"]
     state.lagrange_multiplier = saved["lagrange_multiplier"]
     state.sup_baseline = saved["sup_baseline"]
@@ -635,6 +647,13 @@ def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_c
     if isinstance(sampler, Budget):
         sampler.load_state_dict(saved["sampler"])
     checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws between here and the loop
+
+
+def _sharded(accelerator) -> bool:
+    """DeepSpeed and FSDP shard parameters and optimizer state; their checkpoints go through accelerate."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
 def _save_policy(policy: nn.Module, tokenizer, model_dir) -> None:

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -207,3 +208,25 @@ def test_lora_runs_save_adapters_only_and_resume(tmp_path):
     moved = _policy(run_dir, 3)
     assert max(float((moved[k] - policy[k]).abs().max()) for k in policy) > 0.0
     assert os.path.isdir(run_dir / "checkpoints" / "update_000003")
+
+
+def test_the_accelerate_state_path_for_sharded_topologies_resumes_exactly(tmp_path, monkeypatch):
+    """DeepSpeed / FSDP checkpoints go through ``Accelerator.save_state``; no GPU here, so the path is forced on
+    one CPU process (the sharding itself is accelerate's and untested here)."""
+    from debate_amp.trainer import loop
+
+    monkeypatch.setattr(loop, "_sharded", lambda accelerator: True)
+
+    def cfg(name, updates):
+        overrides = [*TINY, f"run.output_dir={tmp_path}", f"run.name={name}", f"trainer.updates={updates}"]
+        return load_config(ROOT / "recipes" / "default.yaml", [*overrides, "trainer.save_every=1"])
+
+    loop.train(cfg("reference", 2), progress=False)
+    loop.train(cfg("split", 2), progress=False)
+    run_dir = tmp_path / "split"
+    shutil.rmtree(run_dir / "checkpoints" / "update_000002")  # as if killed before it was written
+    assert (run_dir / "checkpoints" / "update_000001" / checkpoint.ACCELERATE_STATE).is_dir()
+    loop.train(cfg("split", 2), progress=False, resume=True)
+    a = load_file(str(tmp_path / "reference" / "model" / "model.safetensors"))
+    b = load_file(str(run_dir / "model" / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
