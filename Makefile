@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/debate-amp train recipes/default.yaml
 
-test: $(STAMP)
+# Headless Chromium for tests/integration/test_report.py, from Debian's packages (root, or sudo), only if missing.
+chromium:
+	test -x /usr/bin/chromium || { $$(test "$$(id -u)" -eq 0 || echo sudo) apt-get update -q && DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" -eq 0 || echo sudo) apt-get install -y -q chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)

@@ -5,6 +5,11 @@
     debate-amp sft RECIPE [section.key=value ...]     warm start A[0] by imitating the synthetic human
     debate-amp amp --model DIR|perfect [--question Q]   print one question's amplification tree
     debate-amp debate --model DIR|perfect [--question Q] [--liar even|odd] [--max-turns N]   print one debate
+    debate-amp eval PATH... [--json] [--skip-bad]     statistics of saved debates (files or run directories)
+    debate-amp eval --compare RUN_A RUN_B              B - A for each statistic, with 95% intervals
+    debate-amp eval --protocol liar --model DIR|perfect [--n 500] [--max-turns 1 2 4 6]   honest vs scripted liar
+    debate-amp eval PATH... --rejudge --judge-model DIR|perfect|human   agreement of another judge with the verdicts
+    debate-amp report RUN_DIR [--out FILE]             one self-contained HTML page: curves, eval table, transcripts
     debate-amp config [RECIPE] [section.key=value ...]  print the resolved recipe, or every key with its meaning
 
 Recipes are validated before anything heavy is imported: a bad key, value or path fails in one line, exit code 2.
@@ -13,8 +18,10 @@ Recipes are validated before anything heavy is imported: a bad key, value or pat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from debate_amp.config import Config, ConfigError, config_to_dict, describe_fields, load_config
 
@@ -62,6 +69,37 @@ def _parser() -> argparse.ArgumentParser:
     debate.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
     debate.add_argument("--trees", action="store_true", help="also print each argument's amplification tree")
     debate.add_argument("overrides", nargs="*", help="section.key=value overrides")
+
+    ev = sub.add_parser(
+        "eval",
+        help="statistics of saved debates; --compare two runs; --protocol liar; --rejudge with another judge",
+        description="Statistics of saved debate transcripts (definitions: docs/eval.md). Malformed lines fail "
+        "naming file:line (exit 2) unless --skip-bad.",
+    )
+    ev.add_argument("paths", nargs="*", metavar="PATH", help="transcript .jsonl files or run directories")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ev.add_argument("--skip-bad", action="store_true", help="skip malformed lines (and say how many)")
+    ev.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="B - A for each statistic, 95%% intervals")
+    ev.add_argument("--protocol", choices=["liar"], help="liar: the policy against the scripted liar on both sides")
+    ev.add_argument("--model", help="--protocol liar: a local model directory, or 'perfect'")
+    ev.add_argument("--n", type=int, default=500, help="--protocol liar: held-out questions (default 500)")
+    ev.add_argument(
+        "--max-turns", type=int, nargs="+", default=[1, 2, 4, 6], help="--protocol liar: debate lengths (1 2 4 6)"
+    )
+    ev.add_argument("--rejudge", action="store_true", help="pose the saved debates' judgments to --judge-model")
+    ev.add_argument(
+        "--judge-model",
+        help="the judge's M_target: a local model directory or 'perfect' (inside Amp~(H, M_target)), or 'human' "
+        "(the synthetic human alone); for --protocol liar it defaults to --model",
+    )
+    ev.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
+    ev.set_defaults(overrides=[])
+
+    report = sub.add_parser("report", help="write one self-contained HTML report of a run")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. runs/default")
+    report.add_argument("--out", help="output file (default RUN_DIR/report.html)")
+    report.add_argument("--per-update", type=int, default=16, help="debates shown per update (default 16)")
+    report.add_argument("--skip-bad", action="store_true", help="skip malformed transcript lines")
 
     config = sub.add_parser("config", help="print the resolved recipe (or, with --keys, every key documented)")
     config.add_argument("recipe", nargs="?", help="recipe YAML (default: built-in defaults)")
@@ -143,20 +181,24 @@ def _question(args: argparse.Namespace, cfg: Config):
         _fail(f"--question: {e}")
 
 
-def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float):
-    """The scripted perfect model, or a local model directory (loaded once, shared by policy and target)."""
+def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, option: str = "model"):
+    """The scripted perfect model, or a local model directory given by ``--<option>`` (each loaded once, shared
+    by policy and target)."""
     from debate_amp.agents.model import hf_generate_fn
     from debate_amp.tasks.perm import perfect_generate
 
-    if args.model == "perfect":
+    path = getattr(args, option)
+    if path == "perfect":
         return perfect_generate
-    if not Path(args.model, "config.json").is_file():
-        _fail(f"--model: not a model directory (no config.json): {args.model}")
+    if not Path(path, "config.json").is_file():
+        _fail(f"--{option.replace('_', '-')}: not a model directory (no config.json): {path}")
     from debate_amp.models import load_model
 
     if not hasattr(args, "_loaded"):
-        args._loaded = load_model(cfg.model, args.model)
-    model, tokenizer = args._loaded
+        args._loaded = {}
+    if path not in args._loaded:
+        args._loaded[path] = load_model(cfg.model, path)
+    model, tokenizer = args._loaded[path]
     return hf_generate_fn(model, tokenizer, cfg.generation.max_new_tokens, temperature, cfg.generation.top_p)
 
 
@@ -282,9 +324,174 @@ def render_tree(trace) -> str:
     return "\n".join([head(trace), *walk(trace, "")])
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"debate-amp: error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _read(paths: list[str], skip_bad: bool):
+    """Transcripts under ``paths``; a missing path or a malformed line (without --skip-bad) fails in one line."""
+    from debate_amp.debate.transcript import TranscriptError
+    from debate_amp.eval.transcripts import load
+
+    try:
+        transcripts = load(paths, skip_bad=skip_bad)
+    except (TranscriptError, OSError) as e:
+        _fail(str(e))
+    if transcripts.skipped:
+        print(
+            f"debate-amp: warning: skipped {len(transcripts.skipped)} bad lines (first: {transcripts.skipped[0]})",
+            file=sys.stderr,
+        )
+    return transcripts
+
+
+def _header(transcripts) -> str:
+    updates = sorted({r.update for r in transcripts.rows})
+    span = f"updates {updates[0]}-{updates[-1]}" if updates else "no updates"
+    skipped = f"; skipped {len(transcripts.skipped)} bad lines" if transcripts.skipped else ""
+    return f"{len(transcripts.rows)} debates in {len(transcripts.files)} files, {span}{skipped}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    # key=value overrides given before the options land among the paths
+    args.overrides += [p for p in args.paths if "=" in p and not Path(p).exists()]
+    args.paths = [p for p in args.paths if p not in args.overrides]
+    modes = [
+        m for m, on in (("--compare", args.compare), ("--protocol", args.protocol), ("--rejudge", args.rejudge)) if on
+    ]
+    if len(modes) > 1:
+        _fail(f"{' and '.join(modes)} are separate modes; give one")
+    if args.protocol == "liar":
+        return _eval_liar(args)
+    if args.compare:
+        from debate_amp.eval.transcripts import compare, format_compare
+
+        if args.paths:
+            _fail("--compare takes its two runs itself: debate-amp eval --compare RUN_A RUN_B")
+        a, b = (_read([p], args.skip_bad) for p in args.compare)
+        result = compare(a.rows, b.rows)
+        if args.json:
+            result.update(skipped={"a": len(a.skipped), "b": len(b.skipped)}, paths=args.compare)
+            print(json.dumps(result))
+        else:
+            print(f"A: {_header(a)}\nB: {_header(b)}")
+            print(format_compare(result, *args.compare))
+        return 0
+    if not args.paths:
+        _fail("give transcript files or run directories (or --compare RUN_A RUN_B, or --protocol liar)")
+    transcripts = _read(args.paths, args.skip_bad)
+    if args.rejudge:
+        return _eval_rejudge(args, transcripts)
+    from debate_amp.eval.transcripts import format_table, statistics
+
+    stats = statistics(transcripts.rows)
+    if args.json:
+        print(
+            json.dumps(
+                {"paths": args.paths, "files": len(transcripts.files), "skipped": len(transcripts.skipped), **stats}
+            )
+        )
+    else:
+        print(_header(transcripts))
+        print(format_table(stats))
+    return 0
+
+
+def _eval_liar(args: argparse.Namespace) -> int:
+    import json
+
+    from debate_amp.agents.humans import build_human
+    from debate_amp.eval.protocols import honest_vs_liar, liar_table
+    from debate_amp.tasks.perm import PermTask
+
+    if args.model is None:
+        _fail("--protocol liar needs --model DIR|perfect")
+    if args.paths:
+        _fail("--protocol liar plays new debates; it takes no transcript paths")
+    if args.n < 1 or min(args.max_turns) < 1:
+        _fail("--n and --max-turns must be at least 1")
+    cfg = _load(args.recipe, args.overrides)
+    t = cfg.task
+    questions = PermTask(t.n_elements, t.max_power, t.balance, t.heldout_fraction).eval_questions(args.n)
+    human, expert = build_human(cfg.human, seed=cfg.run.seed)
+    policy = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
+    if args.judge_model == "human":
+        target, judge = human, "the synthetic human alone"
+    else:
+        option = "model" if args.judge_model is None else "judge_model"
+        target = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.target.temperature, option), "target")
+        judge = f"Amp~(H, M_target) with M_target = {getattr(args, option)}"
+    rows = honest_vs_liar(questions, policy, target, args.max_turns)
+    if args.json:
+        print(json.dumps({"questions": args.n, "rows": [row.as_dict() for row in rows], "human_calls": expert.calls}))
+        return 0
+    print(
+        f"{args.n} held-out questions, k = 0..{t.max_power}, N = {t.n_elements}; the policy ({args.model}) against "
+        f"the scripted liar on each side, judged by {judge}; accuracy = how often the honest side wins"
+    )
+    print(liar_table(rows))
+    print(f"human calls {expert.calls}")
+    return 0
+
+
+def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
+    import json
+
+    from debate_amp.agents.humans import build_human
+    from debate_amp.eval.protocols import rejudge
+
+    if args.judge_model is None:
+        _fail("--rejudge needs --judge-model DIR|perfect|human")
+    cfg = _load(args.recipe, args.overrides)
+    human, expert = build_human(cfg.human, seed=cfg.run.seed)
+    if args.judge_model == "human":
+        judge = human
+    else:
+        judge = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.target.temperature, "judge_model"), "target")
+    result = rejudge(transcripts.rows, judge)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "paths": args.paths,
+                    "skipped": len(transcripts.skipped),
+                    **result.as_dict(),
+                    "human_calls": expert.calls,
+                }
+            )
+        )
+        return 0
+    print(_header(transcripts))
+    who = (
+        "the synthetic human alone"
+        if args.judge_model == "human"
+        else f"Amp~(H, M_target), M_target = {args.judge_model}"
+    )
+    print(f"re-judged by {who}")
+    print(result.table())
+    print(f"human calls {expert.calls}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from debate_amp.debate.transcript import TranscriptError
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        _fail(f"{args.run_dir}: not a run directory")
+    if args.per_update < 0:
+        _fail("--per-update must be at least 0")
+    from debate_amp.eval.report import write_report
+
+    try:
+        out = write_report(run_dir, args.out, per_update=args.per_update, skip_bad=args.skip_bad)
+    except (TranscriptError, OSError) as e:
+        _fail(str(e))
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -307,8 +514,20 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    commands = {"train": cmd_train, "sft": cmd_sft, "amp": cmd_amp, "debate": cmd_debate, "config": cmd_config}
-    return commands[args.command](args)
+    commands = {
+        "train": cmd_train,
+        "sft": cmd_sft,
+        "amp": cmd_amp,
+        "debate": cmd_debate,
+        "eval": cmd_eval,
+        "report": cmd_report,
+        "config": cmd_config,
+    }
+    try:
+        return commands[args.command](args)
+    except BrokenPipeError:  # e.g. `debate-amp eval RUN | head`: the reader left; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -161,18 +161,23 @@ def validate_record(record: Any) -> str | None:
     return None
 
 
+def parse_record(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a validated record; a bad one raises :class:`TranscriptError` starting ``where:`` (the
+    caller's ``file:line``)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        what = "truncated record" if not line.endswith("\n") else "not valid JSON"
+        raise TranscriptError(f"{where}: {what} ({e.msg} at column {e.colno})") from None
+    problem = validate_record(record)
+    if problem is not None:
+        raise TranscriptError(f"{where}: {problem}")
+    return record
+
+
 def read_transcripts(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSONL transcript file; a bad line raises :class:`TranscriptError` naming file:line."""
     with open(path) as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                what = "truncated record" if not line.endswith("\n") else "not valid JSON"
-                raise TranscriptError(f"{path}:{lineno}: {what} ({e.msg} at column {e.colno})") from None
-            problem = validate_record(record)
-            if problem is not None:
-                raise TranscriptError(f"{path}:{lineno}: {problem}")
-            yield record
+            if line.strip():
+                yield parse_record(line, f"{path}:{lineno}")

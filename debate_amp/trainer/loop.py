@@ -129,12 +129,20 @@ def sequence_nll(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 def judge_accuracy(debate: Debate) -> float | None:
     """Did the verdict go to the side gold supports? The even side opens with an answer; it should win exactly
-    when that answer is right."""
-    gold = getattr(debate.question, "gold", None)
+    when that answer is right: a claim about the question's own x and k, of the gold value (the same definition as
+    ``debate-amp eval``, docs/eval.md)."""
+    q = debate.question
+    gold = getattr(q, "gold", None)
     if gold is None or debate.winner is None or debate.winner.value is None:
         return None
     opening = parse_argument(debate.turns[0].text)
-    even_right = opening is not None and not opening.agree and opening.value == gold
+    even_right = (
+        opening is not None
+        and not opening.agree
+        and not opening.no
+        and (opening.x, opening.k) == (q.x, q.k)
+        and opening.value == gold
+    )
     return float((debate.winner.value == "even") == even_right)
 
 
@@ -166,6 +174,12 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     from torch.utils.tensorboard import SummaryWriter
 
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" when saving
+    # peft asks transformers a deprecated question; nothing a recipe can change
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)

@@ -1,5 +1,6 @@
 """Every example runs, and says what its header says it says."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,3 +15,42 @@ def test_honest_vs_liar_table():
     assert proc.returncode == 0, proc.stderr
     rows = {int(line.split()[0]): line.split() for line in proc.stdout.splitlines()[2:]}
     assert rows[1][3] == "56.2%" and rows[6][3] == "100.0%"
+
+
+def test_amplification_tree():
+    proc = subprocess.run(
+        [sys.executable, "examples/amplification_tree.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "answer [x=5 k=13] -> '7'  (Amp; last step by policy)"
+    assert "|-- step [x=5 k=13] -> 'ask x=2 k=6; x=#1 k=6'  (human, replacing policy's" in proc.stdout
+    assert "|-- answer [x=2 k=6] -> '6'  (policy)" in proc.stdout
+    assert lines[-1] == "answer 7: correct; human calls 1"
+
+
+def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "examples/alpha_sweep.py", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:5]}
+    assert rows["pure_amplification"][1:4] == ["0.00", "->", "0.00"] and rows["pure_amplification"][4:7] == [
+        "1.00",
+        "->",
+        "1.00",
+    ]
+    assert rows["hybrid"][1:7] == ["0.10", "->", "0.50", "0.90", "->", "0.00"]
+    assert rows["pure_debate"][1:7] == ["1.00", "->", "1.00", "0.00", "->", "0.00"]
+    for run in ("pure_amplification", "hybrid", "pure_debate"):
+        assert len(list((tmp_path / run / "transcripts").glob("update_*.jsonl"))) == 2
+    assert "$ debate-amp eval --compare pure_amplification pure_debate" in out
+    assert "A: 32 debates in 2 files, updates 1-2" in out
+    forced = next(line for line in out.splitlines() if line.startswith("  continue_0 forced false"))
+    assert forced.split()[3:6] == ["100.0%", "0.0%", "-100.0%"]

@@ -1,0 +1,175 @@
+"""Evaluation protocols that run agents: honest against a scripted liar, and re-judging saved transcripts.
+
+- :func:`honest_vs_liar`: the policy Amp~(H, M) argues against the scripted liar (``PermLiar``) on each side in
+  turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``. Irving et al.
+  2018: debate took a sparse 6-pixel MNIST judge from 59% to 89%.
+- :func:`rejudge`: pose every saved debate's judgments again (each non-forced continue_t on the arguments up to
+  t, and the winner on all of them) to another judge, and count agreement with the recorded verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from debate_amp.debate.engine import ScriptedDebater, read_sufficient, read_winner, run_debates
+from debate_amp.eval.transcripts import Rate, Row, wilson
+from debate_amp.protocol import EVEN, ODD, Agent, Posed
+from debate_amp.tasks.perm import PermLiar, PermQuestion, parse_question
+
+# ---------------------------------------------------------------------------------------------------------------
+# Honest against liar
+
+
+@dataclass
+class LiarRow:
+    """One ``max_turns``: per liar side, the debates the honest side won out of ``n``; ``turns`` their lengths."""
+
+    max_turns: int
+    honest_wins: dict[str, int]
+    n: int
+    turns: list[int]
+
+    @property
+    def both(self) -> Rate:
+        return Rate(sum(self.honest_wins.values()), 2 * self.n)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "max_turns": self.max_turns,
+            "liar_even": self.honest_wins[EVEN] / self.n,
+            "liar_odd": self.honest_wins[ODD] / self.n,
+            "both": self.both.as_dict(),
+            "mean_turns": sum(self.turns) / len(self.turns),
+            "questions": self.n,
+        }
+
+
+def honest_vs_liar(
+    questions: Sequence[PermQuestion], amp_policy: Agent, amp_target: Agent, max_turns: Sequence[int]
+) -> list[LiarRow]:
+    """For each ``max_turns``: every question debated twice, the liar (seeded by max_turns) once on each side and
+    ``amp_policy`` on the other, judged by ``amp_target``; count the verdicts for the honest side."""
+    rows = []
+    for turns_limit in max_turns:
+        wins, turns = {}, []
+        for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
+            liar = ScriptedDebater(PermLiar(seed=turns_limit))
+            even, odd = (liar, None) if liar_side == EVEN else (None, liar)
+            debates = run_debates(list(questions), amp_policy, amp_target, turns_limit, even=even, odd=odd)
+            wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
+            turns += [len(d.turns) for d in debates]
+        rows.append(LiarRow(turns_limit, wins, len(questions), turns))
+    return rows
+
+
+def liar_table(rows: Sequence[LiarRow]) -> str:
+    """``max_turns  liar even  liar odd  both  mean turns  95% interval (both)``, one line per max_turns."""
+    lines = [f"{'max_turns':>9}  {'liar even':>9}  {'liar odd':>9}  {'both':>6}  {'mean turns':>10}  95% interval"]
+    for row in rows:
+        d = row.as_dict()
+        lo, hi = wilson(row.both.successes, row.both.n)
+        lines.append(
+            f"{row.max_turns:>9}  {d['liar_even']:>9.1%}  {d['liar_odd']:>9.1%}  {row.both.value:>6.1%}  "
+            f"{d['mean_turns']:>10.2f}  [{lo:.1%}, {hi:.1%}]"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Re-judging saved transcripts
+
+
+@dataclass
+class Rejudged:
+    """Agreement of a new judge with the recorded judgments.
+
+    ``continues``: every recorded continue_t that was a judgment (not forced by force_stop_p); ``winners``: every
+    verdict (no verdict = None, which agrees only with None). ``accuracy_before`` / ``accuracy_after``: judge
+    accuracy against gold with the recorded and the new verdicts (debates with gold, a checkable opening and a
+    verdict). ``unreadable``: debates whose question the task could not parse (not re-judged).
+    """
+
+    continues: Rate = field(default_factory=Rate)
+    winners: Rate = field(default_factory=Rate)
+    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)  # (recorded, new) verdicts
+    accuracy_before: Rate = field(default_factory=Rate)
+    accuracy_after: Rate = field(default_factory=Rate)
+    unreadable: int = 0
+    changed: list[str] = field(default_factory=list)  # question ids whose verdict changed (first 20)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "continue_agreement": self.continues.as_dict(),
+            "winner_agreement": self.winners.as_dict(),
+            "verdicts": {f"{a}->{b}": n for (a, b), n in sorted(self.confusion.items())},
+            "judge_accuracy_recorded": self.accuracy_before.as_dict(),
+            "judge_accuracy_rejudged": self.accuracy_after.as_dict(),
+            "unreadable": self.unreadable,
+            "changed": self.changed,
+        }
+
+    def table(self) -> str:
+        def line(label: str, rate: Rate) -> str:
+            lo, hi = wilson(rate.successes, rate.n)
+            if rate.n == 0:
+                return f"{label:<34} {'-':>8}  {'':<18} {0:>5}/0"
+            return f"{label:<34} {rate.value:>8.1%}  {f'[{lo:.1%}, {hi:.1%}]':<18} {rate.successes:>5}/{rate.n}"
+
+        lines = [
+            f"{'':<34} {'value':>8}  {'95% interval':<18} count",
+            line("continue_t agreement", self.continues),
+            line("verdict agreement", self.winners),
+            line("judge accuracy, recorded verdicts", self.accuracy_before),
+            line("judge accuracy, new verdicts", self.accuracy_after),
+            "verdicts recorded -> new: "
+            + ", ".join(f"{a} -> {b}: {n}" for (a, b), n in sorted(self.confusion.items())),
+        ]
+        if self.unreadable:
+            lines.append(f"{self.unreadable} debates not re-judged (their question does not parse)")
+        return "\n".join(lines)
+
+
+async def _rejudge_one(row: Row, q: PermQuestion, judge: Agent) -> tuple[list[tuple[bool, bool]], str | None]:
+    context = row.arguments
+    asked = [t for t in range(len(row.continues)) if not (t == 0 and row.forced_stop)]
+    replies = await asyncio.gather(
+        judge(Posed("winner", q, context)),
+        *(judge(Posed("sufficient", q, context[: t + 1], argument=t)) for t in asked),
+    )
+    continues = [
+        (row.continues[t], not read_sufficient(reply).value) for t, reply in zip(asked, replies[1:], strict=True)
+    ]
+    return continues, read_winner(replies[0]).value
+
+
+def rejudge(rows: Sequence[Row], judge: Agent) -> Rejudged:
+    """Pose every debate's judgments again to ``judge`` (all debates concurrently, so model calls share batched
+    waves) and count agreement with the recorded ones; see :class:`Rejudged`."""
+    out = Rejudged()
+    work = []
+    for row in rows:
+        try:
+            work.append((row, parse_question(row.question)))
+        except ValueError:
+            out.unreadable += 1
+
+    async def all_rows() -> list[tuple[list[tuple[bool, bool]], str | None]]:
+        return list(await asyncio.gather(*(_rejudge_one(row, q, judge) for row, q in work)))
+
+    for (row, _), (continues, winner) in zip(work, asyncio.run(all_rows()), strict=True):
+        for recorded, new in continues:
+            out.continues.add(recorded == new)
+        out.winners.add(row.winner == winner)
+        out.confusion[(str(row.winner), str(winner))] += 1
+        if row.winner != winner and len(out.changed) < 20:
+            out.changed.append(row.question_id)
+        if row.even_right is not None:
+            if row.winner is not None:
+                out.accuracy_before.add((row.winner == EVEN) == row.even_right)
+            if winner is not None:
+                out.accuracy_after.add((winner == EVEN) == row.even_right)
+    return out

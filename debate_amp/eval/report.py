@@ -1,0 +1,331 @@
+"""``debate-amp report``: one self-contained HTML page for a run directory.
+
+Training curves from ``metrics.jsonl`` (matplotlib, Agg, embedded as base64 PNGs, one figure per tag group of
+DESIGN.md section 7), the ``debate-amp eval`` table of its transcripts, and a transcript browser: each debate's
+arguments with their amplification trees (who answered each node: human / policy / target), the continue_t
+decisions and the verdict, as collapsible ``<details>``. Every text is escaped; nothing is loaded from outside the
+file. The inline script (filters, expand / collapse) marks ``#js-status`` with ``data-state="ok"`` once it has run,
+which the headless-browser test checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections import Counter, defaultdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from debate_amp.debate.transcript import TranscriptError
+from debate_amp.eval.transcripts import format_table, iter_records, load, statistics, to_row, transcript_files
+
+GROUPS = ("objective", "loss", "debate", "amp", "policy", "value", "constraint", "target", "perf")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Curves
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """``metrics.jsonl`` rows (a line that does not parse is skipped: curves are a convenience, not a record)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "update" in row:
+            rows.append(row)
+    return rows
+
+
+def curve_figures(rows: list[dict[str, float]]) -> list[tuple[str, str]]:
+    """``(group, base64 PNG)`` per tag group: one small panel per tag against the update."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tags: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        for tag, value in row.items():
+            group = tag.split("/", 1)[0]
+            if "/" in tag and isinstance(value, int | float) and tag not in tags[group]:
+                tags[group].append(tag)
+    figures = []
+    for group in [*GROUPS, *sorted(set(tags) - set(GROUPS))]:
+        series = []
+        for tag in tags.get(group, []):
+            points = [
+                (row["update"], float(row[tag]))
+                for row in rows
+                if isinstance(row.get(tag), int | float) and not math.isnan(float(row[tag]))
+            ]
+            if points:
+                series.append((tag, points))
+        if not series:
+            continue
+        ncols = min(4, len(series))
+        nrows = math.ceil(len(series) / ncols)
+        fig = Figure(figsize=(3.3 * ncols, 2.5 * nrows), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, (tag, points) in zip(axes, series, strict=False):
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2)
+            ax.set_title(tag, fontsize=9)
+            ax.set_xlabel("update", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        for ax in axes[len(series) :]:
+            ax.set_visible(False)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        figures.append((group, base64.b64encode(buffer.getvalue()).decode("ascii")))
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transcripts
+
+
+def _answered(node: dict[str, Any]) -> Counter[str]:
+    """Who answered the calls of a tree whose answers were used (a replaced draft was not)."""
+    counts: Counter[str] = Counter()
+    if not node.get("op"):
+        counts[str(node.get("who", "?"))] += 1
+    for child in node.get("children", []):
+        counts += _answered(child)
+    return counts
+
+
+def _who(node: dict[str, Any] | None) -> str:
+    if node is None:
+        return "no one"
+    return ", ".join(f"{who} {n}" for who, n in _answered(node).most_common())
+
+
+def _badge(who: str) -> str:
+    kind = who.split(":", 1)[0] if who.startswith("scripted") else who
+    return f'<span class="who who-{escape(kind)}">{escape(who)}</span>'
+
+
+def _tree(node: dict[str, Any]) -> str:
+    """A trace tree as nested lists: who, kind, reply, prompt; a human answer shows the model draft it replaced."""
+    who = "human (label store)" if node.get("from_store") else str(node.get("who", "?"))
+    parts = [
+        _badge("Amp" if node.get("op") else who),
+        f'<span class="kind">{escape(str(node.get("kind", "")))}</span>',
+        f"&rarr; <code>{escape(str(node.get('text', '')).strip())}</code>",
+    ]
+    if node.get("op"):
+        parts.append(f'<span class="note">last step by {escape(who)}</span>')
+    if node.get("human_calls"):
+        parts.append(f'<span class="note">human calls {int(node["human_calls"])}</span>')
+    replaced = node.get("replaced")
+    if isinstance(replaced, dict):
+        parts.append(
+            f'<span class="note">replacing {escape(str(replaced.get("who", "?")))}&#39;s '
+            f"<code>{escape(str(replaced.get('text', '')).strip())}</code></span>"
+        )
+    parts.append(f'<div class="prompt">{escape(str(node.get("prompt", "")))}</div>')
+    children = "".join(_tree(child) for child in node.get("children", []) if isinstance(child, dict))
+    return f"<li>{' '.join(parts)}{f'<ul>{children}</ul>' if children else ''}</li>"
+
+
+def _debate(record: dict[str, Any], source: str) -> str:
+    row = to_row(record, source)
+    correct = row.correct
+    verdict = record["winner"]
+    mark = {True: "judge right", False: "judge wrong", None: "accuracy n/a"}[correct]
+    summary = (
+        f"{escape(row.question_id)} &middot; k={'?' if row.k is None else row.k} &middot; "
+        f"{len(row.arguments)} argument{'s' if len(row.arguments) != 1 else ''} &middot; "
+        f"verdict {escape(str(row.winner or 'none'))} &middot; "
+        f'<span class="mark-{"na" if correct is None else int(correct)}">{mark}</span>'
+    )
+    continues = {c.get("t"): c for c in record["continues"] if isinstance(c, dict)}
+    turns = []
+    for t, turn in enumerate(record["turns"]):
+        trace = turn.get("trace") if isinstance(turn.get("trace"), dict) else None
+        who = "scripted liar" if trace and str(trace.get("source", "")).startswith("scripted") else _who(trace)
+        item = f"<b>[{t}] {escape(str(turn['side']))}</b> <code>{escape(str(turn['text']))}</code> ({escape(who)})"
+        c = continues.get(t)
+        if c is not None:
+            how = (
+                "forced (force_stop_p)"
+                if c.get("forced")
+                else f"judge said sufficient={escape(repr(c.get('text', '')))} ({escape(_who(c.get('trace')))})"
+            )
+            item += f'<div class="continue">continue_{t} = {str(bool(c.get("continue"))).lower()}: {how}</div>'
+        if trace is not None:
+            item += f'<details class="tree"><summary>amplification tree</summary><ul>{_tree(trace)}</ul></details>'
+        turns.append(f"<li>{item}</li>")
+    costs = " ".join(f"{float(c.get('cost', 0.0)):g}" for c in record["costs"] if isinstance(c, dict))
+    rewards = ", ".join(f"{escape(str(side))} {float(r):+g}" for side, r in record["rewards"].items())
+    verdict_trace = verdict.get("trace") if isinstance(verdict.get("trace"), dict) else None
+    verdict_html = (
+        f"verdict: <b>{escape(str(row.winner or 'none'))}</b> (judge said {escape(repr(verdict.get('text', '')))}, "
+        f"{escape(_who(verdict_trace))})"
+    )
+    if verdict_trace is not None:
+        verdict_html += (
+            f'<details class="tree"><summary>judgment tree</summary><ul>{_tree(verdict_trace)}</ul></details>'
+        )
+    return (
+        f'<details class="debate" data-correct="{"" if correct is None else int(correct)}" '
+        f'data-reply="{escape(row.opening_reply)}"><summary>{summary}</summary>'
+        f"<p>question <code>{escape(row.question)}</code> &middot; gold {escape(str(row.gold))} &middot; "
+        f'{escape(source)}</p><ul class="turns">{"".join(turns)}</ul><p>{verdict_html}</p>'
+        f"<p>catastrophe costs: {escape(costs)} &middot; rewards: {rewards} &middot; human calls "
+        f"{int(record['human_calls'])}, model calls {int(record['model_calls'])}</p></details>"
+    )
+
+
+def transcript_browser(files: list[Path], per_update: int, skip_bad: bool) -> tuple[str, int]:
+    """One ``<details>`` per transcript file with its first ``per_update`` debates; and how many were shown."""
+    sections, shown = [], 0
+    for path in files:
+        debates: list[str] = []
+        total = 0
+        for source, record in iter_records([path], skip_bad):
+            total += 1
+            if len(debates) < per_update:
+                try:
+                    debates.append(_debate(record, source))
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                    if not skip_bad:
+                        raise TranscriptError(f"{source}: malformed record ({type(e).__name__}: {e})") from None
+        shown += len(debates)
+        sections.append(
+            f'<details class="update"><summary>{escape(path.name)}: showing {len(debates)} of {total} debates'
+            f"</summary>{''.join(debates)}</details>"
+        )
+    return "".join(sections), shown
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The page
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 12px; }
+img.curve { max-width: 100%; display: block; margin: 0.5em 0 1em; border: 1px solid #eee; }
+details { margin: 0.2em 0; } details.update { margin: 0.5em 0; }
+details.update > summary { font-weight: 600; cursor: pointer; }
+details.debate { margin-left: 1.2em; border-left: 3px solid #ccc; padding-left: 0.5em; }
+details.debate > summary { cursor: pointer; font-size: 0.95em; }
+details.tree { margin-left: 1em; font-size: 0.9em; }
+ul { margin: 0.2em 0; padding-left: 1.3em; } ul.turns { list-style: none; padding-left: 0.3em; }
+code { background: #f2f2f2; padding: 0 0.2em; }
+.prompt { color: #777; font-family: monospace; font-size: 11px; }
+.note { color: #555; font-size: 0.9em; } .continue { color: #444; font-size: 0.9em; margin-left: 1em; }
+.who { border-radius: 3px; padding: 0 0.35em; font-size: 0.85em; color: #fff; background: #888; }
+.who-human { background: #c0392b; } .who-policy { background: #2471a3; } .who-target { background: #7d3c98; }
+.who-scripted { background: #b7950b; } .who-Amp { background: #555; }
+.mark-1 { color: #1e8449; } .mark-0 { color: #c0392b; font-weight: 600; } .mark-na { color: #888; }
+#controls button { margin-right: 0.4em; }
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var debates = Array.prototype.slice.call(document.querySelectorAll("details.debate"));
+  var count = document.getElementById("shown-count");
+  function show(filter) {
+    var n = 0;
+    debates.forEach(function (d) {
+      var keep = filter === "all" || (filter === "wrong" && d.dataset.correct === "0") ||
+        (filter === "disagree" && d.dataset.reply === "disagree");
+      d.hidden = !keep;
+      if (keep) { n += 1; }
+    });
+    count.textContent = n + " of " + debates.length + " debates shown";
+  }
+  function expand(open) {
+    document.querySelectorAll("details.update, details.debate").forEach(function (d) { d.open = open; });
+  }
+  document.querySelectorAll("#controls button[data-filter]").forEach(function (b) {
+    b.addEventListener("click", function () { show(b.dataset.filter); });
+  });
+  document.getElementById("expand").addEventListener("click", function () { expand(true); });
+  document.getElementById("collapse").addEventListener("click", function () { expand(false); });
+  show("all");
+  var status = document.getElementById("js-status");
+  status.dataset.state = "ok";
+  status.dataset.debates = String(debates.length);
+  function images() {
+    var ok = 0;
+    Array.prototype.forEach.call(document.images, function (img) {
+      if (img.complete && img.naturalWidth > 0) { ok += 1; }
+    });
+    status.dataset.images = String(ok);
+    status.textContent = "script ran; " + ok + " of " + document.images.length + " plots decoded";
+  }
+  if (document.readyState === "complete") { images(); } else { window.addEventListener("load", images); }
+})();
+"""
+
+
+def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -> str:
+    """The report page as one HTML string (see the module docstring)."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    figures = curve_figures(read_metrics(metrics_path)) if metrics_path.is_file() else []
+    has_transcripts = (run_dir / "transcripts").is_dir() and any((run_dir / "transcripts").glob("*.jsonl"))
+    if has_transcripts:
+        transcripts = load([run_dir], skip_bad=skip_bad)
+        table = format_table(statistics(transcripts.rows))
+        if transcripts.skipped:
+            table = f"skipped {len(transcripts.skipped)} bad lines (first: {transcripts.skipped[0]})\n\n" + table
+        browser, shown = transcript_browser(transcript_files(run_dir), per_update, skip_bad)
+        n_debates = len(transcripts.rows)
+    else:
+        table, browser, shown, n_debates = "no transcripts in this run directory", "", 0, 0
+    config = run_dir / "config.yaml"
+    config_html = (
+        f"<details><summary>config.yaml (the resolved recipe)</summary><pre>{escape(config.read_text())}</pre></details>"
+        if config.is_file()
+        else ""
+    )
+    curves = "".join(
+        f'<h3>{escape(group)}/</h3><img class="curve" alt="{escape(group)} curves" src="data:image/png;base64,{png}">'
+        for group, png in figures
+    )
+    name = escape(run_dir.resolve().name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>debate-amp report: {name}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>debate-amp report: {name}</h1>
+<p>{escape(str(run_dir))} &middot; {n_debates} debates &middot; statistics defined in docs/eval.md</p>
+{config_html}
+<h2>Training curves (metrics.jsonl)</h2>
+{curves or "<p>no metrics.jsonl in this run directory</p>"}
+<h2>Eval (debate-amp eval)</h2>
+<pre>{escape(table)}</pre>
+<h2>Transcripts</h2>
+<p>Each argument shows who answered the calls of its amplification tree (human / policy / target); each
+continue_t whether it was forced or what the judge Amp~(H, M_target) said; then the verdict.</p>
+<div id="controls"><button type="button" data-filter="all">all</button>
+<button type="button" data-filter="wrong">judge wrong</button>
+<button type="button" data-filter="disagree">sides disagree</button>
+<button type="button" id="expand">expand all</button><button type="button" id="collapse">collapse all</button>
+<span id="shown-count">{shown} debates</span></div>
+{browser}
+<p id="js-status" data-state="not-run">the inline script has not run</p>
+<script>{_JS}</script>
+</body></html>
+"""
+
+
+def write_report(
+    run_dir: str | Path, out: str | Path | None = None, per_update: int = 16, skip_bad: bool = False
+) -> Path:
+    """Write the report (default ``RUN_DIR/report.html``) and return its path."""
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(Path(run_dir), per_update, skip_bad), encoding="utf-8")
+    return path

@@ -1,0 +1,353 @@
+"""``debate-amp eval``: statistics of transcripts against hand-computed numbers, bad input, compare, the protocols."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from debate_amp.agents.humans.synthetic import SyntheticHuman
+from debate_amp.agents.model import ModelAgent
+from debate_amp.combinators import amp_approx
+from debate_amp.debate.engine import ScriptedDebater, run_debates
+from debate_amp.debate.transcript import TranscriptError, debate_to_record, write_transcripts
+from debate_amp.eval.protocols import honest_vs_liar, rejudge
+from debate_amp.eval.transcripts import Ratio, compare, load, newcombe, statistics, wilson
+from debate_amp.samplers import Never
+from debate_amp.tasks.perm import (
+    PermHuman,
+    PermLiar,
+    PermTask,
+    parse_question,
+    perfect_generate,
+    power,
+    render_claim,
+    render_question,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+Q = "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6"  # sigma^6(5) = 4 via sigma^3(5) = 3
+Q1 = "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=1"  # sigma(5) = 2
+
+
+def claim(question=Q, value=None, x=None):
+    """The even opening: sigma^k(x) = value (gold when None) with its true midpoint."""
+    q = parse_question(question)
+    x = q.x if x is None else x
+    value = power(q.sigma, x, q.k) if value is None else value
+    via = power(q.sigma, q.sigma[x] if q.k % 2 else x, q.k // 2) if q.k >= 2 else None
+    return render_claim(x, q.k, value, via=via)
+
+
+def record(
+    arguments=None,
+    winner="even",
+    question=Q,
+    gold="default",
+    update=1,
+    continues=None,
+    forced=False,
+    costs=None,
+    human_calls=0,
+    model_calls=4,
+):
+    """A transcript record built by hand (the fields the reader validates and the statistics use)."""
+    arguments = arguments or [claim(question)]
+    gold = str(parse_question(question).gold) if gold == "default" else gold
+    if continues is None:
+        continues = [True] * (len(arguments) - 1) + [False]
+    node = {"who": "policy", "source": "model:policy", "kind": "argue", "prompt": "p", "text": "", "human_calls": 0}
+    return {
+        "schema_version": 1,
+        "run": "hand",
+        "update": update,
+        "question_id": f"u{update}",
+        "question": question,
+        "gold": gold,
+        "turns": [
+            {"t": t, "side": ("even", "odd")[t % 2], "text": a, "human_calls": 0, "trace": {**node, "text": a}}
+            for t, a in enumerate(arguments)
+        ],
+        "continues": [
+            {"t": t, "continue": c, "text": "", "parsed": True, "forced": forced and t == 0, "trace": None}
+            for t, c in enumerate(continues)
+        ],
+        "winner": {"side": winner, "text": str(winner), "parsed": winner is not None, "trace": None},
+        "costs": [
+            {"t": t, "cost": c, "text": str(c), "parsed": True, "trace": None}
+            for t, c in enumerate(costs or [0.0] * len(arguments))
+        ],
+        "rewards": {"even": 0.0, "odd": 0.0},
+        "alpha": 0.5,
+        "lagrange_multiplier": None,
+        "force_stop_p": 0.0,
+        "human_calls": human_calls,
+        "model_calls": model_calls,
+    }
+
+
+def rows_of(tmp_path, records, name="t.jsonl"):
+    path = write_transcripts(tmp_path / name, records)
+    return load([path]).rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intervals against published values
+
+
+def test_wilson_interval_known_values():
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_newcombe_difference_matches_newcombe_1998():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 against 48/80, method 10.
+    d, lo, hi = newcombe(48, 80, 56, 70)
+    assert (d, lo, hi) == pytest.approx((0.2, 0.0524, 0.3339), abs=1e-4)
+
+
+def test_ratio_interval_clusters_by_debate():
+    ratio = Ratio([1, 0, 3], [2, 2, 4])  # R = 4/8; residuals 0, -1, 1; se = sqrt(2 / (3 * 2)) / (8 / 3)
+    assert ratio.value == 0.5
+    assert ratio.se() == pytest.approx(math.sqrt(1 / 3) * 3 / 8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics on hand-built records
+
+
+def test_judge_accuracy_three_of_four(tmp_path):
+    records = [
+        record([claim()], winner="even"),  # even right, even wins: correct
+        record([claim()], winner="odd"),  # even right, odd wins: wrong
+        record([claim(value=0)], winner="odd"),  # even wrong, odd wins: correct
+        record([claim(x=1, value=4)], winner="odd"),  # the gold value, but about sigma^6(1): even is not right
+        record([claim()], winner=None),  # no verdict: not counted
+        record([claim()], winner="even", gold=None),  # no gold: not counted
+    ]
+    stats = statistics(rows_of(tmp_path, records))
+    acc = stats["judge_accuracy"]
+    assert (acc["successes"], acc["n"], acc["value"]) == (3, 4, 0.75)
+    assert (acc["lo"], acc["hi"]) == pytest.approx(wilson(3, 4))
+    assert stats["judge_accuracy_by_k"]["6"]["value"] == 0.75
+    assert stats["no_verdict_rate"]["successes"] == 1 and stats["debates"] == 6
+
+
+def test_statistics_by_hand(tmp_path):
+    liar_dispute = "no 5^3=0 via 6"  # the odd side disputes sigma^3(5) = 3
+    records = [
+        # one argument, forced stop, k = 1, catastrophic (cost 1), 2 human calls of 8
+        record(
+            [claim(Q1)], question=Q1, winner="even", forced=True, costs=[1.0], human_calls=2, model_calls=6, update=1
+        ),
+        # two arguments, the sides disagree; the judge believed the dispute: wrong
+        record([claim(), liar_dispute], winner="odd", continues=[True, False], update=1),
+        # two arguments, odd agrees; even wins: right
+        record([claim(), "agree"], winner="even", continues=[True, False], update=2),
+        # three arguments, odd's reply does not parse; even wins: right
+        record([claim(), "blah", "agree"], winner="even", update=2),
+    ]
+    stats = statistics(rows_of(tmp_path, records))
+    assert stats["turns"] == {"1": 1, "2": 2, "3": 1}
+    assert stats["mean_turns"]["value"] == 2.0
+    assert stats["mean_turns"]["sd"] == pytest.approx(math.sqrt(2 / 3))
+    assert stats["continue0_rate"]["value"] == 0.75 and stats["forced_stop_rate"]["value"] == 0.25
+    assert stats["human_calls"] == 2 and stats["model_calls"] == 18
+    assert stats["human_call_fraction"]["value"] == pytest.approx(2 / 20)
+    assert stats["catastrophe_rate"]["value"] == pytest.approx(1 / 8) and stats["mean_cost"] == pytest.approx(1 / 8)
+    assert stats["opening_reply"] == {"single": 1, "disagree": 1, "agree": 1, "other": 1}
+    by_reply = stats["judge_accuracy_by_opening_reply"]
+    assert by_reply["disagree"]["value"] == 0.0 and by_reply["agree"]["value"] == 1.0
+    assert stats["judge_accuracy"]["value"] == 0.75
+    assert stats["judge_accuracy_by_k"]["1"]["value"] == 1.0 and stats["judge_accuracy_by_k"]["6"]["n"] == 3
+    assert stats["even_win_rate"]["value"] == 0.75 and stats["odd_win_rate"]["value"] == 0.25
+    u1, u2 = stats["updates"]
+    assert (u1["update"], u1["debates"], u1["judge_accuracy"], u1["mean_turns"]) == (1, 2, 0.5, 1.5)
+    assert (u2["continue0_rate"], u2["human_call_fraction"], u2["catastrophe_rate"]) == (1.0, 0.0, 0.0)
+    json.dumps(stats, allow_nan=False)  # plain JSON: no NaN anywhere
+
+
+def test_compare_differences_b_minus_a(tmp_path):
+    a = rows_of(tmp_path, [record(winner=w) for w in ("even", "even", "odd", "odd")], "a.jsonl")
+    b = rows_of(tmp_path, [record([claim(), "agree"], winner=w) for w in ("even", "even", "even", "odd")], "b.jsonl")
+    d = compare(a, b)["differences"]
+    assert d["even_win_rate"]["difference"] == pytest.approx(0.25)
+    assert (d["even_win_rate"]["lo"], d["even_win_rate"]["hi"]) == pytest.approx(newcombe(2, 4, 3, 4)[1:])
+    assert d["even_win_rate"]["method"] == "newcombe"
+    assert d["mean_turns"]["difference"] == 1.0 and d["mean_turns"]["lo"] == d["mean_turns"]["hi"] == 1.0
+    assert d["mean_turns"]["method"] == "normal"
+    assert d["judge_accuracy"]["a"] == 0.5 and d["judge_accuracy"]["b"] == 0.75
+
+
+def test_load_reads_a_run_directory_and_skips_bad_lines(tmp_path):
+    write_transcripts(tmp_path / "run" / "transcripts" / "update_000001.jsonl", [record(), record()])
+    path = write_transcripts(tmp_path / "run" / "transcripts" / "update_000002.jsonl", [record(update=2)] * 3)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "{oops\n" + lines[1].replace('"schema_version":1', '"schema_version":7') + lines[2])
+    with pytest.raises(TranscriptError, match=r"update_000002.jsonl:2: not valid JSON"):
+        load([tmp_path / "run"])
+    loaded = load([tmp_path / "run"], skip_bad=True)
+    assert len(loaded.rows) == 4 and len(loaded.files) == 2
+    assert len(loaded.skipped) == 2 and "update_000002.jsonl:3: unknown schema_version 7" in loaded.skipped[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: bad input fails in one line naming file:line
+
+
+def cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "debate_amp.cli", "eval", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda line: "{not json\n", "t.jsonl:2: not valid JSON"),
+        (lambda line: line.replace('"schema_version":1', '"schema_version":2'), "t.jsonl:2: unknown schema_version 2"),
+        (lambda line: line.replace('"gold":', '"gould":'), "t.jsonl:2: missing field 'gold'"),
+        (lambda line: line.replace('"continue":', '"cont":'), "t.jsonl:2: malformed record (KeyError: 'continue')"),
+    ],
+)
+def test_cli_names_file_and_line_of_a_bad_record(tmp_path, mangle, message):
+    path = write_transcripts(tmp_path / "t.jsonl", [record(), record(), record()])
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + mangle(lines[1]) + lines[2])
+    proc = cli(path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"debate-amp: error: {tmp_path}/") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    skipped = cli(path, "--skip-bad")
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout.startswith("2 debates in 1 files, updates 1-1; skipped 1 bad lines")
+    as_json = json.loads(cli(path, "--skip-bad", "--json").stdout)
+    assert as_json["skipped"] == 1 and as_json["debates"] == 2
+
+
+def test_cli_table_json_and_compare(tmp_path):
+    write_transcripts(tmp_path / "a" / "transcripts" / "update_000001.jsonl", [record(winner="odd")] * 4)
+    write_transcripts(tmp_path / "b" / "transcripts" / "update_000001.jsonl", [record()] * 4)
+    table = cli(tmp_path / "a")
+    assert table.returncode == 0, table.stderr
+    assert "judge accuracy                         0.0%  [0.0%, 49.0%]              0/4" in table.stdout
+    out = json.loads(cli(tmp_path / "a", "--json").stdout)
+    assert out["judge_accuracy"]["value"] == 0.0 and out["debates"] == 4
+    diff = cli("--compare", tmp_path / "a", tmp_path / "b")
+    assert diff.returncode == 0, diff.stderr
+    assert "judge accuracy                         0.0%   100.0%  +100.0%  [+30.7%, +100.0%]  newcombe" in diff.stdout
+    missing = cli(tmp_path / "nope")
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("no such transcript file or run directory")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The protocols
+
+
+def perfect_agents():
+    human = SyntheticHuman(PermHuman())
+    return (
+        amp_approx(human, ModelAgent(perfect_generate, "policy"), Never()),
+        amp_approx(human, ModelAgent(perfect_generate, "target"), Never()),
+    )
+
+
+def test_rejudge_with_the_perfect_judge_agrees_with_the_perfect_judge(tmp_path):
+    amp_policy, amp_target = perfect_agents()
+    questions = PermTask(8, 15).eval_questions(48, seed=5)
+    debates = run_debates(questions, amp_policy, amp_target, 3, 0.25, odd=ScriptedDebater(PermLiar(seed=2)))
+    records = [
+        debate_to_record(
+            d,
+            run="r",
+            update=1,
+            question_id=f"q{i}",
+            question=render_question(d.question),
+            gold=str(d.question.gold),
+            force_stop_p=0.25,
+        )
+        for i, d in enumerate(debates)
+    ]
+    path = write_transcripts(tmp_path / "t.jsonl", records)
+    rows = load([path]).rows
+    assert {r.winner for r in rows} == {"even", "odd"} and any(r.forced_stop for r in rows)
+    for judge in (amp_target, SyntheticHuman(PermHuman())):
+        result = rejudge(rows, judge)
+        assert result.winners.value == 1.0 and result.winners.n == 48
+        assert result.continues.value == 1.0 and result.continues.n == sum(
+            len(r.continues) - r.forced_stop for r in rows
+        )
+        assert result.accuracy_before.successes == result.accuracy_after.successes
+    # A judge that always says "even" and never "sufficient" disagrees where the records say otherwise.
+    contrarian = rejudge(rows, _Fixed({"winner": "even", "sufficient": "no"}))
+    assert contrarian.winners.value == pytest.approx(sum(r.winner == "even" for r in rows) / 48)
+
+    proc = cli(path, "--rejudge", "--judge-model", "perfect")
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict agreement                    100.0%" in proc.stdout
+
+
+class _Fixed:
+    def __init__(self, replies):
+        self.replies = replies
+
+    async def __call__(self, posed):
+        from debate_amp.protocol import Reply, Trace
+
+        text = self.replies[posed.kind]
+        return Reply(text, Trace("model:target", posed, text))
+
+
+def test_honest_vs_liar_by_max_turns():
+    amp_policy, amp_target = perfect_agents()
+    questions = PermTask(8, 15).eval_questions(64, seed=0)
+    one, four = honest_vs_liar(questions, amp_policy, amp_target, [1, 4])
+    assert one.honest_wins["odd"] == 64  # one argument: the honest opening is believed...
+    assert one.honest_wins["even"] == 8  # ...and a lying opening only when it is a single lookup (k <= 1)
+    assert four.both.value == 1.0 and four.as_dict()["both"]["n"] == 128
+
+    proc = cli("--protocol", "liar", "--model", "perfect", "--n", "32", "--max-turns", "1", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [r["max_turns"] for r in rows] == [1, 4] and rows[1]["both"]["value"] == 1.0
+
+
+@pytest.mark.slow
+def test_ten_thousand_debates_in_under_five_seconds(tmp_path):
+    amp_policy, amp_target = perfect_agents()
+    debates = run_debates(PermTask(8, 15).eval_questions(100, seed=9), amp_policy, amp_target, 4, 0.5)
+    records = []
+    for i, d in enumerate(debates):
+        r = debate_to_record(
+            d,
+            run="big",
+            update=1,
+            question_id=f"q{i}",
+            question=render_question(d.question),
+            gold=str(d.question.gold),
+            force_stop_p=0.5,
+        )
+        r["turns"][0]["trace"]["token_ids"] = list(range(300))  # with the trees: 7 kB a record, 69 MB in all
+        r["turns"][0]["trace"]["logprobs"] = [-0.123456] * 300
+        records.append(r)
+    for update in range(1, 101):
+        write_transcripts(
+            tmp_path / "run" / "transcripts" / f"update_{update:06d}.jsonl", [{**r, "update": update} for r in records]
+        )
+    start = time.perf_counter()
+    proc = cli(tmp_path / "run")
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("10000 debates in 100 files, updates 1-100")
+    assert elapsed < 5.0
