@@ -335,6 +335,22 @@ class Config:
         return Path(self.run.output_dir) / self.run.name
 
 
+# A model and budget small enough for smoke runs, tests and examples: a run of a few updates takes seconds.
+# Use as overrides on any recipe: ``load_config("recipes/default.yaml", [*TINY_OVERRIDES, "trainer.updates=2"])``.
+TINY_OVERRIDES = (
+    "model.hidden_size=32",
+    "model.num_layers=2",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "trainer.warm_start=false",
+    "trainer.questions_per_update=8",
+    "trainer.eval_size=8",
+    "trainer.minibatch_size=16",
+    "trainer.replay_examples=32",
+    "generation.max_new_tokens=12",
+    "run.torch_threads=2",
+)
+
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 

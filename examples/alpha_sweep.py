@@ -27,22 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from debate_amp.config import load_config
+from debate_amp.config import TINY_OVERRIDES, load_config
 from debate_amp.trainer.loop import train
 
-# The tiny model and budget of tests/integration/test_train.py (TINY), with 16 debates per update.
-TINY = [
-    "model.hidden_size=32",
-    "model.num_layers=2",
-    "model.num_heads=2",
-    "model.intermediate_size=64",
-    "trainer.warm_start=false",
-    "trainer.questions_per_update=8",
-    "trainer.eval_size=8",
-    "trainer.minibatch_size=16",
-    "generation.max_new_tokens=12",
-    "run.torch_threads=2",
-]
 BUDGET = ["trainer.updates=2", "trainer.questions_per_update=16"]
 CONSTANT = ["debate.force_stop_anneal.kind=constant", "debate.force_stop_anneal.end=null"]
 CONSTANT += ["objective.anneal.kind=constant", "objective.anneal.end=null"]
@@ -57,7 +44,7 @@ print(f"runs in {out_dir}")
 print(f"{'run':<20} {'alpha':>11} {'force_stop_p':>12} {'mean turns':>10} {'cont_0':>7} {'sup loss':>8}")
 for name, overrides in SWEEP.items():
     cfg = load_config(
-        "recipes/default.yaml", [*TINY, *BUDGET, f"run.output_dir={out_dir}", f"run.name={name}", *overrides]
+        "recipes/default.yaml", [*TINY_OVERRIDES, *BUDGET, f"run.output_dir={out_dir}", f"run.name={name}", *overrides]
     )
     train(cfg, progress=False)
     rows = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()]

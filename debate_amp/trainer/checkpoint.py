@@ -125,12 +125,12 @@ def finish(
         _save_tensors(opt_tensors, partial / "optimizer.safetensors")
         _write_json(opt_plain, partial / "optimizer.json")
     _write_json({"format_version": FORMAT_VERSION, **state}, partial / "state.json")
-    _fsync_dir(partial)
+    _fsync(partial)
     final = checkpoint_dir(root, update)
     if final.exists():  # the same update written again (a resumed run that redid it): replace it whole
         shutil.rmtree(final)
     os.replace(partial, final)
-    _fsync_dir(root)
+    _fsync(root)
     if keep_last is not None:
         for _, old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -190,7 +190,7 @@ def load_rng(path: Path, rank: int, generators: dict[str, random.Random]) -> Non
 def _save_tensors(tensors: dict[str, torch.Tensor], file: Path) -> None:
     # Clones break storage sharing (tied embeddings), which safetensors refuses to write.
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(file))
-    _fsync_file(file)
+    _fsync(file)
 
 
 def _write_json(data: Any, file: Path) -> None:
@@ -209,16 +209,9 @@ def _read_json(file: Path) -> Any:
         raise CheckpointError(f"{file}: not valid JSON ({e.msg}, line {e.lineno})") from None
 
 
-def _fsync_file(file: Path) -> None:
-    fd = os.open(file, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a rename is durable once its directory is synced)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -5,24 +5,12 @@ import json
 import pytest
 import torch
 
-from debate_amp.config import load_config
+from debate_amp.config import TINY_OVERRIDES, load_config
 from debate_amp.debate.transcript import read_transcripts
 from debate_amp.models import load_model
 from debate_amp.target import parameter_distance
 
-TINY = [
-    "model.hidden_size=32",
-    "model.num_layers=2",
-    "model.num_heads=2",
-    "model.intermediate_size=64",
-    "trainer.warm_start=false",
-    "trainer.questions_per_update=8",
-    "trainer.eval_size=8",
-    "trainer.minibatch_size=16",
-    "generation.max_new_tokens=12",
-    "trainer.replay_examples=32",
-    "run.torch_threads=2",
-]
+TINY = list(TINY_OVERRIDES)
 
 
 def run(tmp_path, name, *overrides, recipe="recipes/default.yaml"):
