@@ -30,8 +30,9 @@ from debate_amp.config import Config, load_config
 from debate_amp.models import load_model
 from debate_amp.protocol import Posed
 from debate_amp.samplers import build_sampler
+from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import PermHuman, score
-from debate_amp.trainer.sft import make_task, run_sft
+from debate_amp.trainer.sft import run_sft
 
 RESULTS = Path("runs/bench/results.json")
 

@@ -170,8 +170,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def _question(args: argparse.Namespace, cfg: Config):
     import random
 
+    from debate_amp.tasks import make_task
     from debate_amp.tasks.perm import parse_question
-    from debate_amp.trainer.sft import make_task
 
     if args.question is None:
         return make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)

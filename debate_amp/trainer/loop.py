@@ -65,6 +65,7 @@ from debate_amp.target import (
     target_tensors,
     trained_tensors,
 )
+from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples, parse_argument, render_question
 from debate_amp.trainer import checkpoint
 from debate_amp.trainer.rollout import (
@@ -76,7 +77,7 @@ from debate_amp.trainer.rollout import (
     supervised_examples,
 )
 from debate_amp.trainer.rundir import apply_plan, plan_run_dir
-from debate_amp.trainer.sft import make_task, run_sft, seed_everything
+from debate_amp.trainer.sft import run_sft, seed_everything
 
 # ---------------------------------------------------------------------------------------------------------------
 # Setup

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
 from debate_amp.models import load_model, save_model
 from debate_amp.samplers import Always
+from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import (
     Example,
     PermHuman,
@@ -51,11 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_task(cfg: Config) -> PermTask:
-    t = cfg.task
-    return PermTask(t.n_elements, t.max_power, t.balance, t.heldout_fraction)
 
 
 def run_sft(cfg: Config, progress: bool = True) -> SftResult:
@@ -96,7 +93,6 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
 
     # 2. Train with TRL's SFTTrainer (loss on the completion tokens only).
     model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard" / "sft")
     args = SFTConfig(
         output_dir=str(run_dir / "sft_trainer"),
         num_train_epochs=cfg.sft.epochs,
@@ -128,9 +124,11 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
             target_modules=list(lora.target_modules),
             task_type="CAUSAL_LM",
         )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
-    )
+    # transformers' TensorBoard callback reads its directory from the environment when the trainer is built
+    with mock.patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard" / "sft")}):
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
