@@ -16,7 +16,7 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     overrides += ["trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
     cmd += ["-m", "debate_amp.train", "recipes/default.yaml", *overrides, f"run.output_dir={tmp_path}"]
-    cmd += ["run.name=ddp", "--no-progress"]
+    cmd += ["run.name=ddp", "--no-progress", "trainer.save_every=1"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "ddp"
@@ -36,3 +36,14 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     assert (checkpoint / "rng_rank0.json").is_file() and (checkpoint / "rng_rank1.json").is_file()
     # Only the main process writes: one config, one metrics file, one TensorBoard directory.
     assert not list(run_dir.glob("**/*rank1*.jsonl"))
+
+    # Both processes resume from their own RNG states and still agree after a third update.
+    proc = subprocess.run(
+        [*cmd, "trainer.updates=3", "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    fingerprints = json.loads((run_dir / "model" / "process_fingerprints.json").read_text())
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2, 3]
