@@ -553,24 +553,28 @@ _HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls"
 
 
 class _Interrupt:
-    """SIGINT asks the loop to stop after the current update (with a checkpoint); a second one stops at once."""
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) asks the loop to stop after the current update, with a
+    checkpoint; a second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\ndebate-amp: stopping after this update (Ctrl-C again to stop now)", flush=True)
+        name = signal.Signals(signum).name
+        print(f"\ndebate-amp: {name}: stopping after this update (again to stop now)", flush=True)
 
     def close(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 def _close(writer, metrics_file, store: LabelStore, interrupt: _Interrupt) -> None:

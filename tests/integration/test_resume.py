@@ -136,11 +136,12 @@ def test_a_run_directory_refuses_another_recipe_and_another_start(tmp_path):
     assert summary["report"] is not None and len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_sigint_writes_a_checkpoint_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, signum):
     proc = _launch(tmp_path, "int", "trainer.updates=50", "trainer.save_every=100")
     run_dir = tmp_path / "int"
     _wait_for(run_dir / "transcripts" / "update_000001.jsonl", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     saved = checkpoint.list_checkpoints(run_dir / "checkpoints")
