@@ -133,3 +133,30 @@ def test_every_training_recipe_runs_an_update(tmp_path, recipe):
         assert all(r["constraint/lagrange_multiplier"] >= 0 for r in rows)
     if cfg.objective.mode == "reward":
         assert rows[0]["objective/weight"] == pytest.approx(0.2) and rows[1]["objective/weight"] == pytest.approx(0.05)
+
+
+def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path):
+    """hf_lora.yaml on a small local Llama directory (the tiny model saved like a downloaded one): LoRA on every
+    projection the recipe names, bf16, EMA target adapter, adapter-only checkpoints. The GPU itself is untested."""
+    from debate_amp.config import ModelConfig
+    from debate_amp.models import build_tiny_model, save_model
+
+    model, tokenizer = build_tiny_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    save_model(model, tokenizer, tmp_path / "local_model")
+    small = ["trainer.warm_start=false", "trainer.questions_per_update=8", "trainer.eval_size=8"]
+    small += ["trainer.minibatch_size=16", "trainer.replay_examples=32", "generation.max_new_tokens=12"]
+    small += ["run.torch_threads=2", "trainer.updates=2", "trainer.save_every=1"]
+    cfg = load_config(
+        "recipes/hf_lora.yaml", [f"model.path={tmp_path / 'local_model'}", *small, f"run.output_dir={tmp_path}"]
+    )
+    from debate_amp.trainer.loop import train
+
+    train(cfg, progress=False)
+    ckpt = cfg.run_dir / "checkpoints" / "update_000002"
+    from safetensors.torch import load_file
+
+    policy = load_file(str(ckpt / "policy.safetensors"))
+    assert policy and all("lora_" in k for k in policy)
+    assert any("gate_proj" in k for k in policy) and any("down_proj" in k for k in policy)
+    rows = metrics(cfg)
+    assert [r["target/updates"] for r in rows] == [1.0, 2.0]  # EMA: every update
