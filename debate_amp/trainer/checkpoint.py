@@ -91,8 +91,11 @@ def partial_dir(root: Path, update: int) -> Path:
     return root / f"{_PARTIAL_PREFIX}update_{update:06d}"
 
 
-def save_rng(directory: Path, rank: int, generators: dict[str, random.Random]) -> None:
-    """Every process: its global RNG states and the run's own ``random.Random`` generators (by name)."""
+def save_rng(
+    directory: Path, rank: int, generators: dict[str, random.Random], local: dict[str, Any] | None = None
+) -> None:
+    """Every process: its global RNG states, the run's own ``random.Random`` generators (by name), and ``local``:
+    any other JSON state that differs between processes (e.g. the sampler's budget counts)."""
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -103,6 +106,7 @@ def save_rng(directory: Path, rank: int, generators: dict[str, random.Random]) -
         "python": _python_state(random.getstate()),
         "numpy": [np_kind, np.asarray(np_keys).tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
         "generators": {name: _python_state(g.getstate()) for name, g in generators.items()},
+        "local": local or {},
     }
     _write_json(plain, directory / f"rng_rank{rank}.json")
 
@@ -161,9 +165,9 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     optimizer.load_state_dict(_unflatten_optimizer(tensors, plain))
 
 
-def load_rng(path: Path, rank: int, generators: dict[str, random.Random]) -> None:
-    """Restore this process's RNG states (a process with no file of its own, e.g. after a change in the number of
-    processes, keeps fresh ones and says so)."""
+def load_rng(path: Path, rank: int, generators: dict[str, random.Random]) -> dict[str, Any]:
+    """Restore this process's RNG states and return its ``local`` state. A process with no file of its own (the
+    run was saved with fewer processes) is an error."""
     file = path / f"rng_rank{rank}.json"
     if not file.is_file():
         raise CheckpointError(f"{path}: no RNG state for process {rank} (was the run saved with fewer processes?)")
@@ -181,6 +185,7 @@ def load_rng(path: Path, rank: int, generators: dict[str, random.Random]) -> Non
         if name not in plain["generators"]:
             raise CheckpointError(f"{path}: no state for generator {name!r}")
         generator.setstate(_python_tuple(plain["generators"][name]))
+    return plain.get("local", {})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -218,7 +218,9 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     human, expert = build_human(cfg.human, seed=cfg.run.seed + accelerator.process_index, store=store)
     replay_human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)  # regenerates warm-start data
     s = cfg.sampler
-    sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
+    sampler = build_sampler(
+        s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed + accelerator.process_index
+    )
     g = cfg.generation
     policy_agent = ModelAgent(
         hf_generate_fn(unwrapped.policy, tokenizer, g.max_new_tokens, g.temperature, g.top_p),
@@ -499,6 +501,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                     f"{bad_in_a_row} updates in a row had a non-finite loss (the last at update {state.update}); "
                     f"the last good checkpoint is {last_good or 'none (no update finished)'}"
                 )
+            if _any_process(accelerator, interrupt.requested):
+                break  # a skipped update is not saved: the last good checkpoint stays the one to resume
             continue
         bad_in_a_row = 0
         stop = _any_process(accelerator, interrupt.requested)
@@ -511,7 +515,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     summary: dict[str, Any] = {}
     if interrupt.requested:
         if main:
-            print(f"\ninterrupted: checkpoint of update {state.update} written; continue with --resume", flush=True)
+            latest = checkpoint.latest_checkpoint(ckpt_root)
+            print(f"\ninterrupted after update {state.update}; latest checkpoint: {latest}; continue with --resume")
         summary = {"interrupted": True, "update": state.update, "run_dir": run_dir} if main else {}
         _close(writer, metrics_file, store, interrupt)
         accelerator.wait_for_everyone()
@@ -604,7 +609,8 @@ def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl,
         checkpoint.begin(root, state.update)
     accelerator.wait_for_everyone()
     partial = checkpoint.partial_dir(root, state.update)
-    checkpoint.save_rng(partial, accelerator.process_index, generators)
+    local = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # budgets count per process
+    checkpoint.save_rng(partial, accelerator.process_index, generators, local)
     sharded = _sharded(accelerator)
     if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
         accelerator.save_state(str(partial / checkpoint.ACCELERATE_STATE))
@@ -626,7 +632,6 @@ def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl,
                 "human_calls": state.human_calls,
                 "history": state.history,
                 "kl": kl_ctl.state_dict(),
-                "sampler": sampler.state_dict() if isinstance(sampler, Budget) else {},
                 "num_processes": accelerator.num_processes,
                 "lora": is_peft(unwrapped.policy),
                 "sharded": sharded,
@@ -663,9 +668,9 @@ def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_c
     state.human_calls = saved["human_calls"]
     state.history = saved["history"]
     kl_ctl.load_state_dict(saved["kl"])
+    local = checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws after it
     if isinstance(sampler, Budget):
-        sampler.load_state_dict(saved["sampler"])
-    checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws between here and the loop
+        sampler.load_state_dict(local["sampler"])
 
 
 def _sharded(accelerator) -> bool:

@@ -146,7 +146,7 @@ def test_sigint_or_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, signu
     assert proc.returncode == 130, err[-2000:]
     saved = checkpoint.list_checkpoints(run_dir / "checkpoints")
     assert len(saved) == 1 and 1 <= saved[0][0] < 50  # written at the interrupt, not by save_every
-    assert f"checkpoint of update {saved[0][0]} written" in out
+    assert f"interrupted after update {saved[0][0]}; latest checkpoint: {saved[0][1]}" in out
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == saved[0][0]
 
 
@@ -231,3 +231,19 @@ def test_the_accelerate_state_path_for_sharded_topologies_resumes_exactly(tmp_pa
     a = load_file(str(tmp_path / "reference" / "model" / "model.safetensors"))
     b = load_file(str(run_dir / "model" / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
+def test_a_resumed_run_keeps_its_human_budget(tmp_path):
+    from debate_amp.trainer import loop
+
+    budget = ["sampler.kind=always", "sampler.per_run=6", "trainer.updates=2", "trainer.save_every=1"]
+    cfg = load_config(
+        ROOT / "recipes" / "default.yaml", [*TINY, f"run.output_dir={tmp_path}", "run.name=budget", *budget]
+    )
+    loop.train(cfg, progress=False)
+    run_dir = tmp_path / "budget"
+    shutil.rmtree(run_dir / "checkpoints" / "update_000002")  # as if killed before it was written
+    loop.train(cfg, progress=False, resume=True)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+    assert rows[0]["amp/human_calls"] == 6.0 and rows[1]["amp/human_calls"] == 0.0  # the run's cap, spent in update 1
