@@ -104,7 +104,7 @@ def bench_learning(updates: int) -> dict[str, float]:
         "recipes/pure_amplification.yaml",
         ["run.output_dir=runs/bench", "run.name=amplification", f"trainer.updates={updates}"],
     )
-    amplified = train(amp_cfg, progress=True)["report"]
+    amplified = train(amp_cfg, progress=True, overwrite=True)["report"]  # from scratch, warm start included
     beyond = list(range(2, sup_cfg.task.max_power + 1))
     return {
         "amp_heldout_accuracy": amplified.accuracy("answer", beyond),
