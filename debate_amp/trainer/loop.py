@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -181,7 +181,13 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         hf_logging.disable_progress_bar()  # "Writing model shards" when saving
     # peft asks transformers a deprecated question; nothing a recipe can change
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # Processes make different numbers of frozen scoring passes (their rollouts differ), so those go through the
+    # unwrapped module, and DDP must not broadcast buffers on each forward (the model's are constant rotary tables):
+    # every collective then happens the same number of times on every process.
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     seed_everything(cfg.run.seed + accelerator.process_index)
@@ -262,6 +268,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         disable=not (progress and main),
     )
     interrupt = _Interrupt()
+    interrupted = False
     bad_in_a_row = 0
 
     for update in bar:
@@ -297,7 +304,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             rl = make_batch(
                 tokenizer, [sg.prompt for sg in segments], [sg.response_ids for sg in segments], tokenizer.pad_token_id
             ).to(accelerator.device)
-            old_logprobs, old_values = score_batch(model, rl, with_values=True)
+            old_logprobs, old_values = score_batch(unwrapped, rl, with_values=True)
             ref_logprobs = score_batch(ref_policy, rl)
             mask = rl.action_mask
             kl = kl_penalty(old_logprobs, ref_logprobs, o.kl.estimator) * mask
@@ -306,7 +313,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             terminal = torch.tensor([sg.reward for sg in segments], device=score.device)
             if o.mode == "reward" and sup is not None:
                 # r <- r - c * d(arg_t, M(""arg_t)): the supervised distance of the segment's argument
-                distances = _argument_distances(model, tokenizer, debates, accelerator.device)
+                distances = _argument_distances(unwrapped, tokenizer, debates, accelerator.device)
                 terminal = terminal - weight * torch.tensor(
                     [distances[(sg.debate, sg.turn)] for sg in segments], device=score.device
                 )
@@ -319,7 +326,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 advantages = whiten(advantages, mask)
 
         if o.mode == "constrained" and state.sup_baseline is None and sup is not None:
-            state.sup_baseline = _mean_over_processes(accelerator, float(sequence_nll(model, sup).mean()))
+            state.sup_baseline = _mean_over_processes(accelerator, float(sequence_nll(unwrapped, sup).mean()))
         limit = (
             weight * state.sup_baseline
             if (o.mode == "constrained" and o.limit_kind == "relative" and state.sup_baseline is not None)
@@ -425,7 +432,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "constraint/violation": (_mean(stats.get("sup_loss", [])) - limit) if o.mode == "constrained" else 0.0,
                 "amp/human_calls": float(expert.calls - calls_before),
                 "target/updates": float(state.target_updates),
-                "target/policy_target_kl": _policy_target_kl(model, target_policy, rl),
+                "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
                 "perf/rollout_s": rollout_s,
                 "perf/update_s": update_s,
                 "perf/debates_per_s": len(debates) / max(rollout_s, 1e-9),
@@ -502,18 +509,19 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                     f"the last good checkpoint is {last_good or 'none (no update finished)'}"
                 )
             if _any_process(accelerator, interrupt.requested):
-                break  # a skipped update is not saved: the last good checkpoint stays the one to resume
+                interrupted = True  # a skipped update is not saved: the last good checkpoint stays the one to resume
+                break
             continue
         bad_in_a_row = 0
-        stop = _any_process(accelerator, interrupt.requested)
-        if stop or state.update % cfg.trainer.save_every == 0 or state.update == cfg.trainer.updates:
+        interrupted = _any_process(accelerator, interrupt.requested)  # a signal to any process stops every one
+        if interrupted or state.update % cfg.trainer.save_every == 0 or state.update == cfg.trainer.updates:
             _save(ckpt_root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg)
-        if stop:
+        if interrupted:
             break
 
     # The end: save M, and the final table (held-out accuracy by k, human calls, debate length).
     summary: dict[str, Any] = {}
-    if interrupt.requested:
+    if interrupted:
         if main:
             latest = checkpoint.latest_checkpoint(ckpt_root)
             print(f"\ninterrupted after update {state.update}; latest checkpoint: {latest}; continue with --resume")

@@ -47,3 +47,20 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2, 3]
+
+
+def test_processes_whose_rollouts_differ_do_not_deadlock(tmp_path):
+    """With force_stop_p 0.9 most debates have no RL segment, so in some updates one process has segments to score
+    and the other none (with these seeds, update 2: before the fix its extra DDP forward waited forever for a
+    buffer broadcast the other process never joined)."""
+    overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
+    overrides += ["trainer.updates=3", "debate.force_stop_anneal.end=null", f"run.output_dir={tmp_path}"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
+    cmd += ["-m", "debate_amp.train", "recipes/default.yaml", *overrides, "run.name=uneven", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "uneven"
+    segments = [json.loads(line)["rl/segments"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(segments) == 3 and 0.0 in segments and max(segments) > 0
+    fingerprints = json.loads((run_dir / "model" / "process_fingerprints.json").read_text())
+    assert fingerprints[0] == fingerprints[1]
