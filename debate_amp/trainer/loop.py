@@ -181,6 +181,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         hf_logging.disable_progress_bar()  # "Writing model shards" when saving
     # peft asks transformers a deprecated question; nothing a recipe can change
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+    # accelerate's DDP kwargs only know torch's older name (forward_sync_buffers); the meaning is the same here
+    warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
     # Processes make different numbers of frozen scoring passes (their rollouts differ), so those go through the
     # unwrapped module, and DDP must not broadcast buffers on each forward (the model's are constant rotary tables):
     # every collective then happens the same number of times on every process.
