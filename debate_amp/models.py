@@ -6,6 +6,7 @@ memory, and directories load with ``local_files_only=True``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,11 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig, adapter_name: str = "def
         target_modules=list(cfg.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_config, adapter_name=adapter_name)
+    with warnings.catch_warnings():  # peft asks transformers a question transformers 5 has renamed
+        warnings.filterwarnings(
+            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, peft_config, adapter_name=adapter_name)
 
 
 class ValueHead(nn.Module):

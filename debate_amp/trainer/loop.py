@@ -179,8 +179,6 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Writing model shards" when saving
-    # peft asks transformers a deprecated question; nothing a recipe can change
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
     # accelerate's DDP kwargs only know torch's older name (forward_sync_buffers); the meaning is the same here
     warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
     # Processes make different numbers of frozen scoring passes (their rollouts differ), so those go through the
