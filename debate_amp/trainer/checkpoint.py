@@ -82,7 +82,7 @@ def begin(root: Path, update: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(_PARTIAL_PREFIX + "*"):
         shutil.rmtree(stale, ignore_errors=True)
-    partial = root / f"{_PARTIAL_PREFIX}update_{update:06d}"
+    partial = partial_dir(root, update)
     partial.mkdir()
     return partial
 

@@ -346,11 +346,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             for mb in range(n_minibatches):
                 anchor = torch.zeros((), device=accelerator.device)  # touches every parameter (DDP needs them all)
                 rl_loss = torch.zeros((), device=accelerator.device)
-                rl_idx = rl_order[mb::n_minibatches] if rl_order is not None else None
-                if rl is not None and rl_idx is not None and len(rl_idx):
-                    part = rl[rl_idx]
+                if (rl_idx := _rows(rl_order, mb, n_minibatches)) is not None:
+                    part = rl[rl_idx]  # type: ignore[index]
                     logits, values = model(part.input_ids, part.attention_mask)
-                    anchor = anchor + 0.0 * (logits.sum() + values.sum())
+                    anchor = anchor + _zero_weight(logits, values)
                     logprobs = action_logprobs(logits, part.input_ids)
                     m = part.action_mask
                     pg_loss, clipfrac, approx_kl = policy_loss(
@@ -367,19 +366,17 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                         stats, pg_loss=pg_loss, v_loss=v_loss, clipfrac=clipfrac, approx_kl=approx_kl, entropy=entropy
                     )
                 sup_loss = torch.zeros((), device=accelerator.device)
-                sup_idx = sup_order[mb::n_minibatches] if sup_order is not None else None
-                if sup is not None and sup_idx is not None and len(sup_idx):
-                    part = sup[sup_idx]
+                if (sup_idx := _rows(sup_order, mb, n_minibatches)) is not None:
+                    part = sup[sup_idx]  # type: ignore[index]
                     logits, values = model(part.input_ids, part.attention_mask)
-                    anchor = anchor + 0.0 * (logits.sum() + values.sum())
+                    anchor = anchor + _zero_weight(logits, values)
                     labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
                     sup_loss, _ = supervised_nll(logits[:, :-1].float(), labels)
                     _record(stats, sup_loss=sup_loss)
                 elif anchor.grad_fn is None:  # nothing of this process's in this minibatch: a zero-weight pass
                     any_batch = sup if sup is not None else rl
                     assert any_batch is not None
-                    logits, values = model(any_batch.input_ids[:1], any_batch.attention_mask[:1])
-                    anchor = 0.0 * (logits.sum() + values.sum())
+                    anchor = _zero_weight(*model(any_batch.input_ids[:1], any_batch.attention_mask[:1]))
                 if o.mode == "weighted":
                     loss = combine_weighted(rl_loss, sup_loss, weight)
                 elif o.mode == "constrained":
@@ -735,6 +732,19 @@ def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
 
 def _eval_questions(task: PermTask, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
+
+
+def _rows(order: torch.Tensor | None, mb: int, n_minibatches: int) -> torch.Tensor | None:
+    """The rows of minibatch ``mb`` (every n-th of the shuffled ``order``), or None when this process has none."""
+    if order is None:
+        return None
+    rows = order[mb::n_minibatches]
+    return rows if len(rows) else None
+
+
+def _zero_weight(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """0 with a gradient path to every parameter: DDP averages gradients only once every parameter has one."""
+    return 0.0 * (logits.sum() + values.sum())
 
 
 def _record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
