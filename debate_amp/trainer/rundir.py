@@ -37,11 +37,25 @@ class RunPlan:
     note: str = ""
 
 
+# What a run writes; a directory holding none of these is not a run, and --overwrite never deletes it.
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "labels.sqlite",
+    "final.json",
+    "sft",
+    "checkpoints",
+    "transcripts",
+    "model",
+)
+
+
 def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunPlan:
     run_dir = cfg.run_dir
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
     if overwrite:
+        _check_deletable(run_dir, Path(cfg.run.output_dir))
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
     root = run_dir / "checkpoints"
     latest = checkpoint.latest_checkpoint(root)
@@ -67,6 +81,33 @@ def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
             "pass --resume to continue it or --overwrite to start again"
         )
     return RunPlan(run_dir)
+
+
+def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
+    """``debate-amp sft``: a directory that already holds a warm start or training output is refused (its ``sft/``
+    is a trained run's KL reference) unless ``overwrite``."""
+    run_dir = cfg.run_dir
+    if overwrite:
+        _check_deletable(run_dir, Path(cfg.run.output_dir))
+        return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
+    a0 = run_dir / cfg.sft.output_subdir / "config.json"
+    if a0.is_file() or _has_training_output(run_dir):
+        what = "training output" if _has_training_output(run_dir) else f"a warm start ({a0.parent})"
+        raise RunDirError(f"{run_dir} already holds {what}; pass --overwrite to start again, or another run.name")
+    return RunPlan(run_dir)
+
+
+def _check_deletable(run_dir: Path, output_dir: Path) -> None:
+    """--overwrite deletes only a run directory: directly inside ``run.output_dir``, holding what a run writes."""
+    if not run_dir.exists():
+        return
+    if run_dir.is_symlink() or run_dir.resolve().parent != output_dir.resolve():
+        raise RunDirError(f"--overwrite: refusing to delete {run_dir}: it is not a folder directly inside {output_dir}")
+    if not run_dir.is_dir() or not any((run_dir / name).exists() for name in RUN_FILES):
+        raise RunDirError(
+            f"--overwrite: refusing to delete {run_dir}: it does not look like a run directory "
+            f"(none of {', '.join(RUN_FILES)})"
+        )
 
 
 def apply_plan(plan: RunPlan) -> None:
