@@ -13,52 +13,207 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    GPT2PreTrainedModel,
     LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.pytorch_utils import Conv1D
 
 from debate_amp.agents.model import Generation
 from debate_amp.config import LoraConfig, ModelConfig
 
-PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+PAD, EOS, UNK, PROMPT_END = "<pad>", "</s>", "<unk>", "<prompt_end>"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer with no merges: 3 special tokens + 256 bytes, no files needed.
+    """A byte-level tokenizer with no merges: 4 special tokens + 256 bytes, no files needed.
 
-    Unlike ``ByT5Tokenizer`` it adds no end-of-sequence token on its own, so a prompt tokenizes to a prefix of
-    prompt + completion (which TRL's SFTTrainer relies on to mask the prompt).
+    Called with its special tokens (``tokenizer(prompt)``), it ends the text with ``<prompt_end>``: that is how the
+    prefix-LM (:class:`PrefixLMForCausalLM`) knows where each row's prompt ends. Completions are tokenized with
+    ``add_special_tokens=False``, so prompt + completion is the prompt's tokens followed by the completion's.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK])}
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, PROMPT_END])}
     for char in sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord):
         vocab[char] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"$A {PROMPT_END}", pair=f"$A $B {PROMPT_END}", special_tokens=[(PROMPT_END, vocab[PROMPT_END])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        extra_special_tokens={"prompt_end_token": PROMPT_END},
+    )
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
+    """Token ids of prompts, the way every model in the project reads them: with the tokenizer's own special tokens
+    (``<prompt_end>`` for the tiny model; e.g. a beginning-of-sequence token for a pretrained model)."""
+    return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True).input_ids]
+
+
+def _prompt_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    vocab = tokenizer.get_vocab()
+    return [vocab[PROMPT_END]] if PROMPT_END in vocab else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The tiny model: GPT-2 that reads its prompt bidirectionally and its reply causally (a prefix-LM)
+
+
+class PrefixLMConfig(GPT2Config):
+    """GPT-2's configuration plus the token that ends a prompt (``prompt_end_token_id``) and whether every block
+    shares the first block's weights (``shared_layers``: a looped transformer)."""
+
+    model_type = "debate_amp_prefix_lm"
+
+    def __init__(self, prompt_end_token_id: int | None = None, shared_layers: bool = False, **kwargs: Any) -> None:
+        self.prompt_end_token_id = prompt_end_token_id
+        self.shared_layers = shared_layers
+        super().__init__(**kwargs)
+
+
+def prefix_lm_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, prompt_end_token_id: int, past_length: int = 0
+) -> torch.Tensor:
+    """Which keys each query sees: input_ids [B, Q], attention_mask [B, past_length + Q] -> bool [B, 1, Q, K].
+
+    A row's prompt is everything up to and including its first ``prompt_end_token_id``; a key in the prompt is
+    seen by every query of its row (the prompt is read bidirectionally), any other key only by itself and later
+    queries (the reply is causal); padding is never seen. A query always sees itself, so a padding row is never
+    empty (an empty softmax row would put NaN into the values that later layers mix). A chunk without the prompt
+    end (a decoding step after the prompt sits in the cache) is plain causal, which is right for reply tokens.
+    """
+    batch, q_len = input_ids.shape
+    k_len = past_length + q_len
+    device = input_ids.device
+    keys = torch.arange(k_len, device=device)
+    queries = torch.arange(past_length, k_len, device=device)
+    is_end = input_ids == prompt_end_token_id
+    prompt_length = torch.where(is_end.any(1), past_length + is_end.int().argmax(1) + 1, 0)  # [B]
+    causal = keys[None, :] <= queries[:, None]  # [Q, K]
+    in_prompt = keys[None, :] < prompt_length[:, None]  # [B, K]
+    visible = causal[None] | in_prompt[:, None, :]  # [B, Q, K]
+    if attention_mask is not None:
+        visible = visible & attention_mask[:, None, -k_len:].bool()
+    visible = visible | (keys[None, :] == queries[:, None])[None]
+    return visible[:, None]
+
+
+def positions_from_mask(attention_mask: torch.Tensor, q_len: int) -> torch.Tensor:
+    """Absolute positions that skip left padding: [B, K] mask -> [B, q_len] (the last q_len columns)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
+
+
+class PrefixLMModel(GPT2Model):
+    """GPT-2's backbone (learned absolute positions) whose prompt is read bidirectionally and whose reply causally.
+
+    Callers pass ordinary 2-D masks; the 4-D mask is built here, in the backbone, from the ``<prompt_end>`` token
+    the tokenizer puts after every prompt (:func:`prefix_lm_mask`), so every path through the model gets it: the
+    warm start (TRL calls the backbone itself), ``generate`` (prefill, then cached decoding), the value head and PPO
+    scoring. Positions skip left padding, so sigma's values sit at the same positions in every row of a batch. Why:
+    a tiny causal model could not compose sigma with itself on a CPU budget; reading the prompt both ways, it can
+    (DESIGN.md section 9, docs/perm.md).
+    """
+
+    config_class = PrefixLMConfig
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.LongTensor | None = None,
+        cache: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        cache = kwargs.pop("past_key_values", cache)
+        if input_ids is not None and (attention_mask is None or attention_mask.ndim == 2):
+            past_length = cache.get_seq_length() if cache is not None else 0
+            if attention_mask is None:
+                attention_mask = torch.ones(
+                    input_ids.shape[0], past_length + input_ids.shape[1], dtype=torch.long, device=input_ids.device
+                )
+            if position_ids is None:
+                position_ids = positions_from_mask(attention_mask, input_ids.shape[1])  # type: ignore[assignment]
+            visible = prefix_lm_mask(input_ids, attention_mask, self.config.prompt_end_token_id, past_length)
+            if self.config._attn_implementation == "eager":  # eager attention adds the mask to the scores
+                attention_mask = torch.zeros(visible.shape, dtype=self.dtype, device=visible.device)
+                attention_mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
+            else:
+                attention_mask = visible
+        return super().forward(
+            input_ids=input_ids,
+            cache=cache,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+
+
+class PrefixLMForCausalLM(GPT2LMHeadModel):
+    """GPT-2's language model on :class:`PrefixLMModel`: the prompt read both ways, the reply causally."""
+
+    config_class = PrefixLMConfig
+
+    def __init__(self, config: PrefixLMConfig) -> None:
+        GPT2PreTrainedModel.__init__(self, config)
+        self.transformer = PrefixLMModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def post_init(self) -> None:
+        if self.config.shared_layers and self.config.n_layer > 1:
+            # every block is block 0: transformers ties the parameters, and saves and loads them once; each block
+            # keeps its own layer index, so the KV cache holds one entry per application
+            self._tied_weights_keys = {**self._tied_weights_keys, r"transformer.h.(?!0\.)\d+": "transformer.h.0"}
+        super().post_init()
+
+    def _adjust_bias(self, output_embeddings: Any, input_embeddings: Any) -> None:
+        # transformers fits an output layer's bias to the embedding it is tied to; a shared block's Conv1D keeps its own
+        if not isinstance(output_embeddings, Conv1D):
+            super()._adjust_bias(output_embeddings, input_embeddings)
+
+
+AutoConfig.register(PrefixLMConfig.model_type, PrefixLMConfig)
+AutoModelForCausalLM.register(PrefixLMConfig, PrefixLMForCausalLM)
 
 
 def build_tiny_model(cfg: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A small Llama-style causal LM (about 1M parameters at the defaults) and its byte tokenizer."""
+    """The tiny prefix-LM (:class:`PrefixLMForCausalLM`) and its byte tokenizer, built offline from ``cfg``."""
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(
+    config = PrefixLMConfig(
+        prompt_end_token_id=tokenizer.get_vocab()[PROMPT_END],
+        shared_layers=cfg.shared_layers,
         vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=cfg.max_positions,
+        n_embd=cfg.hidden_size,
+        n_inner=cfg.intermediate_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        n_positions=cfg.max_positions,
+        activation_function="gelu",  # torch's own kernel; GPT-2's tanh approximation is several times slower on CPU
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
@@ -66,7 +221,10 @@ def build_tiny_model(cfg: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, 
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model: Any = LlamaForCausalLM(config)
+        model: Any = PrefixLMForCausalLM(config)
+        with torch.no_grad():  # larger embeddings: a digit and a position are told apart from the first step
+            nn.init.normal_(model.transformer.wte.weight, std=cfg.embedding_init_std)
+            nn.init.normal_(model.transformer.wpe.weight, std=cfg.embedding_init_std)
         model.to(dtype=_DTYPES[cfg.dtype])
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -115,23 +273,30 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     tokenizer.save_pretrained(path)
 
 
-def apply_lora(model: PreTrainedModel, cfg: LoraConfig, adapter_name: str = "default") -> nn.Module:
-    """Wrap ``model`` with trainable LoRA adapters (peft); the base weights are frozen."""
+def peft_lora_config(cfg: LoraConfig, model: nn.Module) -> Any:
+    """peft's ``LoraConfig`` for a recipe's ``model.lora`` (``["all-linear"]``: every linear layer but the head)."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
 
-    peft_config = PeftLoraConfig(
+    targets = list(cfg.target_modules)
+    return PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),  # GPT-2 stores weights transposed
         task_type="CAUSAL_LM",
     )
+
+
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig, adapter_name: str = "default") -> nn.Module:
+    """Wrap ``model`` with trainable LoRA adapters (peft); the base weights are frozen."""
+    from peft import get_peft_model
+
     with warnings.catch_warnings():  # peft asks transformers a question transformers 5 has renamed
         warnings.filterwarnings(
             "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
         )
-        return get_peft_model(model, peft_config, adapter_name=adapter_name)
+        return get_peft_model(model, peft_lora_config(cfg, model), adapter_name=adapter_name)
 
 
 class ValueHead(nn.Module):
@@ -190,10 +355,12 @@ def generate(
 ) -> Generation:
     """One batched ``generate`` call over ``prompts`` (left padding, KV cache). ``temperature=0`` is greedy.
 
+    Prompts are tokenized as :func:`encode_prompts` does (with the tokenizer's special tokens).
+
     ``row_limits[i]`` below ``max_new_tokens`` caps reply i at that many tokens, its end-of-sequence included.
     """
     tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
     greedy = temperature == 0.0
     processors = LogitsProcessorList()
     if row_limits is not None:
@@ -210,6 +377,7 @@ def generate(
         top_k=None if greedy else 0,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        suppress_tokens=_prompt_end_ids(tokenizer),  # a reply never ends a prompt
         return_dict_in_generate=True,
         output_scores=True,
     )

@@ -29,3 +29,31 @@ def tiny_model(tiny_model_cfg):
     from debate_amp.models import build_tiny_model
 
     return build_tiny_model(tiny_model_cfg, seed=0)
+
+
+@pytest.fixture()
+def local_llama_dir(tmp_path):
+    """A small Llama-style model saved like a downloaded Hugging Face directory: a user's own model, with causal
+    attention and rotary positions (what ``model.path`` points at)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from debate_amp.models import byte_tokenizer, save_model
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    save_model(LlamaForCausalLM(config), tokenizer, tmp_path / "local_model")
+    return tmp_path / "local_model"

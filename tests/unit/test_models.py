@@ -3,35 +3,38 @@ import torch
 
 from debate_amp.config import LoraConfig, ModelConfig
 from debate_amp.models import (
+    PROMPT_END,
     ValueHead,
     apply_lora,
     build_tiny_model,
     byte_tokenizer,
+    encode_prompts,
     generate,
     hidden_size_of,
     load_model,
+    prefix_lm_mask,
     save_model,
 )
 
 
-def test_byte_tokenizer_round_trips_and_adds_nothing():
+def test_byte_tokenizer_round_trips_and_ends_prompts():
     tok = byte_tokenizer()
-    assert len(tok) == 259
-    text = "s=0:3 1:7 x=5 k=6 A= héllo→"
-    ids = tok(text).input_ids
+    assert len(tok) == 260
+    text = "s=37016254 x=5 k=6 A= héllo→"
+    ids = tok(text, add_special_tokens=False).input_ids
     assert tok.decode(ids) == text
     assert tok.eos_token_id not in ids
-    # A prompt tokenizes to a prefix of prompt + completion (TRL masks the prompt by that prefix).
-    prompt, completion = "s=0:3 x=1 k=1 A=", "3</s>"
-    assert tok(prompt + completion).input_ids[: len(tok(prompt).input_ids)] == tok(prompt).input_ids
-    assert tok(prompt + completion).input_ids[-1] == tok.eos_token_id
+    # A prompt ends with <prompt_end>; prompt + completion is the prompt's tokens and then the completion's.
+    prompt_end = tok.convert_tokens_to_ids(PROMPT_END)
+    assert encode_prompts(tok, ["s=3 A="]) == [tok("s=3 A=", add_special_tokens=False).input_ids + [prompt_end]]
+    assert tok.decode(encode_prompts(tok, ["s=3 A="])[0], skip_special_tokens=True) == "s=3 A="
 
 
 def test_tiny_model_default_size():
     model, _ = build_tiny_model(ModelConfig())
     n = sum(p.numel() for p in model.parameters())
-    assert 0.5e6 < n < 2e6, n
-    assert hidden_size_of(model) == 128
+    assert 50e3 < n < 150e3, n  # one block of width 64, applied 4 times
+    assert hidden_size_of(model) == ModelConfig().hidden_size
 
 
 def test_tiny_model_is_seeded(tiny_model_cfg):
@@ -47,6 +50,7 @@ def test_save_and_load_a_local_directory(tiny_model, tiny_model_cfg, tmp_path):
     save_model(model, tok, tmp_path / "m")
     loaded, loaded_tok = load_model(tiny_model_cfg, tmp_path / "m")
     ids = tok(["x=1 k=2 A="], return_tensors="pt").input_ids
+    assert type(loaded) is type(model) and loaded.config.prompt_end_token_id == model.config.prompt_end_token_id
     torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
     assert loaded_tok("abc").input_ids == tok("abc").input_ids
     # cfg.path is honoured the same way
@@ -72,7 +76,7 @@ def test_value_head_starts_at_zero_and_has_per_token_values(tiny_model):
     ids = tok(["abc", "abd"], return_tensors="pt").input_ids
     hidden = model(ids, output_hidden_states=True).hidden_states[-1]
     values = head(hidden)
-    assert values.shape == (2, 3)
+    assert values.shape == ids.shape
     assert torch.count_nonzero(values) == 0
     values.sum().backward()
     assert head.summary.weight.grad is not None
@@ -100,6 +104,7 @@ def test_sampled_logprobs_are_the_sampling_distribution(tiny_model):
     ids = tok(["x=1"], return_tensors="pt").input_ids
     full = torch.cat([ids, torch.tensor([out.token_ids[0]])], dim=1)
     logits = model(full).logits[0, ids.shape[1] - 1 : -1]
+    logits[:, tok.convert_tokens_to_ids(PROMPT_END)] = float("-inf")  # never sampled: a reply does not end a prompt
     expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor(out.token_ids[0])[:, None]).squeeze(-1)
     torch.testing.assert_close(torch.tensor(out.logprobs[0]), expected, atol=1e-4, rtol=1e-4)
 
@@ -112,3 +117,110 @@ def test_row_limits_cap_each_reply_without_changing_the_others(tiny_model):
     assert len(capped.token_ids[0]) <= 3 and capped.token_ids[2] == [tok.eos_token_id]
     assert capped.token_ids[1] == free.token_ids[1]  # an uncapped row is untouched
     assert capped.token_ids[0][:2] == free.token_ids[0][:2]  # a capped row agrees until its cap
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The prefix-LM: the prompt read both ways, the reply causally
+
+
+def test_prefix_mask_reads_the_prompt_both_ways_and_the_reply_causally():
+    end, pad = 9, 0
+    # row 0: prompt of 3 (the third is <prompt_end>), reply of 2; row 1: left padding of 2, prompt of 2, reply of 1
+    ids = torch.tensor([[5, 6, end, 7, 8], [pad, pad, 5, end, 7]])
+    attention = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    visible = prefix_lm_mask(ids, attention, end)[:, 0]  # [B, Q, K]
+    assert visible[0, 0, 1] and visible[0, 0, 2]  # a prompt token sees later prompt tokens
+    assert not visible[0, 0, 3] and not visible[0, 2, 3]  # ... but not the reply
+    assert visible[0, 3, :4].all() and not visible[0, 3, 4]  # a reply token: everything before it, nothing after
+    assert visible[1, 2, 3] and not visible[1, 2, 4]
+    assert not visible[1, 2:, :2].any()  # padding is never seen by a real token
+    assert visible[1, 0, 0] and visible[1, 1, 1]  # a padding row sees itself only (never empty, never NaN)
+    # a decoding step (the prompt already in the cache) is causal: it sees all 5 cached tokens and itself
+    step = prefix_lm_mask(torch.tensor([[3]]), torch.ones(1, 6, dtype=torch.long), end, past_length=5)
+    assert step.shape == (1, 1, 1, 6) and step.all()
+
+
+def test_the_model_reads_its_prompt_both_ways_and_its_reply_causally(tiny_model):
+    model, tok = tiny_model
+    prompt = encode_prompts(tok, ["s=37016254 x=5 k=6 A="])[0]
+    reply = tok("4 via 3", add_special_tokens=False).input_ids
+    base = torch.tensor([prompt + reply])
+    hidden = model(base, output_hidden_states=True).hidden_states[-1][0]
+
+    later_prompt = base.clone()
+    later_prompt[0, len(prompt) - 3] = tok.convert_tokens_to_ids("7")  # k=6 -> k=7
+    changed = model(later_prompt, output_hidden_states=True).hidden_states[-1][0]
+    assert not torch.allclose(hidden[2], changed[2])  # sigma's first entry sees k, which comes after it
+
+    later_reply = base.clone()
+    later_reply[0, -1] = tok.convert_tokens_to_ids("5")
+    changed = model(later_reply, output_hidden_states=True).hidden_states[-1][0]
+    torch.testing.assert_close(hidden[:-1], changed[:-1])  # nothing before the last token sees it
+
+
+def test_the_backbone_alone_builds_the_prefix_mask(tiny_model):
+    # TRL's warm start calls the backbone and applies the head itself: the mask must not live in the head's forward
+    model, tok = tiny_model
+    ids = torch.tensor(encode_prompts(tok, ["s=37016254 x=5 k=6 A="]))
+    backbone = model.transformer(ids).last_hidden_state
+    torch.testing.assert_close(backbone, model(ids, output_hidden_states=True).hidden_states[-1])
+    later = ids.clone()
+    later[0, -3] = tok.convert_tokens_to_ids("7")
+    assert not torch.allclose(backbone[0, 2], model.transformer(later).last_hidden_state[0, 2])
+
+
+def test_padding_changes_nothing_the_model_computes(tiny_model):
+    model, tok = tiny_model
+    prompts = ["s=37016254 x=5 k=6 A=", "s=10 x=1 k=1 S="]
+    alone = [model(torch.tensor(encode_prompts(tok, [p]))).logits[0, -1] for p in prompts]
+    for side in ("left", "right"):
+        tok.padding_side = side
+        batch = tok(prompts, return_tensors="pt", padding=True)
+        logits = model(**batch).logits
+        last = batch.attention_mask.sum(1) - 1 if side == "right" else torch.full((2,), logits.shape[1] - 1)
+        for i in range(2):
+            torch.testing.assert_close(logits[i, last[i]], alone[i], atol=1e-5, rtol=1e-5)
+
+
+def test_generation_with_and_without_the_kv_cache_agrees(tiny_model):
+    model, tok = tiny_model
+    tok.padding_side = "left"
+    batch = tok(["s=37016254 x=5 k=6 A=", "s=10 x=1 k=1 S=", "abc"], return_tensors="pt", padding=True)
+    common = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tok.pad_token_id, "eos_token_id": -1}
+    cached = model.generate(**batch, use_cache=True, **common)
+    uncached = model.generate(**batch, use_cache=False, **common)
+    assert cached.shape[1] == batch.input_ids.shape[1] + 8
+    assert torch.equal(cached, uncached)
+
+
+def test_eager_and_sdpa_attention_agree(tiny_model_cfg):
+    model, tok = build_tiny_model(tiny_model_cfg, seed=0)
+    tok.padding_side = "left"
+    batch = tok(["s=37016254 x=5 k=6 A=", "ab"], return_tensors="pt", padding=True)
+    sdpa = model(**batch).logits
+    model.config._attn_implementation = "eager"
+    eager = model(**batch).logits
+    real = batch.attention_mask.bool()
+    torch.testing.assert_close(sdpa[real], eager[real], atol=1e-5, rtol=1e-5)
+
+
+def test_shared_layers_are_one_block_saved_once_and_loaded_tied(tmp_path):
+    cfg = ModelConfig(hidden_size=32, num_layers=3, num_heads=2, intermediate_size=64, shared_layers=True)
+    model, tok = build_tiny_model(cfg, seed=0)
+    blocks = model.transformer.h
+    assert all(b.attn.c_attn.weight is blocks[0].attn.c_attn.weight for b in blocks)
+    assert [b.attn.layer_idx for b in blocks] == [0, 1, 2]  # one KV-cache entry per application
+    unshared, _ = build_tiny_model(ModelConfig(**{**cfg.__dict__, "shared_layers": False}), seed=0)
+    per_block = sum(p.numel() for p in blocks[0].parameters())
+    assert sum(p.numel() for p in unshared.parameters()) - sum(p.numel() for p in model.parameters()) == 2 * per_block
+
+    save_model(model, tok, tmp_path / "m")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert not any(k.startswith(("transformer.h.1.", "transformer.h.2.")) for k in saved)
+    loaded, _ = load_model(cfg, tmp_path / "m")
+    assert all(b.mlp.c_fc.weight is loaded.transformer.h[0].mlp.c_fc.weight for b in loaded.transformer.h)
+    assert loaded.transformer.h[0].attn.c_attn.bias.shape == (3 * 32,)  # no bias cut to fit a tied embedding
+    ids = tok(["s=37016254 x=5 k=6 A="], return_tensors="pt").input_ids
+    torch.testing.assert_close(model(ids).logits, loaded(ids).logits)

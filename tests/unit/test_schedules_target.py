@@ -153,7 +153,7 @@ def test_ema_sync_endpoints_and_errors(policy_and_target, tiny_model_cfg):
     for tau in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="tau"):
             ema_sync(policy, target, tau)
-    other, _ = build_tiny_model(type(tiny_model_cfg)(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64))
+    other, _ = build_tiny_model(type(tiny_model_cfg)(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=32))
     with pytest.raises(ValueError, match="do not match"):
         hard_sync(policy, other)
 
