@@ -21,7 +21,7 @@ from debate_amp.protocol import Posed
 from debate_amp.samplers import Bernoulli
 from debate_amp.tasks.perm import PermHuman, parse_question, perfect_generate
 
-question = parse_question("s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=13")
+question = parse_question("s=37016254 x=5 k=13")
 expert = PermHuman()
 amp = amp_approx(SyntheticHuman(expert), ModelAgent(perfect_generate, "policy"), Bernoulli(0.5, seed=1))
 reply = asyncio.run(amp(Posed("answer", question)))

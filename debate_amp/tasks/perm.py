@@ -4,16 +4,17 @@ experts"): given a permutation sigma of N elements, an element x and a power k, 
 The synthetic weak human can do one lookup (k <= 1). For larger k it decomposes, using the two-subquestion
 protocol of ``references/000``: with m = floor(k / 2) and x0 = sigma(x) when k is odd (its one lookup) else x,
 
-    sigma^k(x) = sigma^m(sigma^m(x0))      ask "x=x0 k=m" and "x=#1 k=m", then answer with #2
+    sigma^k(x) = sigma^m(sigma^m(x0))      ask "x0^m" and "#1^m", then answer with #2
 
 where ``#1`` stands for the answer to the first subquestion (Amp substitutes it before posing the second). A
 debate's claims are the same intermediate values, so a judge that can do one lookup can check a dispute by zooming
 into one sub-claim until it is a single lookup.
 
 Every text format of the task lives in the "Text formats" block below: the question, the direct-answer prompt,
-the step prompt (with its workspace of sub-answers) and the step replies. The permutation is written as key:value
-pairs, which makes a lookup content-addressable; a bare list would force a model to count positions. The pairs are
-listed starting after x, so that x's own pair comes last (see :func:`render_question`).
+the step prompt (with its workspace of sub-answers) and the step replies. The permutation is written in key order,
+one digit per element (``s=37016254``: sigma(0) = 3, sigma(1) = 7, ...), so sigma(i) always sits at the same
+position of the prompt; the tiny prefix-LM, which reads its prompt both ways with learned absolute positions,
+looks a value up by its position and can compose sigma with itself (docs/perm.md has the measurements).
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ class PermQuestion:
 
 
 def power(sigma: tuple[int, ...], x: int, k: int) -> int:
-    for _ in range(k):
-        x = sigma[x]
-    return x
+    """sigma^k(x), through the cycle of x: at most N steps whatever k is."""
+    cycle = [x]
+    while (y := sigma[cycle[-1]]) != x:
+        cycle.append(y)
+    return cycle[k % len(cycle)]
 
 
 def depth_of(k: int) -> int:
@@ -80,30 +83,31 @@ ANSWER_CUE = " A="
 STEP_CUE = " S="
 ANSWER_PREFIX = "ans "
 ASK_PREFIX = "ask "
-SUBQUESTION_SEP = "; "
+SUBQUESTION_SEP = ";"
 
-_QUERY = re.compile(r"^x=(\d+) k=(\d+)$")
+_SUBQUESTION = re.compile(r"^(\d+)\^(\d+)$")
 _INT = re.compile(r"^\d+$")
 
 
 def render_question(q: PermQuestion) -> str:
-    """``s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6``: sigma as key:value pairs, listed from x + 1 round to x.
+    """``s=37016254 x=5 k=6``: sigma in key order, one digit per element, then the query.
 
-    The listing is rotated so that x's own pair comes last, right before the query: the one lookup the human can
-    do (sigma(x)) is then at a fixed distance from the query for every N, which a small model learns in about 100
-    steps. With the pairs in key order it had to find key x by content, and the tiny model was still at chance
-    after 2,000 steps (measurements in docs/perm.md). Lookups beyond the first (sigma of anything but x) still need
-    the key-by-content search, so powers k >= 2 stay hard.
+    sigma(i) is the digit at a fixed position (i + 2) for every question, so a lookup is a match between the digit
+    asked about and a learned position, and a model that reads the prompt both ways can apply sigma to its own
+    entries (pointer doubling). Listed as ``key:value`` pairs, from x + 1 round to x, the tiny causal model this
+    replaced learned the human's own lookup but never a second one (docs/perm.md).
     """
-    n = len(q.sigma)
-    keys = [(q.x + j) % n for j in range(1, n + 1)]
-    pairs = " ".join(f"{key}:{q.sigma[key]}" for key in keys)
-    return f"s={pairs} {render_query(q.x, q.k)}"
+    return f"s={''.join(str(v) for v in q.sigma)} {render_query(q.x, q.k)}"
 
 
 def render_query(x: int | str, k: int) -> str:
     """The part of a question that changes between a question and its subquestions: ``x=5 k=6``."""
     return f"x={x} k={k}"
+
+
+def render_subquestion(x: int | str, k: int) -> str:
+    """A subquestion as an asker writes it, about the same sigma: ``5^3`` (what is sigma^3(5)?), ``#1^3``."""
+    return f"{x}^{k}"
 
 
 def answer_prompt(q: PermQuestion) -> str:
@@ -220,18 +224,18 @@ def parse_step(text: str) -> Step:
     if text.startswith(ANSWER_PREFIX):
         return Answer(text[len(ANSWER_PREFIX) :].strip())
     if text.startswith(ASK_PREFIX):
-        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP.strip())
+        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP)
         if len(parts) == 2 and all(p.strip() for p in parts):
             return Ask(parts[0].strip(), parts[1].strip())
     return Unparsed(text)
 
 
 def parse_subquestion(text: str, parent: PermQuestion) -> PermQuestion | None:
-    """``x=5 k=3`` in the context of ``parent`` (same permutation), or None if it does not parse or is out of range.
+    """``5^3`` in the context of ``parent`` (same permutation), or None if it does not parse or is out of range.
 
     ``#i`` references must already be substituted by the caller.
     """
-    m = _QUERY.match(text.strip())
+    m = _SUBQUESTION.match(text.strip())
     if not m:
         return None
     x, k = int(m.group(1)), int(m.group(2))
@@ -382,7 +386,7 @@ class PermHuman:
             )
         first, second = previous.subclaims(q.sigma)
         if not workspace:  # ask the model for both sub-claims' values
-            return format_ask(render_query(first.x, first.k), render_query(second.x, second.k))
+            return format_ask(render_subquestion(first.x, first.k), render_subquestion(second.x, second.k))
         values = [parse_element(a, len(q.sigma)) for a in workspace[:2]]
         for claim, value in zip((first, second), values, strict=True):
             if value is not None and value != claim.value:
@@ -397,7 +401,7 @@ class PermHuman:
         if len(workspace) < 2:
             m = q.k // 2
             x0 = self._lookup(q.sigma, q.x, 1) if q.k % 2 else q.x
-            return format_ask(render_query(x0, m), render_query("#1", m))
+            return format_ask(render_subquestion(x0, m), render_subquestion("#1", m))
         mid, top = (parse_element(a, len(q.sigma)) for a in workspace[:2])
         if mid is None or top is None:
             return format_answer(UNKNOWN)
@@ -410,7 +414,7 @@ class PermHuman:
         if not workspace:
             m = q.k // 2
             x0 = self._lookup(q.sigma, q.x, 1) if q.k % 2 else q.x
-            return format_ask(render_query(x0, m), render_query("#1", m))
+            return format_ask(render_subquestion(x0, m), render_subquestion("#1", m))
         # Integrate: sigma^k(x) is the answer to the second subquestion. A sub-answer that is not an element
         # (a model reply that did not parse) leaves the human without an answer.
         last = parse_element(workspace[-1], len(q.sigma))
@@ -605,15 +609,15 @@ def perfect_generate(prompts: list[str], limits: list[int | None] | None = None)
 
 def parse_question(text: str) -> PermQuestion:
     """The inverse of :func:`render_question`; raises ValueError naming what is wrong."""
-    m = re.match(r"^s=(?P<sigma>\d+:\d+(?: \d+:\d+)*) x=(?P<x>\d+) k=(?P<k>\d+)$", text.strip())
+    m = re.match(r"^s=(?P<sigma>\d+) x=(?P<x>\d+) k=(?P<k>\d+)$", text.strip())
     if not m:
-        raise ValueError(f"not a perm question (expected 's=6:5 7:4 0:3 ... 5:2 x=5 k=6'): {text!r}")
-    pairs = [(int(key), int(value)) for key, value in (pair.split(":") for pair in m.group("sigma").split(" "))]
-    n = len(pairs)
-    if sorted(i for i, _ in pairs) != list(range(n)) or sorted(v for _, v in pairs) != list(range(n)):
-        raise ValueError(f"s must map each of 0..N-1 to one of 0..N-1, each key and value once: {m.group('sigma')!r}")
-    table = dict(pairs)
-    q = PermQuestion(tuple(table[i] for i in range(n)), int(m.group("x")), int(m.group("k")))
+        raise ValueError(
+            f"not a perm question (expected 's=37016254 x=5 k=6': sigma in key order, then x and k): {text!r}"
+        )
+    sigma = tuple(int(c) for c in m.group("sigma"))
+    if sorted(sigma) != list(range(len(sigma))):
+        raise ValueError(f"s must list sigma(0), sigma(1), ... : each of 0..N-1 once, got {m.group('sigma')!r}")
+    q = PermQuestion(sigma, int(m.group("x")), int(m.group("k")))
     if q.x >= len(q.sigma):
         raise ValueError(f"x={q.x} is not an element of a permutation of {len(q.sigma)} elements")
     return q

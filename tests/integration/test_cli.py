@@ -1,5 +1,6 @@
 """Each entry point as a subprocess, the way a user runs it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -23,21 +24,19 @@ def run(*args, timeout=300):
 
 
 def test_amp_prints_the_tree_with_provenance():
-    proc = run(
-        "amp", "--model", "perfect", "--question", "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=13", "sampler.kind=always"
-    )
+    proc = run("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=13", "sampler.kind=always")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "answer 7: correct; human calls 2" in out
-    assert "step [x=5 k=13] -> 'ask x=2 k=6; x=#1 k=6'  (human, replacing policy's" in out
+    assert "step [x=5 k=13] -> 'ask 2^6;#1^6'  (human, replacing policy's" in out
     assert "answer [x=2 k=6] -> '6'  (policy)" in out
 
 
 def test_amp_rejects_a_bad_question_in_one_line():
-    proc = run("amp", "--model", "perfect", "--question", "s=0:1 1:1 x=0 k=2")
+    proc = run("amp", "--model", "perfect", "--question", "s=11 x=0 k=2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "debate-amp: error: --question: s must map each of 0..N-1 to one of 0..N-1, each key and value once: '0:1 1:1'"
+        "debate-amp: error: --question: s must list sigma(0), sigma(1), ... : each of 0..N-1 once, got '11'"
     ]
 
 
@@ -51,7 +50,7 @@ def test_config_keys_lists_documented_keys():
 
 def test_amp_records_labels_and_replays_them(tmp_path):
     db = str(tmp_path / "labels.sqlite")
-    question = "s=0:3 1:7 2:0 3:1 4:6 5:2 6:5 7:4 x=5 k=13"
+    question = "s=37016254 x=5 k=13"
     first = run("amp", "--model", "perfect", "--question", question, "--labels", db, "sampler.kind=always")
     assert "human calls 2" in first.stdout, first.stderr
     replay = ["human.kind=replay", f"human.replay_from={db}", "sampler.kind=always"]
@@ -70,12 +69,10 @@ def test_amp_records_labels_and_replays_them(tmp_path):
 
 
 def test_debate_prints_turns_judgments_and_verdict():
-    proc = run(
-        "debate", "--model", "perfect", "--liar", "even", "--question", "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=13"
-    )
+    proc = run("debate", "--model", "perfect", "--liar", "even", "--question", "s=37016254 x=5 k=13")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "question s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=13   (gold 7)" in out
+    assert "question s=37016254 x=5 k=13   (gold 7)" in out
     assert "[0] even: 5^13=" in out and "(scripted liar)" in out
     assert "[1]  odd: no 2^6=6 via 1    (policy 7)" in out
     assert "continue_3 = false: judge said sufficient='yes'" in out
@@ -91,12 +88,12 @@ def test_debate_pure_amplification_and_trees():
         "debate.force_stop_p=1.0",
         "sampler.kind=always",
         "--question",
-        "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6",
+        "s=37016254 x=5 k=6",
     )
     assert proc.returncode == 0, proc.stderr
     assert "continue_0 = false: forced (force_stop_p)" in proc.stdout
     assert "[1]" not in proc.stdout
-    assert "|-- step [x=5 k=6] -> 'ask x=5 k=3; x=#1 k=3'  (human, replacing policy's" in proc.stdout
+    assert "|-- step [x=5 k=6] -> 'ask 5^3;#1^3'  (human, replacing policy's" in proc.stdout
     assert "verdict: even wins" in proc.stdout
 
 
@@ -117,5 +114,10 @@ def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trained 2 updates" in proc.stdout and "human calls used:" in proc.stdout
-    assert "mean debate length:" in proc.stdout and "held-out accuracy by k" in proc.stdout
+    assert "final table (runs/<name>/final.json)" in proc.stdout and "held-out accuracy by k" in proc.stdout
+    assert "verdicts that parse" in proc.stdout and "against the scripted liar" in proc.stdout
     assert len((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()) == 2
+    final = json.loads((tmp_path / "t" / "final.json").read_text())
+    for key in ("heldout_k_ge_2", "verdict_parse_rate", "liar_judge_accuracy", "mean_debate_length", "human_calls"):
+        assert key in final, key
+    assert final["liar_questions"] == 8 and 0.0 <= final["liar_judge_accuracy"] <= 1.0

@@ -1,5 +1,6 @@
 """Every example runs, and says what its header says it says."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,14 +25,14 @@ def test_amplification_tree():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "answer [x=5 k=13] -> '7'  (Amp; last step by policy)"
-    assert "|-- step [x=5 k=13] -> 'ask x=2 k=6; x=#1 k=6'  (human, replacing policy's" in proc.stdout
+    assert "|-- step [x=5 k=13] -> 'ask 2^6;#1^6'  (human, replacing policy's" in proc.stdout
     assert "|-- answer [x=2 k=6] -> '6'  (policy)" in proc.stdout
     assert lines[-1] == "answer 7: correct; human calls 1"
 
 
 def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "examples/alpha_sweep.py", str(tmp_path)],
+        [sys.executable, "examples/alpha_sweep.py", str(tmp_path), "--tiny"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -41,6 +42,7 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:5]}
+    assert rows["pure_amplification"][8] == "1.00"  # every debate stops after arg_0
     assert rows["pure_amplification"][1:4] == ["0.00", "->", "0.00"] and rows["pure_amplification"][4:7] == [
         "1.00",
         "->",
@@ -50,6 +52,9 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     assert rows["pure_debate"][1:7] == ["1.00", "->", "1.00", "0.00", "->", "0.00"]
     for run in ("pure_amplification", "hybrid", "pure_debate"):
         assert len(list((tmp_path / run / "transcripts").glob("update_*.jsonl"))) == 2
+    assert (tmp_path / "alpha_sweep.png").is_file()
+    sweep = json.loads((tmp_path / "alpha_sweep.json").read_text())
+    assert sweep["pure_amplification"]["continue0_rate"] == 0.0
     assert "$ debate-amp eval --compare pure_amplification pure_debate" in out
     assert "A: 32 debates in 2 files, updates 1-2" in out
     forced = next(line for line in out.splitlines() if line.startswith("  continue_0 forced false"))

@@ -126,7 +126,7 @@ def _scripted(replies):
     return run
 
 
-@pytest.mark.parametrize("step_text", ["hello", "ask x=99 k=2; x=#1 k=2", "ask only-one", "", "ans"])
+@pytest.mark.parametrize("step_text", ["hello", "ask 99^2;#1^2", "ask only-one", "", "ans"])
 def test_output_that_does_not_parse_is_data(step_text):
     model = ModelAgent(_scripted(lambda p: step_text if p.endswith("S=") else "3"))
     q = PermQuestion((1, 2, 0), 0, 6)
@@ -136,7 +136,7 @@ def test_output_that_does_not_parse_is_data(step_text):
 
 
 def test_amp_that_never_answers_stops_after_max_rounds():
-    model = ModelAgent(_scripted(lambda p: "ask x=0 k=1; x=1 k=1" if p.endswith("S=") else "1"))
+    model = ModelAgent(_scripted(lambda p: "ask 0^1;1^1" if p.endswith("S=") else "1"))
     (reply,) = run_all(Amp(model, model, max_rounds=3), [PermQuestion((1, 2, 0), 0, 6)])
     assert reply.text == UNKNOWN
     assert [c.posed.kind for c in reply.trace.children] == ["step", "answer", "answer"] * 3 + ["step"]
