@@ -20,6 +20,7 @@ import random
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,11 +28,13 @@ from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model import ModelAgent, hf_generate_fn
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, load_config
-from debate_amp.models import load_model
+from debate_amp.models import generate, load_model
 from debate_amp.protocol import Posed
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import PermHuman, score
+from debate_amp.trainer.rollout import amplify
+from debate_amp.trainer.rundir import apply_plan, plan_sft_dir
 from debate_amp.trainer.sft import run_sft
 
 RESULTS = Path("runs/bench/results.json")
@@ -93,24 +96,89 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
     }
 
 
-def bench_learning(updates: int) -> dict[str, float]:
-    """Pure amplification against the supervised baseline, same task, same held-out questions (k >= 2)."""
+def bench_amplification_speed(cfg: Config, model_dir: Path, n: int = 1024, repeats: int = 3) -> dict[str, float]:
+    """Amplified targets per second (greedy Amp~(H, M) on n answer questions, one event loop) against a bare
+    batched ``generate`` of the same n answer prompts in batches of the same size (the limit: one model call per
+    target, no human, no tree). Best of ``repeats``, interleaved."""
+    model, tokenizer = load_model(cfg.model, model_dir)
+    g = cfg.generation
+    questions = make_task(cfg).eval_questions(n, seed=cfg.run.seed + 2)
+    prompts = [Posed("answer", q).render() for q in questions]
+
+    def bare() -> None:
+        for start in range(0, n, cfg.amp.max_batch):
+            generate(model, tokenizer, prompts[start : start + cfg.amp.max_batch], max_new_tokens=g.max_answer_tokens)
+
+    def amplified() -> list:
+        policy = ModelAgent(
+            hf_generate_fn(model, tokenizer, g.max_new_tokens, 0.0),
+            "policy",
+            cfg.amp.max_batch,
+            {"answer": g.max_answer_tokens},
+        )
+        sampler = build_sampler(cfg.sampler.kind, cfg.sampler.p, cfg.sampler.threshold, seed=cfg.run.seed)
+        return amplify(questions, amp_approx(SyntheticHuman(PermHuman()), policy, sampler, cfg.amp.max_rounds))
+
+    timings: dict[str, list[float]] = {"bare": [], "amplified": []}
+    replies: list = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        bare()
+        timings["bare"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        replies = amplified()
+        timings["amplified"].append(time.perf_counter() - start)
+    best = {name: min(ts) for name, ts in timings.items()}
+    return {
+        "amp_targets_per_s": n / best["amplified"],
+        "bare_generate_per_s": n / best["bare"],
+        "amp_pipeline_efficiency": best["bare"] / best["amplified"],
+        "amp_targets_accuracy": sum(score(r.text, q) for r, q in zip(replies, questions, strict=True)) / n,
+    }
+
+
+def _first_time(curve: list[tuple[float, float]], target: float) -> float | None:
+    """The first time (seconds) at which accuracy reached ``target``, or None."""
+    return next((t for t, acc in curve if acc >= target), None)
+
+
+def bench_learning(minutes: float) -> dict[str, Any]:
+    """Pure amplification against the supervised baseline, same task, same held-out questions (k >= 2), each
+    trained from scratch for at most ``minutes`` of wall time, with learning curves."""
     from debate_amp.trainer.loop import train
 
-    start = time.perf_counter()
-    sup_cfg = load_config("recipes/supervised_baseline.yaml", ["run.output_dir=runs/bench", "run.name=supervised"])
-    supervised = run_sft(sup_cfg, progress=True).report
-    amp_cfg = load_config(
-        "recipes/pure_amplification.yaml",
-        ["run.output_dir=runs/bench", "run.name=amplification", f"trainer.updates={updates}"],
+    sup_cfg = load_config(
+        "recipes/supervised_baseline.yaml",
+        ["run.output_dir=runs/bench", "run.name=supervised", f"sft.max_minutes={minutes}"],
     )
-    amplified = train(amp_cfg, progress=True, overwrite=True)["report"]  # from scratch, warm start included
+    apply_plan(plan_sft_dir(sup_cfg, overwrite=True))  # from scratch each time
+    supervised = run_sft(sup_cfg, progress=True)
+    sup_curve = [(p["seconds"], p["answer_k_ge_2"]) for p in supervised.curve]
+    amp_cfg = load_config("recipes/pure_amplification.yaml", ["run.output_dir=runs/bench", "run.name=amplification"])
+    amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
+    rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    amp_curve = [
+        (r["perf/elapsed_s"], r["eval/answer_accuracy_k_ge_2"]) for r in rows if "eval/answer_accuracy_k_ge_2" in r
+    ]
     beyond = list(range(2, sup_cfg.task.max_power + 1))
+    sup_acc = supervised.report.accuracy("answer", beyond)
+    amp_acc = amplified["report"].accuracy("answer", beyond)
+    target = sup_acc - 0.03  # "within 3 points of supervised"
+    t_sup, t_amp = _first_time(sup_curve, target), _first_time(amp_curve, target)
+    a0_examples = amp_cfg.sft.n_examples  # the warm start imitates this many human answers and steps
     return {
-        "amp_heldout_accuracy": amplified.accuracy("answer", beyond),
-        "supervised_heldout_accuracy": supervised.accuracy("answer", beyond),
-        "learning_bench_minutes": (time.perf_counter() - start) / 60,
-        "learning_bench_updates": updates,
+        "supervised_heldout_accuracy": sup_acc,
+        "amp_heldout_accuracy": amp_acc,
+        "supervised_minutes": supervised.train_seconds / 60,
+        "amp_minutes": amp_curve[-1][0] / 60 if amp_curve else float("nan"),
+        "amp_wall_ratio": t_amp / t_sup if t_amp is not None and t_sup else None,
+        "supervised_labels": supervised.n_examples_seen,
+        "amp_human_calls": amplified["human_calls"],
+        "amp_warm_start_examples": a0_examples,
+        "amp_human_fraction": (amplified["human_calls"] + a0_examples) / max(1, supervised.n_examples_seen),
+        "supervised_curve": sup_curve,
+        "amp_curve": amp_curve,
+        "learning_bench_minutes_cap": minutes,
     }
 
 
@@ -119,13 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
     parser.add_argument("--recipe", default="recipes/default.yaml")
     parser.add_argument("--learning", action="store_true", help="also the amplification vs supervised comparison")
-    parser.add_argument("--updates", type=int, default=12, help="--learning: pure amplification updates")
+    parser.add_argument("--minutes", type=float, default=15.0, help="--learning: wall-time cap of each run")
     args = parser.parse_args(argv)
     cfg = load_config(args.recipe)
     random.seed(cfg.run.seed)
-    results: dict[str, float] = bench_rollouts(cfg, _a0(cfg, args.model))
+    a0 = _a0(cfg, args.model)
+    results: dict[str, Any] = bench_rollouts(cfg, a0)
+    results.update(bench_amplification_speed(cfg, a0))
     if args.learning:
-        results.update(bench_learning(args.updates))
+        results.update(bench_learning(args.minutes))
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     print(f"\nbench ({date.today()}, {machine})")
     print(
@@ -138,11 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  rollout_batched_speedup:              {results['rollout_batched_speedup']:8.1f}x")
     print(f"  (Amp~ accuracy of A[0] on these questions: {results['rollout_amp_accuracy']:.1%})")
+    print(
+        f"  amplified targets (greedy Amp~, 1024 questions): {results['amp_targets_per_s']:8.1f}/s; bare generate of "
+        f"the same prompts: {results['bare_generate_per_s']:8.1f}/s; efficiency {results['amp_pipeline_efficiency']:.2f}"
+    )
     if args.learning:
+        ratio = results["amp_wall_ratio"]
         print(
-            f"  held-out sigma^k(x), k >= 2, asked directly: pure amplification {results['amp_heldout_accuracy']:.1%}, "
-            f"supervised baseline {results['supervised_heldout_accuracy']:.1%} "
-            f"({results['learning_bench_minutes']:.1f} minutes)"
+            f"  held-out sigma^k(x), k >= 2, asked directly: pure amplification {results['amp_heldout_accuracy']:.1%} "
+            f"({results['amp_minutes']:.1f} min, {results['amp_human_calls']} human calls + "
+            f"{results['amp_warm_start_examples']} warm-start examples), supervised baseline "
+            f"{results['supervised_heldout_accuracy']:.1%} ({results['supervised_minutes']:.1f} min, "
+            f"{results['supervised_labels']} gold labels); amp_wall_ratio "
+            + ("not reached" if ratio is None else f"{ratio:.2f}")
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     sft.add_argument("recipe", help="recipe YAML, e.g. recipes/default.yaml")
     sft.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sft.epochs=1")
     sft.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sft.add_argument("--overwrite", action="store_true", help="delete the run directory first and start again")
 
     amp = sub.add_parser("amp", help="answer one question with Amp~(H, M) and print its amplification tree")
     amp.add_argument(
@@ -54,9 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="a local model directory (e.g. runs/default/sft), or 'perfect' for the scripted perfect model",
     )
-    amp.add_argument(
-        "--question", help="e.g. 's=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6' (default: drawn from the task)"
-    )
+    amp.add_argument("--question", help="e.g. 's=37016254 x=5 k=6' (default: drawn from the task)")
     amp.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
     amp.add_argument("--labels", help="label store (SQLite) for the human's answers")
     amp.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sampler.kind=always")
@@ -134,27 +133,48 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if summary.get("interrupted"):
         return EXIT_INTERRUPTED
+    import json
+
+    from debate_amp.eval.final import format_final
+
     report = summary["report"]
     print(
-        f"\ntrained {cfg.trainer.updates} updates; model, transcripts, metrics.jsonl and TensorBoard events in "
-        f"{summary['run_dir']}"
+        f"\ntrained {cfg.trainer.updates} updates; model, transcripts, metrics.jsonl, TensorBoard events and "
+        f"final.json in {summary['run_dir']}"
     )
     print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")
     print(report.table())
-    human_ks = [k for k in report.ks() if k <= 1]
-    beyond = [k for k in report.ks() if k > 1]
-    print(
-        f"direct answers: k<=1 {report.accuracy('answer', human_ks):.1%}, "
-        f"k>=2 (beyond the human) {report.accuracy('answer', beyond):.1%}"
-    )
-    print(f"human calls used: {summary['human_calls']}   mean debate length: {summary['mean_turns']:.2f} arguments")
+    a0_path = summary["run_dir"] / cfg.sft.output_subdir / "heldout.json"
+    a0 = None
+    if a0_path.is_file():  # A[0]'s direct answers, for comparison
+        answers = json.loads(a0_path.read_text()).get("answer", {})
+        a0 = {
+            "heldout_k_le_1": _mean_of([v for k, v in answers.items() if int(k) <= 1]),
+            "heldout_k_ge_2": _mean_of([v for k, v in answers.items() if int(k) >= 2]),
+        }
+    print("\nfinal table (runs/<name>/final.json)")
+    print(format_final(summary["final"], a0))
+    print(f"human calls used: {summary['human_calls']}")
     return 0
+
+
+def _mean_of(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
     cfg = _load(args.recipe, args.overrides)
+    from debate_amp.trainer.rundir import RunDirError, apply_plan, plan_sft_dir
     from debate_amp.trainer.sft import run_sft
 
+    try:
+        plan = plan_sft_dir(cfg, overwrite=args.overwrite)
+    except RunDirError as e:
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    apply_plan(plan)
+    if plan.note:
+        print(f"debate-amp: {plan.note}", flush=True)
     result = run_sft(cfg, progress=not args.no_progress)
     report = result.report
     print(f"\nA[0] saved to {result.model_dir} ({result.n_examples} examples, {result.train_seconds:.0f}s training)")

@@ -42,6 +42,13 @@ class RunConfig:
     torch_threads: NonNegativeInt = 0
     """Intra-op CPU threads for torch; 0 keeps torch's default (all cores)."""
 
+    def __post_init__(self) -> None:
+        # ``--overwrite`` deletes <output_dir>/<name>: a name that is not one plain folder name could point it at
+        # the output folder itself, its parent or anywhere on disk.
+        name = self.name
+        if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)) or "\0" in name:
+            raise ValueError(f"name={name!r} must be one plain folder name (no '/', not '.' or '..')")
+
 
 @dataclass(config=_STRICT)
 class LoraConfig:
@@ -53,24 +60,32 @@ class LoraConfig:
     """LoRA scaling numerator (peft's ``lora_alpha``); not the objective's α."""
     dropout: Probability = 0.0
     """Dropout on the LoRA path."""
-    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Module names that get adapters."""
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["all-linear"])
+    """Module names that get adapters (e.g. ``[q_proj, v_proj]``); ``[all-linear]``: every linear layer but the
+    output head."""
 
 
 @dataclass(config=_STRICT)
 class ModelConfig:
     path: str | None = None
-    """A local Hugging Face model directory (weights and tokenizer). None builds the tiny offline model below."""
-    hidden_size: PositiveInt = 128
+    """A local Hugging Face model directory (weights and tokenizer). None builds the tiny offline model below: a
+    GPT-2-style prefix-LM (learned absolute positions; the prompt read both ways, the reply causally)."""
+    hidden_size: PositiveInt = 64
     """Tiny model: width."""
     num_layers: PositiveInt = 4
-    """Tiny model: transformer blocks."""
+    """Tiny model: transformer blocks (applications of the one block when ``shared_layers``)."""
     num_heads: PositiveInt = 4
     """Tiny model: attention heads (must divide hidden_size)."""
-    intermediate_size: PositiveInt = 512
+    intermediate_size: PositiveInt = 256
     """Tiny model: MLP width."""
-    max_positions: PositiveInt = 256
+    max_positions: PositiveInt = 128
     """Tiny model: longest sequence (prompt + generation) in tokens."""
+    embedding_init_std: PositiveFloat = 0.2
+    """Tiny model: standard deviation of the initial token and position embeddings (the blocks keep GPT-2's 0.02).
+    With GPT-2's 0.02 everywhere the first lookup sat on its plateau about 3 times longer (docs/perm.md)."""
+    shared_layers: bool = True
+    """Tiny model: every block shares the first block's weights (one block applied num_layers times: a looped
+    transformer, which reuses a lookup it has learned at every depth; docs/perm.md has the measurements)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype when loading or building the model."""
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
@@ -85,8 +100,8 @@ class ModelConfig:
 class TaskConfig:
     name: Literal["perm"] = "perm"
     """The task. ``perm``: permutation powering, sigma^k(x) (Christiano et al. 2018)."""
-    n_elements: Annotated[int, Field(ge=2, le=100)] = 8
-    """perm: size N of the permutation."""
+    n_elements: Annotated[int, Field(ge=2, le=10)] = 8
+    """perm: size N of the permutation (at most 10: sigma is written one digit per element)."""
     max_power: Annotated[int, Field(ge=1, le=4096)] = 7
     """perm: largest power K asked."""
     balance: Literal["depth", "uniform"] = "depth"
@@ -138,8 +153,14 @@ class SamplerConfig:
 class AmpConfig:
     max_rounds: PositiveInt = 2
     """Rounds of two subquestions an asker may use before it must answer (perm needs 1)."""
-    max_batch: PositiveInt = 256
+    max_batch: PositiveInt = 1024
     """Most prompts in one batched generate call; a larger wave is split."""
+    questions_per_update: NonNegativeInt = 0
+    """Amplification targets per update: training questions answered by Amp~(H, M) and distilled, M(""Q) trained
+    towards Amp~(H, M)(Q) (the amplification of Christiano et al. 2018), besides what the debates distil. 0: the
+    debates' own amplified outputs only."""
+    temperature: Annotated[float, Field(ge=0.0)] = 0.0
+    """Sampling temperature of M inside those amplification trees (0: greedy, the model's best answer)."""
 
 
 @dataclass(config=_STRICT)
@@ -174,8 +195,16 @@ class SftConfig:
     its gold answer, for all k (the supervised baseline that amplification is compared with)."""
     debate_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     """Share of the examples taken from the human's replies inside debates (arguing and judging)."""
+    lookup_rate: Probability = 0.0
+    """Extra one-lookup examples (the human's sigma(y) for a random y of the question's permutation), added with this
+    probability per question drawn: the lookup is the skill every other one rests on, and its examples are short."""
     output_subdir: str = "sft"
     """Where the warm-started model A[0] is saved, inside the run directory."""
+    eval_every_steps: NonNegativeInt = 0
+    """Held-out accuracy of direct answers (``task.eval_size`` questions) every this many optimizer steps, kept as a
+    learning curve in ``heldout.json``; 0: at the end only."""
+    max_minutes: PositiveFloat | None = None
+    """Stop training after this much wall time (the model is saved and evaluated as usual); None: no limit."""
 
 
 ScheduleKind = Literal["constant", "linear", "cosine", "step", "exponential"]
@@ -284,8 +313,10 @@ class TrainerConfig:
     ppo_epochs: PositiveInt = 2
     """Passes over each update's rollout."""
     minibatch_size: PositiveInt = 128
-    """RL segments (policy generations) per optimizer step; the supervised examples are split into as many
-    minibatches."""
+    """RL segments (policy generations) per optimizer step."""
+    sup_minibatch_size: PositiveInt = 256
+    """Supervised examples per optimizer step. An epoch takes as many steps as the larger of the two needs; each
+    step takes one minibatch of each kind while they last."""
     clip_range: PositiveFloat = 0.2
     """PPO ratio clip epsilon."""
     clip_range_value: PositiveFloat = 0.2
@@ -305,6 +336,8 @@ class TrainerConfig:
     supervised examples, so that skills the debates do not exercise are not forgotten; 0 turns it off."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
+    eval_every: NonNegativeInt = 0
+    """Held-out accuracy (``eval/`` tags, ``eval_size`` questions) every this many updates; 0: at the end only."""
     save_every: PositiveInt = 5
     """Write a checkpoint every this many updates (and always after the last one)."""
     keep_last: PositiveInt | None = 2
@@ -347,6 +380,7 @@ TINY_OVERRIDES = (
     "trainer.eval_size=8",
     "trainer.minibatch_size=16",
     "trainer.replay_examples=32",
+    "amp.questions_per_update=16",
     "generation.max_new_tokens=12",
     "run.torch_threads=2",
 )

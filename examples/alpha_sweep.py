@@ -1,27 +1,26 @@
-"""A small alpha sweep: pure amplification, the hybrid, pure debate, each trained on a tiny budget, then compared.
+"""The alpha dial: pure amplification, the hybrid and pure debate, from the same A[0] on the same budget.
 
-    .venv/bin/python examples/alpha_sweep.py [OUT_DIR]     # about 12 s on 2 CPU cores (default OUT_DIR: a temp dir)
+    .venv/bin/python examples/alpha_sweep.py [OUT_DIR] [--a0 DIR] [--updates 6]   # after `make run`: ~8 min, 2 cores
+    .venv/bin/python examples/alpha_sweep.py OUT_DIR --tiny                        # untrained tiny model, ~15 s
 
-The way a researcher tunes alpha and the annealing schedule: train the same tiny model (no warm start, 2 updates
-of 16 debates) at three points of the amplification-debate axis, print one line per run (alpha and force_stop_p
-at the first and last update, mean debate length, continue_0 rate, supervised loss), then run
-``debate-amp eval --compare`` between pure amplification (A) and pure debate (B): each statistic of the two runs'
-transcripts with B - A and its 95% interval.
+The way a researcher tunes alpha and the annealing schedule (references/001): train the same A[0] at three points
+of the amplification-debate axis, each for the same number of updates of the same size:
 
 - pure amplification: force_stop_p = 1 (every debate stops after arg_0), alpha = 0 (imitation only);
 - hybrid: the default recipe's annealing, force_stop_p 0.9 -> 0 and alpha 0.1 -> 0.5;
-- pure debate: force_stop_p = 0, alpha = 1 (the debate reward only).
+- pure debate: force_stop_p = 0, alpha = 1 (the debate reward only; nothing is distilled).
 
-alpha weights the RL loss: loss = alpha * L_rl + (1 - alpha) * L_sup (recipes/pure_amplification.yaml and
-recipes/pure_debate.yaml are the full-size versions of the two ends). On this budget the models are untrained: the
-comparison shows the mechanics, not which alpha is best. Last seen (2026-11-23, 2-core CPU, 12 s): every debate
-has one argument in all three runs (the untrained M_target never answers "no" to "is it sufficient?", and anything
-but "no" stops the debate); what differs is continue_0 forced false, 100% (A) against 0% (B), B - A -100.0%
-[-100.0%, -84.8%] (Newcombe), and the unparsed verdicts (no verdict 96.9% against 87.5%). For a real sweep, run
-the recipes at full length (warm start included) and compare their run directories the same way.
+It prints one line per run (alpha and force_stop_p at the first and last update, held-out accuracy on sigma^k(x)
+for k >= 2 asked directly, mean debate length and continue_0 rate over the run), writes ``alpha_sweep.json`` and
+``alpha_sweep.png`` (the three figures side by side) into OUT_DIR, then runs ``debate-amp eval --compare`` between
+pure amplification (A) and pure debate (B). A[0] is ``--a0 DIR``, else ``runs/default/sft`` from ``make run``, else
+one trained here with the default warm start (minutes). ``--tiny`` shows the mechanics on an untrained tiny model.
+Last seen: docs/training.md ("The alpha dial").
 """
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ from pathlib import Path
 from debate_amp.config import TINY_OVERRIDES, load_config
 from debate_amp.trainer.loop import train
 
-BUDGET = ["trainer.updates=2", "trainer.questions_per_update=16"]
 CONSTANT = ["debate.force_stop_anneal.kind=constant", "debate.force_stop_anneal.end=null"]
 CONSTANT += ["objective.anneal.kind=constant", "objective.anneal.end=null"]
 SWEEP = {
@@ -39,23 +37,65 @@ SWEEP = {
     "pure_debate": ["debate.force_stop_p=0.0", "objective.alpha=1.0", *CONSTANT],
 }
 
-out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="alpha_sweep_"))
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("out_dir", nargs="?", help="where the three runs go (default: a temporary folder)")
+parser.add_argument("--a0", help="the warm start A[0] every run starts from (default: runs/default/sft)")
+parser.add_argument("--updates", type=int, default=6, help="updates per run (default 6)")
+parser.add_argument("--tiny", action="store_true", help="an untrained tiny model, two small updates: mechanics only")
+args = parser.parse_args()
+out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="alpha_sweep_"))
 print(f"runs in {out_dir}")
-print(f"{'run':<20} {'alpha':>11} {'force_stop_p':>12} {'mean turns':>10} {'cont_0':>7} {'sup loss':>8}")
+
+if args.tiny:
+    budget = [*TINY_OVERRIDES, "trainer.updates=2", "trainer.questions_per_update=16", "amp.questions_per_update=16"]
+    a0 = None
+else:
+    budget = [f"trainer.updates={args.updates}", "trainer.eval_every=0"]
+    a0 = Path(args.a0) if args.a0 else Path("runs/default/sft")
+    if not (a0 / "config.json").is_file():
+        from debate_amp.trainer.sft import run_sft
+
+        print(f"no A[0] at {a0}: training one with the default warm start")
+        a0 = run_sft(load_config("recipes/default.yaml", [f"run.output_dir={out_dir}", "run.name=a0"])).model_dir
+
+results = {}
+print(f"{'run':<20} {'alpha':>11} {'force_stop_p':>12} {'k>=2':>6} {'mean turns':>10} {'cont_0':>7}")
 for name, overrides in SWEEP.items():
-    cfg = load_config(
-        "recipes/default.yaml", [*TINY_OVERRIDES, *BUDGET, f"run.output_dir={out_dir}", f"run.name={name}", *overrides]
-    )
-    train(cfg, progress=False)
-    rows = [json.loads(line) for line in (out_dir / name / "metrics.jsonl").read_text().splitlines()]
+    cfg = load_config("recipes/default.yaml", [*budget, f"run.output_dir={out_dir}", f"run.name={name}", *overrides])
+    if a0 is not None:  # every run starts from the same A[0] (the warm start reuses a run directory's sft/)
+        shutil.rmtree(cfg.run_dir, ignore_errors=True)
+        shutil.copytree(a0, cfg.run_dir / cfg.sft.output_subdir)
+    summary = train(cfg, progress=False)
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
-    turns = sum(r["debate/mean_turns"] for r in rows) / len(rows)
-    continue0 = sum(r["debate/continue0_rate"] for r in rows) / len(rows)
+    results[name] = {
+        "alpha": [first["objective/weight"], last["objective/weight"]],
+        "force_stop_p": [first["objective/force_stop_p"], last["objective/force_stop_p"]],
+        "heldout_k_ge_2": summary["final"]["heldout_k_ge_2"],
+        "mean_turns": sum(r["debate/mean_turns"] for r in rows) / len(rows),
+        "continue0_rate": sum(r["debate/continue0_rate"] for r in rows) / len(rows),
+    }
+    r = results[name]
     print(
-        f"{name:<20} {first['objective/weight']:>4.2f} -> {last['objective/weight']:<4.2f} "
-        f"{first['objective/force_stop_p']:>4.2f} -> {last['objective/force_stop_p']:<4.2f} {turns:>10.2f} "
-        f"{continue0:>7.1%} {last['loss/sup']:>8.3f}"
+        f"{name:<20} {r['alpha'][0]:>4.2f} -> {r['alpha'][1]:<4.2f} {r['force_stop_p'][0]:>4.2f} -> "
+        f"{r['force_stop_p'][1]:<4.2f} {r['heldout_k_ge_2']:>6.1%} {r['mean_turns']:>10.2f} {r['continue0_rate']:>7.1%}"
     )
+(out_dir / "alpha_sweep.json").write_text(json.dumps(results, indent=2))
+
+from matplotlib.figure import Figure  # noqa: E402 (after the runs: only the plot needs it)
+
+fig = Figure(figsize=(11, 3), layout="constrained")
+names = list(results)
+for ax, (key, title) in zip(
+    fig.subplots(1, 3),
+    (("heldout_k_ge_2", "held-out k >= 2"), ("mean_turns", "arguments per debate"), ("continue0_rate", "continue_0")),
+    strict=True,
+):
+    ax.bar(range(len(names)), [results[n][key] for n in names], color=["#2471a3", "#7d3c98", "#c0392b"])
+    ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.set_title(title, fontsize=10)
+fig.savefig(out_dir / "alpha_sweep.png", dpi=90)
+print(f"wrote {out_dir / 'alpha_sweep.json'} and {out_dir / 'alpha_sweep.png'}")
 
 command = ["debate-amp", "eval", "--compare", "pure_amplification", "pure_debate"]
 print(f"\n$ {' '.join(command)}    (in {out_dir})")

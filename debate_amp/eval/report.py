@@ -1,7 +1,9 @@
 """``debate-amp report``: one self-contained HTML page for a run directory.
 
-Training curves from ``metrics.jsonl`` (matplotlib, Agg, embedded as base64 PNGs, one figure per tag group of
-DESIGN.md section 7), the ``debate-amp eval`` table of its transcripts, and a transcript browser: each debate's
+First what a researcher looks for: the final table (``final.json``) and one figure of held-out accuracy by k across
+updates (against A[0] and the supervised baseline where known), judge accuracy and debate length. Then training
+curves from ``metrics.jsonl`` (matplotlib, Agg, embedded as base64 PNGs, one figure per tag group of DESIGN.md
+section 7), the ``debate-amp eval`` table of its transcripts, and a transcript browser: each debate's
 arguments with their amplification trees (who answered each node: human / policy / target), the continue_t
 decisions and the verdict, as collapsible ``<details>``. Every text is escaped; nothing is loaded from outside the
 file. The inline script (filters, expand / collapse) marks ``#js-status`` with ``data-state="ok"`` once it has run,
@@ -14,6 +16,7 @@ import base64
 import io
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from html import escape
 from pathlib import Path
@@ -84,6 +87,105 @@ def curve_figures(rows: list[dict[str, float]]) -> list[tuple[str, str]]:
         fig.savefig(buffer, format="png", dpi=90)
         figures.append((group, base64.b64encode(buffer.getvalue()).decode("ascii")))
     return figures
+
+
+def _k_ge_2(heldout: Path) -> float | None:
+    """Mean held-out accuracy of direct answers over k >= 2 in a ``heldout.json`` (A[0]'s or a baseline's)."""
+    try:
+        answers = json.loads(heldout.read_text()).get("answer", {})
+        values = [float(v) for k, v in answers.items() if int(k) >= 2]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return sum(values) / len(values) if values else None
+
+
+def references(run_dir: Path) -> dict[str, float]:
+    """Held-out k >= 2 accuracy of what a run is compared with, where known: its A[0] (``sft/heldout.json``) and
+    the supervised baseline (``runs/supervised_baseline`` or the bench's ``runs/bench/supervised``)."""
+    found = {}
+    candidates = {
+        "A[0] (warm start)": [run_dir / "sft" / "heldout.json"],
+        "supervised baseline": [
+            run_dir.parent / "supervised_baseline" / "sft" / "heldout.json",
+            run_dir.parent / "bench" / "supervised" / "sft" / "heldout.json",
+            run_dir.parent / "supervised" / "sft" / "heldout.json",
+        ],
+    }
+    for name, paths in candidates.items():
+        for path in paths:
+            if path.is_file() and (value := _k_ge_2(path)) is not None:
+                found[name] = value
+                break
+    return found
+
+
+def headline_figure(rows: list[dict[str, float]], refs: dict[str, float]) -> str | None:
+    """What a researcher looks at first, as one base64 PNG: held-out accuracy by k across updates (A[0] and the
+    supervised baseline as lines), judge accuracy, and debate length."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def series(tag: str) -> list[tuple[float, float]]:
+        return [
+            (row["update"], float(row[tag]))
+            for row in rows
+            if isinstance(row.get(tag), int | float) and not math.isnan(float(row[tag]))
+        ]
+
+    by_k = re.compile(r"^eval/answer_accuracy_k(\d+)$")
+    ks = sorted({int(m[1]) for row in rows for t in row if (m := by_k.match(t))})
+    lines = [(f"k={k}", series(f"eval/answer_accuracy_k{k}")) for k in ks]
+    lines.append(("k>=2", series("eval/answer_accuracy_k_ge_2")))
+    panels = [
+        ("held-out sigma^k(x) asked directly", lines),
+        ("judge accuracy (debate/judge_accuracy)", [("", series("debate/judge_accuracy"))]),
+        ("arguments per debate (debate/mean_turns)", [("", series("debate/mean_turns"))]),
+    ]
+    if not any(points for _, lines in panels for _, points in lines):
+        return None
+    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, (title, lines) in zip(axes, panels, strict=True):
+        for label, points in lines:
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=label or None)
+        if title.startswith("held-out"):
+            for (name, value), style in zip(refs.items(), ("--", ":"), strict=False):
+                ax.axhline(value, linestyle=style, color="k", linewidth=1, label=f"{name}, k>=2")
+            ax.set_ylim(0, 1.02)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, ncols=2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def final_html(run_dir: Path, refs: dict[str, float]) -> str:
+    """The final table of ``final.json`` as HTML (empty when the run has none yet)."""
+    from debate_amp.eval.final import FINAL_ROWS, read_final
+
+    try:
+        final = read_final(run_dir)
+    except (OSError, ValueError):
+        final = None
+    if not isinstance(final, dict):
+        return "<p>no final.json yet (written when training finishes)</p>"
+    cells = []
+    for key, label in FINAL_ROWS:
+        value = final.get(key)
+        if isinstance(value, int | float):
+            shown = f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}"
+        else:
+            shown = "-"
+        cells.append(f"<tr><td>{escape(label)}</td><td>{escape(shown)}</td></tr>")
+    cells += [f"<tr><td>{escape(name)}: held-out k &ge; 2</td><td>{v:.1%}</td></tr>" for name, v in refs.items()]
+    return f'<table class="final">{"".join(cells)}</table>'
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,6 +329,7 @@ code { background: #f2f2f2; padding: 0 0.2em; }
 .who-scripted { background: #b7950b; } .who-Amp { background: #555; }
 .mark-1 { color: #1e8449; } .mark-0 { color: #c0392b; font-weight: 600; } .mark-na { color: #888; }
 #controls button { margin-right: 0.4em; }
+table.final { border-collapse: collapse; } table.final td { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; }
 """
 
 _JS = """
@@ -273,7 +376,10 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
     """The report page as one HTML string (see the module docstring)."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.jsonl"
-    figures = curve_figures(read_metrics(metrics_path)) if metrics_path.is_file() else []
+    rows = read_metrics(metrics_path) if metrics_path.is_file() else []
+    figures = curve_figures(rows)
+    refs = references(run_dir)
+    headline = headline_figure(rows, refs)
     has_transcripts = (run_dir / "transcripts").is_dir() and any((run_dir / "transcripts").glob("*.jsonl"))
     if has_transcripts:
         transcripts = load([run_dir], skip_bad=skip_bad)
@@ -301,6 +407,9 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
 <body>
 <h1>debate-amp report: {name}</h1>
 <p>{escape(str(run_dir))} &middot; {n_debates} debates &middot; statistics defined in docs/eval.md</p>
+<h2>Final table (final.json)</h2>
+{final_html(run_dir, refs)}
+{f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
 {config_html}
 <h2>Training curves (metrics.jsonl)</h2>
 {curves or "<p>no metrics.jsonl in this run directory</p>"}

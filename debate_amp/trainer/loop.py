@@ -38,6 +38,7 @@ from debate_amp.combinators import amp_approx
 from debate_amp.config import AnnealConfig, Config, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
+from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import evaluate_heldout
 from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
@@ -54,6 +55,7 @@ from debate_amp.objectives import (
     value_loss,
     whiten,
 )
+from debate_amp.protocol import UNKNOWN
 from debate_amp.samplers import Budget, build_sampler
 from debate_amp.schedules import Schedule
 from debate_amp.target import (
@@ -67,10 +69,13 @@ from debate_amp.target import (
 )
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples, parse_argument, render_question
+from debate_amp.tasks.perm import score as task_score
 from debate_amp.trainer import checkpoint
 from debate_amp.trainer.rollout import (
     Batch,
     SupervisedExample,
+    amplification_examples,
+    amplify,
     make_batch,
     policy_segments,
     supervised_batch,
@@ -175,6 +180,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     from torch.utils.tensorboard import SummaryWriter
 
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
+    started = time.perf_counter()
     if not progress:
         from transformers.utils import logging as hf_logging
 
@@ -242,6 +248,13 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     )
     amp_policy = amp_approx(human, policy_agent, sampler, cfg.amp.max_rounds)
     amp_target = amp_approx(human, target_agent, sampler, cfg.amp.max_rounds)
+    amplifier_agent = ModelAgent(  # M inside the amplification trees whose answers are distilled (greedy)
+        hf_generate_fn(unwrapped.policy, tokenizer, g.max_new_tokens, cfg.amp.temperature, 1.0),
+        "policy",
+        cfg.amp.max_batch,
+        {"answer": g.max_answer_tokens},
+    )
+    amplifier = amp_approx(human, amplifier_agent, sampler, cfg.amp.max_rounds)
 
     o = cfg.objective
     mode_start = {"weighted": o.alpha, "constrained": o.limit, "reward": o.reward_coef}[o.mode]
@@ -260,6 +273,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed at the end)
     local_questions = max(1, cfg.trainer.questions_per_update // accelerator.num_processes)
+    local_amp_questions = -(-cfg.amp.questions_per_update // accelerator.num_processes)
     bar = tqdm(
         range(state.update, cfg.trainer.updates),
         desc="train",
@@ -288,13 +302,17 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         debates = run_debates(
             questions, amp_policy, amp_target, cfg.debate.max_turns, force_stop_p, seed=rng.randrange(2**31)
         )
-        unwrapped.train()
         rollout_s = time.perf_counter() - t0
+        #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
+        amp_questions = [task.sample(rng) for _ in range(local_amp_questions)]
+        amplified = amplify(amp_questions, amplifier) if amp_questions else []
+        unwrapped.train()
+        amplify_s = time.perf_counter() - t0 - rollout_s
 
         # 2. Rewards: terminal side reward - catastrophe penalty, per-token KL penalty to the reference.
         t1 = time.perf_counter()
         segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
-        examples = supervised_examples(debates)
+        examples = supervised_examples(debates) + amplification_examples(amplified)
         if cfg.trainer.replay_examples:
             replay = imitation_examples(task, replay_human, cfg.trainer.replay_examples, seed=rng.randrange(2**31))
             examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
@@ -338,11 +356,14 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         stats: dict[str, list[float]] = {}
         n_rl = len(segments)
         n_sup = len(sup) if sup is not None else 0
-        n_minibatches = _max_over_processes(accelerator, max(1, math.ceil(n_rl / cfg.trainer.minibatch_size)))
+        n_minibatches = _max_over_processes(
+            accelerator,
+            max(1, math.ceil(n_rl / cfg.trainer.minibatch_size), math.ceil(n_sup / cfg.trainer.sup_minibatch_size)),
+        )
         bad = False
         for _epoch in range(cfg.trainer.ppo_epochs):
             rl_order = torch.randperm(n_rl) if n_rl else None
-            sup_order = torch.randperm(n_sup) if n_sup else None
+            sup_order = _by_length(sup.attention_mask.sum(1), n_minibatches) if sup is not None else None
             for mb in range(n_minibatches):
                 anchor = torch.zeros((), device=accelerator.device)  # touches every parameter (DDP needs them all)
                 rl_loss = torch.zeros((), device=accelerator.device)
@@ -367,7 +388,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                     )
                 sup_loss = torch.zeros((), device=accelerator.device)
                 if (sup_idx := _rows(sup_order, mb, n_minibatches)) is not None:
-                    part = sup[sup_idx]  # type: ignore[index]
+                    part = sup[sup_idx].trimmed()  # type: ignore[index]
                     logits, values = model(part.input_ids, part.attention_mask)
                     anchor = anchor + _zero_weight(logits, values)
                     labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
@@ -431,6 +452,12 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "target/updates": float(state.target_updates),
                 "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
                 "perf/rollout_s": rollout_s,
+                "perf/amplify_s": amplify_s,
+                "perf/amp_targets_per_s": len(amplified) / amplify_s if amplified else float("nan"),
+                "amp/targets": float(sum(r.text != UNKNOWN for r in amplified)),
+                "amp/target_accuracy": _mean(
+                    [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True)]
+                ),
                 "perf/update_s": update_s,
                 "perf/debates_per_s": len(debates) / max(rollout_s, 1e-9),
                 "perf/tokens_per_s": (float(rl.attention_mask.sum()) if rl is not None else 0.0)
@@ -441,7 +468,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             }
         )
         metrics = _gather(accelerator, metrics)
-        for total in ("amp/human_calls", "amp/subquestions", "debate/count", "rl/segments"):
+        for total in ("amp/human_calls", "amp/subquestions", "amp/targets", "debate/count", "rl/segments"):
             metrics[total] *= accelerator.num_processes  # totals over processes, not means
         if not bad:
             if o.mode == "constrained" and not math.isnan(metrics["loss/sup"]):
@@ -451,6 +478,9 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             if rl is not None or accelerator.num_processes > 1:
                 kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"] * accelerator.num_processes))
         metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
+        metrics["perf/elapsed_s"] = time.perf_counter() - started  # since train() began (warm start included)
+        if main and cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0 and not bad:
+            metrics |= _heldout_metrics(unwrapped.policy, tokenizer, task, cfg)
         state.human_calls += int(metrics["amp/human_calls"])
         state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
         records = [
@@ -538,19 +568,26 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
         if len(set(fingerprints)) > 1:
             raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
+        questions = _eval_questions(task, cfg)
         report = evaluate_heldout(
-            unwrapped.policy, tokenizer, _eval_questions(task, cfg), max_new_tokens=g.max_new_tokens, progress=progress
+            unwrapped.policy, tokenizer, questions, max_new_tokens=g.max_new_tokens, progress=progress
         )
         for key, value in report.as_dict()["answer"].items():
             writer.add_scalar(f"eval/answer_accuracy_k{key}", value, state.update)
+        last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
+        final = final_evaluation(unwrapped.policy, tokenizer, cfg, questions, report, last_length)
+        final["human_calls"] = state.human_calls
+        final["updates"] = state.update
         summary = {
             "report": report,
+            "final": final,
             "human_calls": state.human_calls,
             "mean_turns": _mean([h["debate/mean_turns"] for h in state.history]),
             "history": state.history,
             "run_dir": run_dir,
         }
         (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
+        (run_dir / "final.json").write_text(json.dumps(final, indent=2))
     _close(writer, metrics_file, store, interrupt)
     accelerator.wait_for_everyone()
     return summary
@@ -732,6 +769,32 @@ def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
 
 def _eval_questions(task: PermTask, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
+
+
+def _heldout_metrics(policy, tokenizer, task: PermTask, cfg: Config) -> dict[str, float]:
+    """``eval/`` scalars: held-out accuracy of direct answers by k, and over the powers beyond the human (k >= 2)."""
+    report = evaluate_heldout(
+        policy, tokenizer, _eval_questions(task, cfg), max_new_tokens=cfg.generation.max_new_tokens, progress=False
+    )
+    metrics = {f"eval/answer_accuracy_k{k}": value for k, value in report.as_dict()["answer"].items()}
+    metrics["eval/answer_accuracy_k_ge_2"] = report.accuracy("answer", [k for k in report.ks() if k >= 2])
+    return metrics
+
+
+def _by_length(lengths: torch.Tensor, n_minibatches: int) -> torch.Tensor:
+    """A shuffled order in which minibatch ``mb`` (``order[mb::n_minibatches]``, see :func:`_rows`) holds rows of
+    like lengths: short answers are not padded to the width of the longest debate prompt. Which length band goes
+    to which minibatch, and the order within a band, are random."""
+    n = len(lengths)
+    shuffled = torch.randperm(n)
+    by_length = shuffled[torch.argsort(lengths[shuffled], stable=True)]  # ties in random order
+    order = torch.empty(n, dtype=torch.long)
+    start = 0
+    for mb in torch.randperm(n_minibatches).tolist():  # the next band of lengths goes to a random minibatch
+        size = len(range(mb, n, n_minibatches))
+        order[mb::n_minibatches] = by_length[start : start + size]
+        start += size
+    return order
 
 
 def _rows(order: torch.Tensor | None, mb: int, n_minibatches: int) -> torch.Tensor | None:

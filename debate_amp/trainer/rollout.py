@@ -4,18 +4,22 @@
   answer replaced was not), with its side's reward minus catastrophe_coef * cost_t.
 - Supervised examples: the posed question -> the amplified output, for every argument, every continue decision
   and the winner (distillation of the Amp tree into one direct call), plus every posed question the human
-  answered inside the trees (M learns the human's steps and decompositions).
+  answered inside the trees (M learns the human's steps and decompositions); and the same for the answers of
+  Amp~(H, M) to training questions (``amp.questions_per_update``: amplification as in Christiano et al. 2018).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from debate_amp.debate.engine import Debate, Judgment
-from debate_amp.protocol import Trace
+from debate_amp.models import encode_prompts
+from debate_amp.protocol import UNKNOWN, Agent, Posed, Reply, Trace
 
 
 @dataclass
@@ -79,6 +83,28 @@ def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
     return examples
 
 
+def amplify(questions: list[Any], amp: Agent) -> list[Reply]:
+    """Amp~(H, M)(Q) for every question, all under one event loop (each wave of model calls is one batch)."""
+
+    async def all_questions() -> list[Reply]:
+        return list(await asyncio.gather(*(amp(Posed("answer", q)) for q in questions)))
+
+    return asyncio.run(all_questions())
+
+
+def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
+    """Distillation of Amp~(H, M)(Q) into M(""Q): the question -> the amplified answer (a tree that ended without
+    one, ``?``, teaches nothing), plus every human answer inside the trees."""
+    examples = []
+    for reply in replies:
+        if reply.text != UNKNOWN:
+            examples.append(SupervisedExample(reply.trace.posed.render(), reply.text, "amplified"))
+        for node in used_nodes(reply.trace):
+            if node.source.startswith("human:") and not node.op:
+                examples.append(SupervisedExample(node.posed.render(), node.text, node.posed.kind))
+    return examples
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tensors
 
@@ -104,12 +130,17 @@ class Batch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def trimmed(self) -> Batch:
+        """Without the trailing columns that are padding in every row (right padding)."""
+        width = max(2, int(self.attention_mask.sum(1).max()))
+        return Batch(self.input_ids[:, :width], self.attention_mask[:, :width], self.action_mask[:, : width - 1])
+
 
 def make_batch(tokenizer, prompts: list[str], responses: list[list[int]], pad_id: int) -> Batch:
-    """Prompt tokens (no special tokens added) followed by the response token ids, right-padded."""
+    """Prompt tokens (as :func:`~debate_amp.models.encode_prompts` reads them, the way they were sampled) followed
+    by the response token ids, right-padded."""
     rows, masks = [], []
-    for prompt, response in zip(prompts, responses, strict=True):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    for prompt_ids, response in zip(encode_prompts(tokenizer, prompts), responses, strict=True):
         rows.append(prompt_ids + response)
         masks.append([0] * (len(prompt_ids) - 1) + [1] * len(response))
     width = max(len(r) for r in rows)

@@ -19,6 +19,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model import ModelAgent
@@ -26,7 +27,7 @@ from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
-from debate_amp.models import load_model, save_model
+from debate_amp.models import encode_prompts, load_model, peft_lora_config, save_model
 from debate_amp.samplers import Always
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import (
@@ -47,6 +48,51 @@ class SftResult:
     report: HeldoutReport
     train_seconds: float
     n_examples: int
+    n_examples_seen: int  # examples the optimizer stepped on (fewer than epochs x n_examples after max_minutes)
+    curve: list[dict[str, float]]  # held-out accuracy during training (sft.eval_every_steps)
+
+
+class LearningCurve(TrainerCallback):
+    """Held-out accuracy of direct answers every ``sft.eval_every_steps`` steps, against wall time and examples
+    seen; stops training once ``sft.max_minutes`` have passed."""
+
+    def __init__(self, questions: list[Any], tokenizer: Any, cfg: Config, verbose: bool = False) -> None:
+        self.questions, self.tokenizer, self.cfg, self.verbose = questions, tokenizer, cfg, verbose
+        self.points: list[dict[str, float]] = []
+        self.start = time.perf_counter()
+        self.evaluating = 0.0  # seconds spent evaluating, left out of the curve's training time
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        every = self.cfg.sft.eval_every_steps
+        if every and state.global_step % every == 0 and model is not None:
+            begin = time.perf_counter()
+            seconds = begin - self.start - self.evaluating
+            report = evaluate_heldout(model, self.tokenizer, self.questions, progress=False)
+            self.evaluating += time.perf_counter() - begin
+            beyond = [k for k in report.ks() if k >= 2]
+            self.points.append(
+                {
+                    "step": state.global_step,
+                    "examples": state.global_step * self.cfg.sft.batch_size,
+                    "seconds": seconds,
+                    "answer_k_le_1": report.accuracy("answer", [k for k in report.ks() if k <= 1]),
+                    "answer_k_ge_2": report.accuracy("answer", beyond) if beyond else float("nan"),
+                }
+            )
+            if self.verbose:
+                point = self.points[-1]
+                print(
+                    f"step {point['step']} ({point['examples']} examples, {point['seconds']:.0f}s): held-out direct "
+                    f"answers k<=1 {point['answer_k_le_1']:.1%}, k>=2 {point['answer_k_ge_2']:.1%}",
+                    flush=True,
+                )
+        limit = self.cfg.sft.max_minutes
+        if limit is not None and time.perf_counter() - self.start - self.evaluating > 60 * limit:
+            control.should_training_stop = True
+        return control
 
 
 def seed_everything(seed: int) -> None:
@@ -57,7 +103,6 @@ def seed_everything(seed: int) -> None:
 
 def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     import datasets
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     if not progress:
@@ -84,15 +129,17 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         ]
     else:
         n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
-        examples = imitation_examples(task, human, cfg.sft.n_examples - n_debate, seed=cfg.run.seed)
+        examples = imitation_examples(
+            task, human, cfg.sft.n_examples - n_debate, seed=cfg.run.seed, lookups=cfg.sft.lookup_rate
+        )
         examples += debate_imitation_examples(task, n_debate, cfg.run.seed, cfg.debate.max_turns, cfg.human.error_rate)
     random.Random(cfg.run.seed).shuffle(examples)
-    dataset = Dataset.from_dict(
-        {"prompt": [e.prompt for e in examples], "completion": [e.completion for e in examples]}
-    )
 
-    # 2. Train with TRL's SFTTrainer (loss on the completion tokens only).
+    # 2. Train with TRL's SFTTrainer (loss on the completion tokens only), on examples tokenized here the way the
+    #    trainer and generate read them (a prompt with the tokenizer's special tokens, e.g. the prefix-LM's
+    #    <prompt_end>; TRL would tokenize the prompt as plain text).
     model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
+    dataset = imitation_dataset(tokenizer, examples)
     args = SFTConfig(
         output_dir=str(run_dir / "sft_trainer"),
         num_train_epochs=cfg.sft.epochs,
@@ -111,27 +158,19 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         bf16=cfg.model.dtype == "bfloat16",
         disable_tqdm=not progress,
         optim="adamw_torch",
+        gradient_checkpointing=False,  # TRL turns it on to save memory; a small model only pays its recomputation
+        train_sampling_strategy="group_by_length",  # batches of like lengths: short answers are not padded to debates
     )
-    peft_config = None
-    if cfg.model.lora.enabled:
-        from peft import LoraConfig as PeftLoraConfig
-
-        lora = cfg.model.lora
-        peft_config = PeftLoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
+    peft_config = peft_lora_config(cfg.model.lora, model) if cfg.model.lora.enabled else None
     # transformers' TensorBoard callback reads its directory from the environment when the trainer is built
     with mock.patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard" / "sft")}):
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
         )
-    start = time.perf_counter()
+    curve = LearningCurve(task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1), tokenizer, cfg, progress)
+    trainer.add_callback(curve)
     trainer.train()
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - curve.start
     trained: Any = trainer.model
     if cfg.model.lora.enabled:
         trained = trained.merge_and_unload()
@@ -153,8 +192,27 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         progress=progress,
         debate_examples=heldout_debates,
     )
-    (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
-    return SftResult(model_dir, report, train_seconds, len(examples))
+    (model_dir / "heldout.json").write_text(
+        json.dumps({**report.as_dict(), "train_seconds": train_seconds, "curve": curve.points}, indent=2)
+    )
+    seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
+    return SftResult(model_dir, report, train_seconds, len(examples), seen, curve.points)
+
+
+def imitation_dataset(tokenizer, examples: list[Example]):
+    """A tokenized ``datasets.Dataset`` for TRL: ``input_ids`` = prompt + completion + end-of-sequence, and a
+    ``completion_mask`` that is 1 on the completion and its end-of-sequence."""
+    from datasets import Dataset
+
+    prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
+    eos = [tokenizer.eos_token_id]
+    return Dataset.from_dict(
+        {
+            "input_ids": [p + list(c) + eos for p, c in zip(prompts, completions, strict=True)],
+            "completion_mask": [[0] * len(p) + [1] * (len(c) + 1) for p, c in zip(prompts, completions, strict=True)],
+        }
+    )
 
 
 def debate_imitation_examples(

@@ -60,8 +60,16 @@ def run_dir(tmp_path_factory):
             {"update": update, "objective/alpha": 0.1 * update, "loss/policy": 0.5 / update, "loss/sup": float("nan")}
             | {"debate/mean_turns": 1.0 + update, "amp/human_call_fraction": 0.3, "perf/rollout_s": 1.5}
         )
+    for m in metrics:  # held-out accuracy every other update, as trainer.eval_every writes it
+        if m["update"] % 2 == 0:
+            m |= {"eval/answer_accuracy_k1": 1.0, "eval/answer_accuracy_k2": 0.2 * m["update"]}
+            m |= {"eval/answer_accuracy_k_ge_2": 0.1 * m["update"], "debate/judge_accuracy": 0.5}
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (run / "config.yaml").write_text(f"run:\n  name: {EVIL}\n")
+    final = {"heldout_k_le_1": 1.0, "heldout_k_ge_2": 0.4375, "verdict_parse_rate": 0.96, "mean_debate_length": 2.5}
+    (run / "final.json").write_text(json.dumps(final))
+    (run / "sft").mkdir()
+    (run / "sft" / "heldout.json").write_text(json.dumps({"answer": {"0": 1.0, "1": 1.0, "2": 0.25, "3": 0.35}}))
     return run
 
 
@@ -84,7 +92,11 @@ def test_report_is_self_contained_and_escaped(report):
     html = report.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", html)  # nothing from outside
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(pngs) == 5  # objective, loss, debate, amp, perf
+    assert len(pngs) == 7  # the headline figure, then objective, loss, debate, amp, perf, eval
+    # what a researcher looks for first comes first: the final table, then held-out accuracy / judge / length
+    assert html.index("Final table (final.json)") < html.index('alt="headline curves"') < html.index("Training curves")
+    assert "<td>held-out sigma^k(x), k &gt;= 2 (beyond the human)</td><td>43.8%</td>" in html
+    assert "<td>A[0] (warm start): held-out k &ge; 2</td><td>30.0%</td>" in html
     assert "window.pwned" not in html.replace("&lt;script&gt;window.pwned=1&lt;/script&gt;", "")
     assert html.count("&lt;script&gt;window.pwned=1&lt;/script&gt;&amp;amp;&quot;&#x27;") >= 3  # id, argument, config
     assert html.count('<details class="debate"') == 2 * PER_UPDATE
@@ -146,7 +158,7 @@ def test_report_loads_in_headless_chromium(report, tmp_path, need_chromium):
     status = re.search(r'<p id="js-status"([^>]*)>', proc.stdout)
     assert status, proc.stdout[-2000:]
     attributes = dict(re.findall(r'data-([a-z]+)="([^"]*)"', status.group(1)))
-    assert attributes == {"state": "ok", "debates": str(2 * PER_UPDATE), "images": "5"}  # every plot decoded
+    assert attributes == {"state": "ok", "debates": str(2 * PER_UPDATE), "images": "7"}  # every plot decoded
     assert f"{2 * PER_UPDATE} of {2 * PER_UPDATE} debates shown" in proc.stdout
 
     shot = tmp_path / "report.png"

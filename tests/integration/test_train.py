@@ -135,20 +135,13 @@ def test_every_training_recipe_runs_an_update(tmp_path, recipe):
         assert rows[0]["objective/weight"] == pytest.approx(0.2) and rows[1]["objective/weight"] == pytest.approx(0.05)
 
 
-def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path):
-    """hf_lora.yaml on a small local Llama directory (the tiny model saved like a downloaded one): LoRA on every
-    projection the recipe names, bf16, EMA target adapter, adapter-only checkpoints. The GPU itself is untested."""
-    from debate_amp.config import ModelConfig
-    from debate_amp.models import build_tiny_model, save_model
-
-    model, tokenizer = build_tiny_model(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
-    save_model(model, tokenizer, tmp_path / "local_model")
+def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path, local_llama_dir):
+    """hf_lora.yaml on a small local Llama directory (saved like a downloaded one): LoRA on every projection the
+    recipe names, bf16, EMA target adapter, adapter-only checkpoints. The GPU itself is untested."""
     small = ["trainer.warm_start=false", "trainer.questions_per_update=8", "trainer.eval_size=8"]
     small += ["trainer.minibatch_size=16", "trainer.replay_examples=32", "generation.max_new_tokens=12"]
     small += ["run.torch_threads=2", "trainer.updates=2", "trainer.save_every=1"]
-    cfg = load_config(
-        "recipes/hf_lora.yaml", [f"model.path={tmp_path / 'local_model'}", *small, f"run.output_dir={tmp_path}"]
-    )
+    cfg = load_config("recipes/hf_lora.yaml", [f"model.path={local_llama_dir}", *small, f"run.output_dir={tmp_path}"])
     from debate_amp.trainer.loop import train
 
     train(cfg, progress=False)

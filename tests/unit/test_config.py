@@ -66,7 +66,7 @@ def test_overrides_apply_and_coerce():
         ("objective.alpha=1.5", ["objective.alpha", "1.5", "<= 1"]),
         ("objective.mode=cpo", ["objective.mode", "'weighted', 'constrained' or 'reward'"]),
         ("model.path=/no/such/dir", ["model.path", "/no/such/dir"]),
-        ("model.num_heads=3", ["num_heads (3) must divide hidden_size (128)"]),
+        ("model.num_heads=3", ["num_heads (3) must divide hidden_size (64)"]),
         ("run=3", ["run", "section"]),
         ("sft.epochs", ["section.key=value"]),
         ("nosuchsection.x=1", ["unknown key 'nosuchsection'", "valid keys"]),

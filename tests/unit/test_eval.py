@@ -29,8 +29,8 @@ from debate_amp.tasks.perm import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-Q = "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=6"  # sigma^6(5) = 4 via sigma^3(5) = 3
-Q1 = "s=6:5 7:4 0:3 1:7 2:0 3:1 4:6 5:2 x=5 k=1"  # sigma(5) = 2
+Q = "s=37016254 x=5 k=6"  # sigma^6(5) = 4 via sigma^3(5) = 3
+Q1 = "s=37016254 x=5 k=1"  # sigma(5) = 2
 
 
 def claim(question=Q, value=None, x=None):

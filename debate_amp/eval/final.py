@@ -1,0 +1,104 @@
+"""The final table of a training run (``runs/<name>/final.json``): what a researcher looks for first.
+
+- ``heldout_k_le_1`` / ``heldout_k_ge_2``: held-out sigma^k(x) asked directly, for the powers the human can do
+  itself (one lookup) and for those beyond it;
+- ``parse_rate_<kind>``: on held-out self-play debates of the trained model (M and M_target both the trained
+  model, greedy), the share of its replies that parse, by posed kind (``argue``: an argument; ``sufficient``:
+  yes / no; ``winner``: even / odd, which ``verdict_parse_rate`` repeats; ``catastrophe``: a number in [0, 1]);
+- ``liar_judge_accuracy``: the trained model against the scripted liar on each side in turn, ``max_turns`` 4,
+  judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`);
+- ``mean_debate_length``: arguments per debate at the last update of training.
+
+The human inside these Amp~ calls is the synthetic one, with the recipe's sampler, outside the label store (an
+evaluation asks no real person).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from debate_amp.agents.humans.synthetic import SyntheticHuman
+from debate_amp.agents.model import ModelAgent, hf_generate_fn
+from debate_amp.combinators import amp_approx
+from debate_amp.config import Config
+from debate_amp.debate.engine import Debate, run_debates
+from debate_amp.eval.heldout import HeldoutReport
+from debate_amp.eval.protocols import honest_vs_liar
+from debate_amp.samplers import build_sampler
+from debate_amp.tasks.perm import PermHuman, parse_argument
+
+LIAR_MAX_TURNS = 4
+
+
+def parse_rates(debates: list[Debate]) -> dict[str, float]:
+    """The share of replies that parse, by posed kind (see the module docstring); NaN for a kind never posed."""
+    counts: dict[str, list[bool]] = {"argue": [], "sufficient": [], "winner": [], "catastrophe": []}
+    for d in debates:
+        n = len(d.question.sigma)
+        counts["argue"] += [parse_argument(turn.text, n) is not None for turn in d.turns]
+        counts["sufficient"] += [c.parsed for c in d.continues if not c.forced]
+        counts["winner"] += [d.winner.parsed] if d.winner is not None else []
+        counts["catastrophe"] += [c.parsed for c in d.costs]
+    return {f"parse_rate_{kind}": sum(ok) / len(ok) if ok else float("nan") for kind, ok in counts.items()}
+
+
+def final_evaluation(
+    model: Any, tokenizer: Any, cfg: Config, questions: list[Any], report: HeldoutReport, mean_debate_length: float
+) -> dict[str, Any]:
+    """The final table of a run whose trained policy is ``model`` (see the module docstring)."""
+    g = cfg.generation
+    human = SyntheticHuman(PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
+    s = cfg.sampler
+    sampler = build_sampler(s.kind, s.p, s.threshold, seed=cfg.run.seed + 7)
+    agent = ModelAgent(
+        hf_generate_fn(model, tokenizer, g.max_new_tokens, 0.0), "policy", cfg.amp.max_batch, {"answer": 8}
+    )
+    amp = amp_approx(human, agent, sampler, cfg.amp.max_rounds)
+    debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7)
+    rates = parse_rates(debates)
+    (liar,) = honest_vs_liar(questions, amp, amp, [LIAR_MAX_TURNS])
+    ks = report.ks()
+    return {
+        "heldout_k_le_1": report.accuracy("answer", [k for k in ks if k <= 1]),
+        "heldout_k_ge_2": report.accuracy("answer", [k for k in ks if k >= 2]),
+        "heldout_by_k": report.as_dict()["answer"],
+        **rates,
+        "verdict_parse_rate": rates["parse_rate_winner"],
+        "liar_judge_accuracy": liar.both.value,
+        "liar_questions": liar.n,
+        "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
+        "mean_debate_length": mean_debate_length,
+    }
+
+
+FINAL_ROWS = (
+    ("heldout_k_le_1", "held-out sigma^k(x), k <= 1 (the human's own lookups)"),
+    ("heldout_k_ge_2", "held-out sigma^k(x), k >= 2 (beyond the human)"),
+    ("parse_rate_argue", "arguments that parse (held-out self-play)"),
+    ("parse_rate_sufficient", "sufficient judgments that parse"),
+    ("verdict_parse_rate", "verdicts that parse"),
+    ("parse_rate_catastrophe", "catastrophe judgments that parse"),
+    ("liar_judge_accuracy", f"judge picks the honest side against the scripted liar (max_turns {LIAR_MAX_TURNS})"),
+    ("mean_debate_length", "arguments per debate at the last update"),
+)
+
+
+def format_final(final: dict[str, Any], a0: dict[str, Any] | None = None) -> str:
+    """The final table, one line per figure; with A[0]'s figures beside them where known."""
+    lines = [f"{'':<74} {'final':>7}" + (f" {'A[0]':>7}" if a0 else "")]
+    for key, label in FINAL_ROWS:
+        value = final.get(key)
+        cell = "-" if value is None else (f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}")
+        before = ""
+        if a0 is not None:
+            old = a0.get(key)
+            before = f" {'-' if old is None else f'{old:.1%}':>7}"
+        lines.append(f"{label:<74} {cell:>7}{before}")
+    return "\n".join(lines)
+
+
+def read_final(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "final.json"
+    return json.loads(path.read_text()) if path.is_file() else None
