@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     report = summary["report"]
     print(
-        f"\ntrained {cfg.trainer.updates} updates; model, transcripts, metrics.jsonl, TensorBoard events and "
+        f"\ntrained {summary['final']['updates']} updates; model, transcripts, metrics.jsonl, TensorBoard events and "
         f"final.json in {summary['run_dir']}"
     )
     print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")

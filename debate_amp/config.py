@@ -81,8 +81,9 @@ class ModelConfig:
     max_positions: PositiveInt = 128
     """Tiny model: longest sequence (prompt + generation) in tokens."""
     embedding_init_std: PositiveFloat = 0.2
-    """Tiny model: standard deviation of the initial token and position embeddings (the blocks keep GPT-2's 0.02).
-    With GPT-2's 0.02 everywhere the first lookup sat on its plateau about 3 times longer (docs/perm.md)."""
+    """Tiny model: standard deviation of the initial token and position embeddings."""
+    block_init_std: PositiveFloat = 0.2
+    """Tiny model: standard deviation of the initial weights of the blocks (GPT-2's ``initializer_range``)."""
     shared_layers: bool = True
     """Tiny model: every block shares the first block's weights (one block applied num_layers times: a looped
     transformer, which reuses a lookup it has learned at every depth; docs/perm.md has the measurements)."""
@@ -155,12 +156,23 @@ class AmpConfig:
     """Rounds of two subquestions an asker may use before it must answer (perm needs 1)."""
     max_batch: PositiveInt = 1024
     """Most prompts in one batched generate call; a larger wave is split."""
-    questions_per_update: NonNegativeInt = 0
+    questions_per_update: NonNegativeInt = 1024
     """Amplification targets per update: training questions answered by Amp~(H, M) and distilled, M(""Q) trained
     towards Amp~(H, M)(Q) (the amplification of Christiano et al. 2018), besides what the debates distil. 0: the
     debates' own amplified outputs only."""
     temperature: Annotated[float, Field(ge=0.0)] = 0.0
     """Sampling temperature of M inside those amplification trees (0: greedy, the model's best answer)."""
+    curriculum: bool = True
+    """Draw those questions up to a depth (decomposition levels) that grows: Amp~(H, M) at depth d + 1 rests on M's
+    answers at depth d, so its targets are worth distilling only once M has learned depth d (Christiano et al.
+    raise the difficulty the same way). Without it, targets built on wrong sub-answers are distilled too."""
+    start_depth: NonNegativeInt = 0
+    """curriculum: the first depth (0: the powers the human can do itself, k <= 1 on perm; their amplified answers
+    are distilled only where the human gave them, so M first learns the lookups it will build on)."""
+    curriculum_threshold: Probability = 0.9
+    """curriculum: go one level deeper once the amplified answers at the current depth are right this often against
+    gold (as Christiano et al. 2018 did; gold schedules the curriculum, it is never a target). M's agreement with
+    its teacher is logged too (``amp/agreement``), but it rose to 1.0 on wrong answers M had learned to repeat."""
 
 
 @dataclass(config=_STRICT)
@@ -178,7 +190,7 @@ class GenerationConfig:
 
 @dataclass(config=_STRICT)
 class SftConfig:
-    n_examples: PositiveInt = 32000
+    n_examples: PositiveInt = 256000
     """Imitation examples generated from the synthetic human (answers, decompositions, integrations)."""
     epochs: PositiveFloat = 1.0
     """Passes over the examples."""
@@ -186,7 +198,7 @@ class SftConfig:
     """Peak learning rate (AdamW, linear decay after warmup)."""
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     """Fraction of steps spent warming up the learning rate."""
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt = 128
     """Examples per optimizer step."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     """AdamW weight decay."""
@@ -195,7 +207,7 @@ class SftConfig:
     its gold answer, for all k (the supervised baseline that amplification is compared with)."""
     debate_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     """Share of the examples taken from the human's replies inside debates (arguing and judging)."""
-    lookup_rate: Probability = 0.0
+    lookup_rate: Probability = 0.5
     """Extra one-lookup examples (the human's sigma(y) for a random y of the question's permutation), added with this
     probability per question drawn: the lookup is the skill every other one rests on, and its examples are short."""
     output_subdir: str = "sft"
@@ -228,7 +240,7 @@ class AnnealConfig:
 
 @dataclass(config=_STRICT)
 class DebateConfig:
-    max_turns: PositiveInt = 6
+    max_turns: PositiveInt = 4
     """Longest debate, in arguments."""
     force_stop_p: Probability = 0.0
     """Probability that continue_0 is forced false (1.0 is pure imitative amplification); the start value when
@@ -290,7 +302,7 @@ class TargetConfig:
     mode: Literal["hard", "ema"] = "hard"
     """How M_target follows M: ``hard`` copies every ``sync_every`` updates; ``ema`` averages with ``tau`` each
     update."""
-    sync_every: PositiveInt = 1
+    sync_every: PositiveInt = 2
     """hard: updates between copies."""
     tau: Probability = 0.1
     """ema: theta_target <- (1 - tau) theta_target + tau theta_policy."""
@@ -300,13 +312,13 @@ class TargetConfig:
 
 @dataclass(config=_STRICT)
 class TrainerConfig:
-    updates: PositiveInt = 20
+    updates: PositiveInt = 60
     """PPO updates (rollout + optimisation rounds)."""
     questions_per_update: PositiveInt = 64
     """Debates rolled out per update (split across processes)."""
     warm_start: bool = True
     """Train A[0] with the SFT warm start first (reused if the run directory already has it)."""
-    learning_rate: PositiveFloat = 1e-4
+    learning_rate: PositiveFloat = 5e-4
     """Peak learning rate of the policy and value head (AdamW)."""
     lr_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
     """Annealing of the learning rate (``end`` in absolute units)."""
@@ -336,8 +348,12 @@ class TrainerConfig:
     supervised examples, so that skills the debates do not exercise are not forgotten; 0 turns it off."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
-    eval_every: NonNegativeInt = 0
+    eval_every: NonNegativeInt = 10
     """Held-out accuracy (``eval/`` tags, ``eval_size`` questions) every this many updates; 0: at the end only."""
+    max_minutes: PositiveFloat | None = None
+    """Stop after the update during which this much wall time has passed since the run began (warm start
+    included), with a checkpoint and the final table; None: run all ``updates``. The schedules still span
+    ``updates``."""
     save_every: PositiveInt = 5
     """Write a checkpoint every this many updates (and always after the last one)."""
     keep_last: PositiveInt | None = 2

@@ -210,6 +210,7 @@ def build_tiny_model(cfg: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, 
         n_layer=cfg.num_layers,
         n_head=cfg.num_heads,
         n_positions=cfg.max_positions,
+        initializer_range=cfg.block_init_std,
         activation_function="gelu",  # torch's own kernel; GPT-2's tanh approximation is several times slower on CPU
         resid_pdrop=0.0,
         embd_pdrop=0.0,

@@ -281,14 +281,24 @@ class PermTask:
         lo, hi = (0, 1) if d == 0 else (2**d, min(2 ** (d + 1) - 1, top))
         return rng.randint(lo, hi)
 
-    def sample(self, rng: random.Random, heldout: bool = False, k: int | None = None) -> PermQuestion:
+    def sample(
+        self, rng: random.Random, heldout: bool = False, k: int | None = None, max_depth: int | None = None
+    ) -> PermQuestion:
+        """A question; ``max_depth`` limits the decomposition depth (powers below 2 ** (max_depth + 1))."""
         while True:
             sigma = list(range(self.n_elements))
             rng.shuffle(sigma)
             if self.is_heldout(tuple(sigma)) == heldout:
                 break
         x = rng.randrange(self.n_elements)
-        return PermQuestion(tuple(sigma), x, self.sample_k(rng) if k is None else k)
+        if k is None:
+            top = None if max_depth is None else min(self.max_power, 2 ** (max_depth + 1) - 1)
+            k = self.sample_k(rng, top)
+        return PermQuestion(tuple(sigma), x, k)
+
+    @property
+    def max_depth(self) -> int:
+        return depth_of(self.max_power)
 
     def questions(self, n: int, seed: int, heldout: bool = False) -> list[PermQuestion]:
         rng = random.Random(seed)

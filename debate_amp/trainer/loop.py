@@ -81,6 +81,9 @@ from debate_amp.trainer.rollout import (
     supervised_batch,
     supervised_examples,
 )
+from debate_amp.trainer.rollout import (
+    amplified as is_amplified,
+)
 from debate_amp.trainer.rundir import apply_plan, plan_run_dir
 from debate_amp.trainer.sft import run_sft, seed_everything
 
@@ -161,6 +164,7 @@ class RunState:
     sup_baseline: float | None = None
     target_updates: int = 0
     human_calls: int = 0
+    amp_depth: int = 0  # the amplification curriculum's current depth
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -264,7 +268,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     kl_ctl = (
         AdaptiveKLController(o.kl.coef, o.kl.target, o.kl.horizon) if o.kl.adaptive else FixedKLController(o.kl.coef)
     )
-    state = RunState(lagrange_multiplier=o.lagrange_init)
+    state = RunState(lagrange_multiplier=o.lagrange_init, amp_depth=min(cfg.amp.start_depth, task.max_depth))
     rng = random.Random(cfg.run.seed * 1000 + accelerator.process_index)
     generators = _generators(rng, sampler, expert, replay_human)
     ckpt_root = run_dir / "checkpoints"
@@ -304,8 +308,15 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         )
         rollout_s = time.perf_counter() - t0
         #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
-        amp_questions = [task.sample(rng) for _ in range(local_amp_questions)]
+        depth = state.amp_depth if cfg.amp.curriculum else None
+        amp_questions = [task.sample(rng, max_depth=depth) for _ in range(local_amp_questions)]
         amplified = amplify(amp_questions, amplifier) if amp_questions else []
+        agreement = (
+            _agreement(amplifier_agent, amplified, amp_questions, state.amp_depth) if amplified else float("nan")
+        )
+        teacher = _mean(
+            [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True) if q.depth == state.amp_depth]
+        )
         unwrapped.train()
         amplify_s = time.perf_counter() - t0 - rollout_s
 
@@ -454,10 +465,13 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "perf/rollout_s": rollout_s,
                 "perf/amplify_s": amplify_s,
                 "perf/amp_targets_per_s": len(amplified) / amplify_s if amplified else float("nan"),
-                "amp/targets": float(sum(r.text != UNKNOWN for r in amplified)),
+                "amp/targets": float(sum(r.text != UNKNOWN and is_amplified(r.trace) for r in amplified)),
                 "amp/target_accuracy": _mean(
                     [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True)]
                 ),
+                "amp/depth": float(state.amp_depth),
+                "amp/agreement": agreement,
+                "amp/teacher_accuracy": teacher,
                 "perf/update_s": update_s,
                 "perf/debates_per_s": len(debates) / max(rollout_s, 1e-9),
                 "perf/tokens_per_s": (float(rl.attention_mask.sum()) if rl is not None else 0.0)
@@ -478,6 +492,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             if rl is not None or accelerator.num_processes > 1:
                 kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"] * accelerator.num_processes))
         metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
+        if cfg.amp.curriculum and not bad and metrics["amp/teacher_accuracy"] >= cfg.amp.curriculum_threshold:
+            state.amp_depth = min(state.amp_depth + 1, task.max_depth)  # on the gathered number: every process agrees
         metrics["perf/elapsed_s"] = time.perf_counter() - started  # since train() began (warm start included)
         if main and cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0 and not bad:
             metrics |= _heldout_metrics(unwrapped.policy, tokenizer, task, cfg)
@@ -541,9 +557,18 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             continue
         bad_in_a_row = 0
         interrupted = _any_process(accelerator, interrupt.requested)  # a signal to any process stops every one
-        if interrupted or state.update % cfg.trainer.save_every == 0 or state.update == cfg.trainer.updates:
+        max_minutes = cfg.trainer.max_minutes
+        out_of_time = max_minutes is not None and _any_process(
+            accelerator, time.perf_counter() - started > 60 * max_minutes
+        )
+        final_update = state.update == cfg.trainer.updates or out_of_time
+        if interrupted or final_update or state.update % cfg.trainer.save_every == 0:
             _save(ckpt_root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg)
         if interrupted:
+            break
+        if out_of_time:
+            if main:
+                print(f"\ntrainer.max_minutes={max_minutes} reached after update {state.update}: training stops here")
             break
 
     # The end: save M, and the final table (held-out accuracy by k, human calls, debate length).
@@ -672,6 +697,7 @@ def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl,
                 "sup_baseline": state.sup_baseline,
                 "target_updates": state.target_updates,
                 "human_calls": state.human_calls,
+                "amp_depth": state.amp_depth,
                 "history": state.history,
                 "kl": kl_ctl.state_dict(),
                 "num_processes": accelerator.num_processes,
@@ -708,6 +734,7 @@ def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_c
     state.sup_baseline = saved["sup_baseline"]
     state.target_updates = saved["target_updates"]
     state.human_calls = saved["human_calls"]
+    state.amp_depth = saved.get("amp_depth", state.amp_depth)
     state.history = saved["history"]
     kl_ctl.load_state_dict(saved["kl"])
     local = checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws after it
@@ -769,6 +796,18 @@ def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
 
 def _eval_questions(task: PermTask, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
+
+
+def _agreement(model_agent: ModelAgent, amplified: list, questions: list, depth: int) -> float:
+    """How often M's direct answer equals the amplified answer it is distilled towards, over this update's targets
+    at the curriculum's current depth: no gold answer is used (NaN when there is none at that depth)."""
+    pairs = [(r, q) for r, q in zip(amplified, questions, strict=True) if q.depth == depth and r.text != UNKNOWN]
+    pairs = [(r, q) for r, q in pairs if is_amplified(r.trace)]
+    if not pairs:
+        return float("nan")
+    prompts = [r.trace.posed.render() for r, _ in pairs]
+    direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts)).texts
+    return sum(d.strip() == r.text.strip() for d, (r, _) in zip(direct, pairs, strict=True)) / len(pairs)
 
 
 def _heldout_metrics(policy, tokenizer, task: PermTask, cfg: Config) -> dict[str, float]:

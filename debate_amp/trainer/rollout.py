@@ -65,17 +65,30 @@ def policy_segments(debates: list[Debate], catastrophe_coef: float, skip_unconte
     return segments
 
 
+def amplified(trace: Trace) -> bool:
+    """Did amplification add anything to this answer: a human answered somewhere in its tree, or the asker used
+    subquestions? A tree that is one model step is M's own direct reply, and distilling it would only teach M what
+    it already says (its mistakes included)."""
+    return any(node.source.startswith("human:") and not node.op for node in used_nodes(trace)) or any(
+        child.posed.kind == "answer" for child in trace.children
+    )
+
+
 def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
     """L_sup's examples: d(winner, M(""winner)) + sum_t d(arg_t, M(""arg_t)) + d(continue_t, M(""continue_t)),
-    plus every human answer inside the trees."""
+    for each output that amplification made (:func:`amplified`), plus every human answer inside the trees."""
     examples = []
     for debate in debates:
         judged: list[Judgment] = [j for j in (*debate.continues, debate.winner) if j is not None and j.trace]
         for turn in debate.turns:
-            examples.append(SupervisedExample(turn.trace.posed.render(), turn.text, "argue"))
+            if amplified(turn.trace):
+                examples.append(SupervisedExample(turn.trace.posed.render(), turn.text, "argue"))
         for judgment in judged:
             assert judgment.trace is not None
-            examples.append(SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind))
+            if amplified(judgment.trace):
+                examples.append(
+                    SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind)
+                )
         for trace in debate.traces():
             for node in used_nodes(trace):
                 if node.source.startswith("human:") and not node.op:
@@ -94,10 +107,10 @@ def amplify(questions: list[Any], amp: Agent) -> list[Reply]:
 
 def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
     """Distillation of Amp~(H, M)(Q) into M(""Q): the question -> the amplified answer (a tree that ended without
-    one, ``?``, teaches nothing), plus every human answer inside the trees."""
+    one, ``?``, or that amplification added nothing to, teaches nothing), plus every human answer in the trees."""
     examples = []
     for reply in replies:
-        if reply.text != UNKNOWN:
+        if reply.text != UNKNOWN and amplified(reply.trace):
             examples.append(SupervisedExample(reply.trace.posed.render(), reply.text, "amplified"))
         for node in used_nodes(reply.trace):
             if node.source.startswith("human:") and not node.op:
