@@ -2,9 +2,13 @@
 
 - rollout_batched_speedup: 64 concurrent Amp~(H, M) calls on the tiny model A[0] (wave batching: one ``generate``
   per wave) against the same 64 calls made one at a time, same model, same sampling settings, same run.
-- amp_heldout_accuracy / supervised_heldout_accuracy (with ``--learning``): ``recipes/pure_amplification.yaml``
-  and ``recipes/supervised_baseline.yaml`` trained here on perm (N = 8, k <= 7), each asked sigma^k(x) directly on
-  held-out questions with k >= 2 (the powers the human cannot do itself); learning_bench_minutes is the wall time.
+- amp_pipeline_efficiency: amplified targets per second (greedy Amp~(H, M) on 1024 questions) over a bare batched
+  ``generate`` of the same 1024 prompts (one model call per target: what the tree's waves cost beyond that).
+- with ``--learning``: ``recipes/supervised_baseline.yaml`` and ``recipes/pure_amplification.yaml`` trained here
+  from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
+  k >= 2, asked directly, against wall time); amp_wall_ratio is the time amplification took to come within 3 points
+  of the supervised run's final accuracy over the time the supervised run took (None: not reached), beside the
+  gold labels the supervised run used and the human calls (plus warm-start examples) amplification used.
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
 the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
