@@ -238,13 +238,18 @@ def cmd_amp(args: argparse.Namespace) -> int:
 
     from debate_amp.agents.humans import build_human
     from debate_amp.agents.humans.replay import UnseenQuestion
-    from debate_amp.agents.labels import LabelStore
+    from debate_amp.agents.labels import LabelStore, LabelStoreError
     from debate_amp.protocol import Posed
 
     cfg = _load(args.recipe, args.overrides)
     question = _question(args, cfg)
     generate_fn = _generate_fn(args, cfg, cfg.generation.temperature)
-    human, expert = build_human(cfg.human, seed=cfg.run.seed, store=LabelStore(args.labels) if args.labels else None)
+    try:
+        store = LabelStore(args.labels, create_parents=False) if args.labels else None
+        human, expert = build_human(cfg.human, seed=cfg.run.seed, store=store)
+    except LabelStoreError as e:
+        print(f"debate-amp: error: --labels {e}" if args.labels else f"debate-amp: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     agent = _amp_approx(cfg, human, generate_fn, "policy")
     try:
         reply = asyncio.run(agent(Posed("answer", question)))

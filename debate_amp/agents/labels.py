@@ -28,6 +28,33 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 
+class LabelStoreError(ValueError):
+    """A label store that cannot be used: one line naming the file and what is wrong with it."""
+
+
+def check_label_store(path: str | Path) -> None:
+    """Raise :class:`LabelStoreError` unless ``path`` is absent or a label store that opens and passes SQLite's
+    integrity check; reads only (opens the file read-only, writes nothing, creates nothing)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise LabelStoreError(f"{path}: not a label store (not a file)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+            columns = [row[1] for row in db.execute("PRAGMA table_info(labels)")]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise LabelStoreError(f"{path}: not a readable label store ({e})") from None
+    if verdict is None or verdict[0] != "ok":
+        raise LabelStoreError(f"{path}: the label store is damaged (SQLite integrity check: {verdict})")
+    if columns and columns != ["key", "kind", "prompt", "answer", "human", "created"]:
+        raise LabelStoreError(f"{path}: a SQLite file, but its labels table is not a label store's ({columns})")
+
+
 @dataclass(frozen=True)
 class Label:
     key: str
@@ -38,13 +65,22 @@ class Label:
 
 
 class LabelStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create_parents: bool = True) -> None:
+        """Open (or create) the store at ``path``; :class:`LabelStoreError` when it is not a usable store, or when
+        its folder is missing and ``create_parents`` is false."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each put is its own transaction
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        check_label_store(self.path)
+        if not self.path.parent.is_dir():
+            if not create_parents:
+                raise LabelStoreError(f"{self.path}: no such folder: {self.path.parent}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each put is its own transaction
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as e:
+            raise LabelStoreError(f"{self.path}: cannot open the label store ({e})") from None
 
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT answer FROM labels WHERE key = ?", (key,)).fetchone()

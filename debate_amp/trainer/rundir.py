@@ -5,6 +5,9 @@
   only a warm start (``debate-amp sft``) or a run killed before its first update is reused as it is.
 - A directory whose ``config.yaml`` differs from the recipe refuses to start without one of the two flags, naming
   the keys that differ.
+- ``--resume`` refuses a recipe that changes what is trained: only the keys in :data:`RESUME_MAY_CHANGE` may
+  differ from the run's ``config.yaml`` (``trainer.updates`` only upwards).
+- Every input is checked before anything in the directory is written: the run's label store must open.
 - On resume, what the lost updates (after the checkpoint) left behind is put aside, not deleted: their transcripts
   move to ``transcripts/superseded/``, and ``metrics.jsonl`` keeps the lines up to the checkpoint (the rest go to
   ``metrics.superseded.jsonl``). The label store is kept whole: a human answer is never thrown away.
@@ -20,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from debate_amp.agents.labels import LabelStoreError, check_label_store
 from debate_amp.config import Config, ConfigError, config_to_dict, load_config
 from debate_amp.trainer import checkpoint
 
@@ -50,30 +54,59 @@ RUN_FILES = (
 )
 
 
+# What a resumed run may change in its recipe: how long it runs, how often it saves and evaluates, and threads. Any
+# other key changes what is trained (the model, the data, the objective, the schedules' shape), and a run resumed
+# with it would be neither the old run nor a new one.
+RESUME_MAY_CHANGE = (
+    "trainer.updates",  # upwards only
+    "trainer.max_minutes",
+    "trainer.save_every",
+    "trainer.keep_last",
+    "trainer.eval_every",
+    "trainer.eval_size",
+    "trainer.max_bad_updates",
+    "run.torch_threads",
+)
+
+
 def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunPlan:
     run_dir = cfg.run_dir
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
+    replay = cfg.human.replay_from
+    if replay is not None and not replay.endswith(".jsonl"):
+        try:
+            check_label_store(replay)
+        except LabelStoreError as e:
+            raise RunDirError(f"human.replay_from: {e}") from None
     if overwrite:
         _check_deletable(run_dir, Path(cfg.run.output_dir))
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
+    try:
+        check_label_store(run_dir / "labels.sqlite")
+    except LabelStoreError as e:
+        raise RunDirError(
+            f"{e}; nothing was written: move it aside (it may hold human answers) and run again"
+        ) from None
     root = run_dir / "checkpoints"
     latest = checkpoint.latest_checkpoint(root)
     if resume:
         if latest is None:
             return RunPlan(run_dir, note=f"--resume: no checkpoint in {root}, starting from the beginning")
         update = checkpoint.load_state(latest)["update"]
-        changed = _recipe_changes(cfg, run_dir / "config.yaml")
+        changed = _resume_changes(cfg, run_dir / "config.yaml")
         note = f"resuming {run_dir} from update {update}"
         if changed:
-            note += f" with a changed recipe ({changed})"
+            note += f" with {changed}"
         return RunPlan(run_dir, resume_from=latest, resume_update=update, note=note)
     changed = _recipe_changes(cfg, run_dir / "config.yaml")
     if changed:
-        raise RunDirError(
-            f"{run_dir} holds a run of a different recipe ({changed}); "
-            "pass --resume to continue it with this recipe or --overwrite to start again"
-        )
+        try:
+            _resume_changes(cfg, run_dir / "config.yaml")
+            options = "pass --resume to continue it with this recipe or --overwrite to start again"
+        except RunDirError:
+            options = "pass --overwrite to start again, or another run.name (a resume may not change these keys)"
+        raise RunDirError(f"{run_dir} holds a run of a different recipe ({changed}); {options}")
     if latest is not None or _has_training_output(run_dir):
         where = f"checkpoints up to {latest.name}" if latest is not None else "training output but no checkpoint"
         raise RunDirError(
@@ -158,6 +191,31 @@ def _has_training_output(run_dir: Path) -> bool:
         or any((run_dir / "transcripts").glob("update_*.jsonl"))
         or (run_dir / "checkpoints").is_dir()
     )
+
+
+def _resume_changes(cfg: Config, saved: Path) -> str:
+    """'' when the recipe equals the run's ``config.yaml``; the allowed changes in words; :class:`RunDirError`
+    naming the keys that may not change on resume."""
+    if not saved.is_file():
+        return ""
+    try:
+        old = _flatten(config_to_dict(load_config(saved)))
+    except ConfigError as e:
+        raise RunDirError(f"--resume: {saved} no longer loads ({e}); cannot check the recipe against it") from None
+    new = _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    updates = "trainer.updates"
+    if updates in changed and int(new[updates]) < int(old[updates]):  # type: ignore[call-overload]
+        refused.insert(0, updates)
+    if refused:
+        what = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        raise RunDirError(
+            f"--resume would change what {saved.parent} trained ({what}{more}); a resume may change only "
+            f"{', '.join(RESUME_MAY_CHANGE)} (trainer.updates upwards): pass --overwrite, or another run.name"
+        )
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 
 
 def _recipe_changes(cfg: Config, saved: Path) -> str:

@@ -68,6 +68,20 @@ def test_amp_records_labels_and_replays_them(tmp_path):
     assert "answer 1: correct; human calls 2" in fallback.stdout, fallback.stderr
 
 
+def test_amp_refuses_labels_that_are_not_a_label_store_and_creates_no_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a database")
+    cases = {
+        str(tmp_path / "notes.txt"): "not a readable label store",
+        str(tmp_path): "not a label store (not a file)",
+        str(tmp_path / "missing" / "x.sqlite"): "no such folder",
+    }
+    for labels, reason in cases.items():
+        proc = run("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=13", "--labels", labels)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and reason in lines[0], proc.stderr
+    assert not (tmp_path / "missing").exists() and (tmp_path / "notes.txt").read_text() == "not a database"
+
+
 def test_debate_prints_turns_judgments_and_verdict():
     proc = run("debate", "--model", "perfect", "--liar", "even", "--question", "s=37016254 x=5 k=13")
     assert proc.returncode == 0, proc.stderr

@@ -125,7 +125,9 @@ def test_a_run_directory_refuses_another_recipe_and_another_start(tmp_path):
     lines = other.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in other.stderr
     assert "holds a run of a different recipe (objective.alpha: 0.1 -> 0.3)" in lines[0]
-    assert "--resume" in lines[0] and "--overwrite" in lines[0]
+    assert "--overwrite" in lines[0] and "a resume may not change these keys" in lines[0]
+    with pytest.raises(RunDirError, match=r"--resume would change what .* trained \(objective.alpha: 0.1 -> 0.3\)"):
+        train(cfg("trainer.updates=1", "objective.alpha=0.3"), progress=False, resume=True)
     with pytest.raises(RunDirError, match=r"already holds a run of this recipe \(checkpoints up to update_000001\)"):
         train(cfg("trainer.updates=1"), progress=False)
     # --overwrite starts again; --resume of a finished run does no update and reports the table again.

@@ -57,3 +57,78 @@ def test_sft_refuses_a_directory_holding_a_warm_start_or_training_output(tmp_pat
     with pytest.raises(RunDirError, match="already holds training output"):
         plan_sft_dir(cfg)
     assert plan_sft_dir(cfg, overwrite=True).overwrite
+
+
+def _trained(tmp_path, update=4):
+    """A run directory as a run of the default recipe leaves it after ``update`` updates (config and checkpoint)."""
+    from debate_amp.config import save_config
+    from debate_amp.trainer import checkpoint
+
+    cfg = _cfg(tmp_path)
+    save_config(cfg, cfg.run_dir / "config.yaml")
+    ckpt = cfg.run_dir / "checkpoints" / f"update_{update:06d}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text(f'{{"format_version": {checkpoint.FORMAT_VERSION}, "update": {update}}}')
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("model.num_layers=2", "model.num_layers"), ("trainer.updates=2", "trainer.updates"), ("run.seed=1", "run.seed")],
+)
+def test_resume_refuses_a_recipe_that_changes_what_was_trained(tmp_path, override, key):
+    _trained(tmp_path)
+    cfg = load_config("recipes/default.yaml", [f"run.output_dir={tmp_path / 'runs'}", "run.name=r", override])
+    with pytest.raises(RunDirError, match=rf"--resume would change what .* trained \({key}: "):
+        plan_run_dir(cfg, resume=True)
+
+
+def test_resume_may_run_longer_and_change_threads_saving_and_evaluation(tmp_path):
+    _trained(tmp_path)
+    overrides = ["trainer.updates=80", "run.torch_threads=1", "trainer.save_every=1", "trainer.eval_every=0"]
+    cfg = load_config("recipes/default.yaml", [f"run.output_dir={tmp_path / 'runs'}", "run.name=r", *overrides])
+    plan = plan_run_dir(cfg, resume=True)
+    assert plan.resume_update == 4 and "trainer.updates: 60 -> 80" in plan.note and "run.torch_threads" in plan.note
+
+
+@pytest.mark.parametrize("damage", ["text", "truncated", "directory"])
+def test_a_damaged_label_store_stops_the_run_before_anything_is_written(tmp_path, damage):
+    import sqlite3
+
+    cfg = _trained(tmp_path)
+    labels = cfg.run_dir / "labels.sqlite"
+    if damage == "text":
+        labels.write_text("not a database\n" * 100)
+    elif damage == "directory":
+        labels.mkdir()
+    else:
+        db = sqlite3.connect(labels)
+        db.execute("CREATE TABLE labels (key TEXT PRIMARY KEY, kind, prompt, answer, human, created)")
+        db.executemany("INSERT INTO labels VALUES (?, 'answer', 'p', 'a', 'h', 0)", [(str(i),) for i in range(2000)])
+        db.commit()
+        db.close()
+        data = labels.read_bytes()
+        labels.write_bytes(data[: len(data) // 2] + b"\x00" * 4096 + data[len(data) // 2 + 4096 :])
+    before = {p: p.read_bytes() for p in cfg.run_dir.rglob("*") if p.is_file()}
+    for resume in (True, False):
+        with pytest.raises(RunDirError, match="labels.sqlite: .*nothing was written"):
+            plan_run_dir(cfg, resume=resume)
+    assert {p: p.read_bytes() for p in cfg.run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_the_label_store_opens_what_it_wrote_and_refuses_what_it_cannot_use(tmp_path):
+    from debate_amp.agents.labels import LabelStore, LabelStoreError, check_label_store
+    from debate_amp.protocol import Posed
+    from debate_amp.tasks.perm import PermQuestion
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.put(Posed("answer", PermQuestion((1, 0, 2), 0, 1)), "1", "synthetic")
+    check_label_store(tmp_path / "labels.sqlite")  # a store in use passes
+    assert len(LabelStore(tmp_path / "labels.sqlite")) == 1
+    with pytest.raises(LabelStoreError, match="no such folder"):
+        LabelStore(tmp_path / "missing" / "x.sqlite", create_parents=False)
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(LabelStoreError, match="not a readable label store"):
+        LabelStore(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "hello"
