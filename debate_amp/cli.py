@@ -196,9 +196,16 @@ def _question(args: argparse.Namespace, cfg: Config):
     if args.question is None:
         return make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)
     try:
-        return parse_question(args.question)
+        question = parse_question(args.question)
     except ValueError as e:
         _fail(f"--question: {e}")
+    if len(question.sigma) != cfg.task.n_elements:
+        _fail(
+            f"--question: sigma has {len(question.sigma)} elements but the recipe's task.n_elements is "
+            f"{cfg.task.n_elements} (what the model was trained on); add task.n_elements={len(question.sigma)} "
+            "to ask it anyway"
+        )
+    return question
 
 
 def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, option: str = "model"):
@@ -291,10 +298,11 @@ def cmd_debate(args: argparse.Namespace) -> int:
             )
             print(f"     continue_{t} = {str(c.value).lower()}: {how}")
     assert debate.winner is not None
-    print(
-        f"\nverdict: {debate.winner.value} wins   (judge said {debate.winner.text!r}, "
-        f"{_who_answered(debate.winner.trace)})"
-    )
+    said = f"judge said {debate.winner.text!r}, {_who_answered(debate.winner.trace)}"
+    if debate.winner.value is None:
+        print(f"\nverdict: none, the judge's reply does not name a side   ({said})")
+    else:
+        print(f"\nverdict: {debate.winner.value} wins   ({said})")
     print(
         "rewards: "
         + ", ".join(f"{side} {r:+.0f}" for side, r in debate.rewards.items())
@@ -507,6 +515,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         _fail(f"{args.run_dir}: not a run directory")
+    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "transcripts", "final.json")):
+        _fail(f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/ or final.json); nothing written")
     if args.per_update < 0:
         _fail("--per-update must be at least 0")
     from debate_amp.eval.report import write_report

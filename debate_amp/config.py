@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -423,6 +424,7 @@ def load_config(
         data = _read_yaml(Path(recipe))
     for override in overrides:
         _apply_override(data, override)
+    _reject_booleans_for_numbers(data)
     try:
         cfg = TypeAdapter(Config).validate_python(data)
     except ValidationError as e:
@@ -432,11 +434,47 @@ def load_config(
     return cfg
 
 
+def _reject_booleans_for_numbers(data: Any, cls: Any = Config, prefix: str = "") -> None:
+    """pydantic reads ``true`` as 1 for a number (``trainer.updates=true`` would train one update): refuse it."""
+    if not isinstance(data, dict):
+        return
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue  # an unknown key: pydantic names it
+        if dataclasses.is_dataclass(hint):
+            _reject_booleans_for_numbers(value, hint, f"{prefix}{key}.")
+            continue
+        allowed = set(typing.get_args(hint)) | {hint}
+        if isinstance(value, bool) and bool not in allowed and allowed & {int, float}:
+            raise ConfigError(f"{prefix}{key}={value!r}: expected a number, not true/false")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a recipe file (a YAML file such as recipes/default.yaml)")
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a recipe is YAML text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

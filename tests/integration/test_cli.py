@@ -40,6 +40,18 @@ def test_amp_rejects_a_bad_question_in_one_line():
     ]
 
 
+def test_amp_answers_a_huge_power_at_once_and_rejects_another_n():
+    proc = run("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=100000000000", timeout=60)
+    assert proc.returncode == 0 and "answer 5: correct" in proc.stdout, proc.stderr  # 5 -> 5 after 10**11 steps
+    other_n = run("amp", "--model", "perfect", "--question", "s=10234 x=1 k=2")
+    assert other_n.returncode == 2
+    assert other_n.stderr.strip().splitlines() == [
+        "debate-amp: error: --question: sigma has 5 elements but the recipe's task.n_elements is 8 (what the model "
+        "was trained on); add task.n_elements=5 to ask it anyway"
+    ]
+    assert run("amp", "--model", "perfect", "--question", "s=10234 x=1 k=2", "task.n_elements=5").returncode == 0
+
+
 def test_config_keys_lists_documented_keys():
     proc = run("config", "--keys")
     assert proc.returncode == 0
@@ -135,3 +147,23 @@ def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
     for key in ("heldout_k_ge_2", "verdict_parse_rate", "liar_judge_accuracy", "mean_debate_length", "human_calls"):
         assert key in final, key
     assert final["liar_questions"] == 8 and 0.0 <= final["liar_judge_accuracy"] <= 1.0
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+    proc = run("report", str(tmp_path))
+    assert proc.returncode == 2 and "not a run directory (no metrics.jsonl" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "report.html").exists()
+
+
+def test_debate_says_so_when_the_verdict_does_not_parse(monkeypatch, capsys):
+    from debate_amp import cli
+    from debate_amp.agents.model import Generation
+
+    def babble(prompts, limits=None):  # a model whose every reply parses as nothing
+        return Generation(["%%"] * len(prompts), [[] for _ in prompts], [[] for _ in prompts])
+
+    monkeypatch.setattr(cli, "_generate_fn", lambda *args, **kwargs: babble)
+    assert cli.main(["debate", "--model", "perfect", "--question", "s=37016254 x=5 k=13"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: none, the judge's reply does not name a side   (judge said '?'" in out  # Amp's '?'
+    assert "None wins" not in out

@@ -70,6 +70,9 @@ def test_overrides_apply_and_coerce():
         ("run=3", ["run", "section"]),
         ("sft.epochs", ["section.key=value"]),
         ("nosuchsection.x=1", ["unknown key 'nosuchsection'", "valid keys"]),
+        ("trainer.updates=true", ["trainer.updates=True", "expected a number, not true/false"]),
+        ("objective.alpha=false", ["objective.alpha=False", "expected a number"]),
+        ("trainer.max_minutes=true", ["trainer.max_minutes=True", "expected a number"]),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
@@ -92,6 +95,20 @@ def test_missing_recipe_and_bad_yaml_name_the_file(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(listy)
+
+
+def test_a_directory_a_binary_file_and_a_key_given_twice_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="a directory, not a recipe file"):
+        load_config(tmp_path)
+    binary = tmp_path / "model.safetensors"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00" * 10)
+    with pytest.raises(ConfigError, match=r"model.safetensors: not a text file \(byte \d+ is not UTF-8\)"):
+        load_config(binary)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("trainer:\n  updates: 3\n  learning_rate: 1.0e-4\n  updates: 4\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:4: key 'updates' appears twice in one section"):
+        load_config(twice)
+    assert load_config(None, ["model.shared_layers=false"]).model.shared_layers is False  # a real boolean still is
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -35,6 +35,13 @@ def test_power_known_answers():
     assert PermQuestion(SIGMA, 0, 13).gold == power(SIGMA, 0, 5)
 
 
+def test_huge_powers_go_through_the_cycle():
+    sigma = (1, 0, 3, 4, 2)  # a 2-cycle (0 1) and a 3-cycle (2 3 4)
+    assert power(sigma, 2, 10**12) == power(sigma, 2, 10**12 % 3) == 3
+    assert power(sigma, 0, 10**12 + 1) == 1
+    assert PermQuestion(sigma, 4, 10**18).gold == power(sigma, 4, 1) == 2  # 10**18 = 1 (mod 3)
+
+
 def test_depth():
     assert [depth_of(k) for k in range(9)] == [0, 0, 1, 1, 2, 2, 2, 2, 3]
 
