@@ -39,6 +39,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     tokens; raises ValueError when ``n < 2`` and unbiased (the Bessel factor would be infinite or undefined).
     """
     m = _as_bool_mask(mask)
+    x = torch.where(m, x, 0.0)  # padding may hold inf / nan: out before any arithmetic, or its gradient is nan
     mean = masked_mean(x, m)
     var = masked_mean((x - mean) ** 2, m)
     if unbiased:
@@ -57,6 +58,7 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     rescales without centring, e.g. for rewards whose sign carries meaning.
     """
     m = _as_bool_mask(mask)
+    x = torch.where(m, x, 0.0)  # as in masked_var: padding never reaches the arithmetic
     mean = masked_mean(x, m)
     whitened = (x - mean) * torch.rsqrt(masked_var(x, m) + 1e-8)
     if not shift_mean:

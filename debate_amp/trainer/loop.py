@@ -46,6 +46,7 @@ from debate_amp.objectives import (
     FixedKLController,
     combine_constrained,
     combine_weighted,
+    fold_supervised_into_reward,
     gae,
     kl_penalty,
     lagrange_update,
@@ -113,7 +114,19 @@ def action_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def score_batch(model: Any, batch: Batch, chunk: int = 256, with_values: bool = False):
-    """Log-probs (and values) of a batch's tokens under a frozen pass, in chunks: -> [S, L-1] (, [S, L-1])"""
+    """Log-probs (and values) of a batch's tokens under a frozen pass, in chunks: -> [S, L-1] (, [S, L-1]).
+    The pass is in eval mode (no dropout, as the tokens were sampled); the model's mode is restored after."""
+    was_training = bool(getattr(model, "training", False))
+    if was_training:
+        model.eval()
+    try:
+        return _score(model, batch, chunk, with_values)
+    finally:
+        if was_training:
+            model.train()
+
+
+def _score(model: Any, batch: Batch, chunk: int, with_values: bool):
     logprobs, values = [], []
     for start in range(0, len(batch), chunk):
         part = batch[start : start + chunk]
@@ -130,10 +143,11 @@ def score_batch(model: Any, batch: Batch, chunk: int = 256, with_values: bool = 
     return torch.cat(logprobs)
 
 
-def sequence_nll(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean token NLL of each sequence's response: [S] (the supervised distance d)."""
+def token_nll(model: nn.Module, batch: Batch) -> float:
+    """The supervised distance L_sup of a batch: NLL per response token over the whole batch (a token mean, the
+    definition :func:`~debate_amp.objectives.supervised_nll` and the ``loss/sup`` tag use)."""
     logprobs = score_batch(model, batch)
-    return -(logprobs * batch.action_mask).sum(1) / batch.action_mask.sum(1).clamp(min=1)
+    return float(-(logprobs * batch.action_mask).sum() / batch.action_mask.sum().clamp(min=1))
 
 
 def judge_accuracy(debate: Debate) -> float | None:
@@ -343,8 +357,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             if o.mode == "reward" and sup is not None:
                 # r <- r - c * d(arg_t, M(""arg_t)): the supervised distance of the segment's argument
                 distances = _argument_distances(unwrapped, tokenizer, debates, accelerator.device)
-                terminal = terminal - weight * torch.tensor(
-                    [distances[(sg.debate, sg.turn)] for sg in segments], device=score.device
+                terminal = fold_supervised_into_reward(
+                    terminal,
+                    torch.tensor([distances[(sg.debate, sg.turn)] for sg in segments], device=score.device),
+                    weight,
                 )
             score[last] = terminal
             rewards = score - kl_ctl.value * kl
@@ -355,7 +371,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 advantages = whiten(advantages, mask)
 
         if o.mode == "constrained" and state.sup_baseline is None and sup is not None:
-            state.sup_baseline = _mean_over_processes(accelerator, float(sequence_nll(unwrapped, sup).mean()))
+            state.sup_baseline = _mean_over_processes(accelerator, token_nll(unwrapped, sup))
         limit = (
             weight * state.sup_baseline
             if (o.mode == "constrained" and o.limit_kind == "relative" and state.sup_baseline is not None)
@@ -404,7 +420,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                     anchor = anchor + _zero_weight(logits, values)
                     labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
                     sup_loss, _ = supervised_nll(logits[:, :-1].float(), labels)
-                    _record(stats, sup_loss=sup_loss)
+                    _record(stats, sup_loss=sup_loss, sup_tokens=(labels != -100).sum())
                 elif anchor.grad_fn is None:  # nothing of this process's in this minibatch: a zero-weight pass
                     any_batch = sup if sup is not None else rl
                     assert any_batch is not None
@@ -458,7 +474,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "objective/weight": weight,
                 "objective/force_stop_p": force_stop_p,
                 "constraint/limit": limit if o.mode == "constrained" else float("nan"),
-                "constraint/violation": (_mean(stats.get("sup_loss", [])) - limit) if o.mode == "constrained" else 0.0,
+                "constraint/violation": (_token_mean(stats) - limit) if o.mode == "constrained" else 0.0,
                 "amp/human_calls": float(expert.calls - calls_before),
                 "target/updates": float(state.target_updates),
                 "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
@@ -489,8 +505,9 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 state.lagrange_multiplier = lagrange_update(
                     state.lagrange_multiplier, metrics["loss/sup"], limit, o.lagrange_lr
                 )
-            if rl is not None or accelerator.num_processes > 1:
-                kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"] * accelerator.num_processes))
+            if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
+                # the KL averaged over the processes that had segments; the step counts every process's segments
+                kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"]))
         metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
         if cfg.amp.curriculum and not bad and metrics["amp/teacher_accuracy"] >= cfg.amp.curriculum_threshold:
             state.amp_depth = min(state.amp_depth + 1, task.max_depth)  # on the gathered number: every process agrees
@@ -854,6 +871,15 @@ def _record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
         stats.setdefault(key, []).append(float(value.detach()))
 
 
+def _token_mean(stats: dict[str, list[float]]) -> float:
+    """L_sup over the update: the minibatches' token means weighted by their tokens (one token mean, as the
+    constraint's relative baseline is)."""
+    tokens = sum(stats.get("sup_tokens", []))
+    if not tokens:
+        return float("nan")
+    return sum(loss * n for loss, n in zip(stats["sup_loss"], stats["sup_tokens"], strict=True)) / tokens
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -906,14 +932,14 @@ def _metrics(debates, stats, segments, rl, values, returns, kl) -> dict[str, flo
         "objective/reward_even": _mean([r["even"] for r in rewards]),
         "objective/reward_odd": _mean([r["odd"] for r in rewards]),
         "objective/catastrophe_cost": _mean([c.value for d in debates for c in d.costs]),
-        "objective/kl": float(kl.sum(1).mean()) if kl is not None else 0.0,
-        "objective/sup_loss": _mean(stats.get("sup_loss", [])),
+        "objective/kl": float(kl.sum(1).mean()) if kl is not None else float("nan"),  # none: not a zero KL
+        "objective/sup_loss": _token_mean(stats),
         "policy/approx_kl": _mean(stats.get("approx_kl", [])),
         "policy/clipfrac": _mean(stats.get("clipfrac", [])),
         "policy/entropy": _mean(stats.get("entropy", [])),
         "loss/policy": _mean(stats.get("pg_loss", [])),
         "loss/value": _mean(stats.get("v_loss", [])),
-        "loss/sup": _mean(stats.get("sup_loss", [])),
+        "loss/sup": _token_mean(stats),
         "loss/total": _mean(stats.get("total", [])),
         "value/explained_variance": explained_variance,
         "debate/mean_turns": _mean([len(d.turns) for d in debates]),

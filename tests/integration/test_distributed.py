@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_path):
     overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
     overrides += ["trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"]
+    overrides += ["objective.kl.adaptive=true", "objective.kl.horizon=100"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
     cmd += ["-m", "debate_amp.train", "recipes/default.yaml", *overrides, f"run.output_dir={tmp_path}"]
     cmd += ["run.name=ddp", "--no-progress", "trainer.save_every=1"]
@@ -32,6 +33,11 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2] and all(r["debate/count"] == 8 for r in rows)
     assert all(r["rl/segments"] > 0 for r in rows)  # the RL path ran, not only imitation
+    # The adaptive KL controller steps once per update by the segments of both processes (not twice that):
+    # beta_2 = beta_1 (1 + clip(KL_1 / target - 1, -0.2, 0.2) n_1 / horizon), target 6, horizon 100.
+    error = min(max(rows[0]["objective/kl"] / 6.0 - 1.0, -0.2), 0.2)
+    expected = rows[0]["objective/kl_coef"] * (1 + error * rows[0]["rl/segments"] / 100)
+    assert abs(rows[1]["objective/kl_coef"] - expected) < 1e-9, (rows[0], rows[1]["objective/kl_coef"])
     checkpoint = run_dir / "checkpoints" / "update_000002"
     assert (checkpoint / "rng_rank0.json").is_file() and (checkpoint / "rng_rank1.json").is_file()
     # Only the main process writes: one config, one metrics file, one TensorBoard directory.

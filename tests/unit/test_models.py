@@ -224,3 +224,50 @@ def test_shared_layers_are_one_block_saved_once_and_loaded_tied(tmp_path):
     assert loaded.transformer.h[0].attn.c_attn.bias.shape == (3 * 32,)  # no bias cut to fit a tied embedding
     ids = tok(["s=37016254 x=5 k=6 A="], return_tensors="pt").input_ids
     torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
+
+
+def test_a_rollout_is_scored_without_dropout_and_the_mode_is_restored(tiny_model):
+    # Old log-probs, old values and the KL are those of the policy the tokens were sampled from: dropout off.
+    from debate_amp.trainer.loop import score_batch
+    from debate_amp.trainer.rollout import make_batch
+
+    model, tokenizer = tiny_model
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    batch = make_batch(
+        tokenizer, ["s=37016254 x=5 k=6 A=", "s=10 x=1 k=1 A="], [[50, 51], [52]], tokenizer.pad_token_id
+    )
+    model.eval()
+    reference = score_batch(model, batch)
+    model.train()
+    first, second = score_batch(model, batch), score_batch(model, batch)
+    assert model.training
+    torch.testing.assert_close(first, reference)
+    torch.testing.assert_close(second, reference)
+
+
+def test_the_constraints_baseline_and_its_value_are_one_token_mean(tiny_model):
+    # The relative limit is limit * L_sup(theta_0); the constraint compares it with loss/sup. Both must be the same
+    # average: a 20-token and a 2-token response, scored whole (the baseline) and as two minibatches (the update).
+    from debate_amp.objectives import supervised_nll
+    from debate_amp.trainer.loop import _record, _token_mean, token_nll
+    from debate_amp.trainer.rollout import make_batch
+
+    model, tokenizer = tiny_model
+    model.eval()
+    batch = make_batch(tokenizer, ["s=37016254 x=5 k=6 A=", "s=10 x=1 k=1 A="], [[50] * 20, [52, 53]], 0)
+    baseline = token_nll(model, batch)
+    stats: dict = {}
+    per_sequence = []
+    with torch.no_grad():
+        for row in range(2):
+            part = batch[row : row + 1].trimmed()
+            logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
+            labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
+            loss, _ = supervised_nll(logits[:, :-1].float(), labels)
+            _record(stats, sup_loss=loss, sup_tokens=(labels != -100).sum())
+            per_sequence.append(float(loss))
+    assert stats["sup_tokens"] == [20.0, 2.0]
+    assert abs(_token_mean(stats) - baseline) < 1e-5
+    assert abs(baseline - (20 * per_sequence[0] + 2 * per_sequence[1]) / 22) < 1e-5

@@ -62,6 +62,15 @@ def test_masked_var_by_hand():
     close(masked_var(X, M, unbiased=True), 42.0 / 9.0 / 2.0)  # / (n - 1) = 7/3
 
 
+@pytest.mark.parametrize("statistic", ["mean", "var", "whiten"])
+def test_padding_that_holds_nan_or_inf_gives_finite_gradients(statistic):
+    x = X.clone().requires_grad_(True)
+    out = {"mean": lambda: masked_mean(x, M), "var": lambda: masked_var(x, M), "whiten": lambda: whiten(x, M)[0, 0]}
+    out[statistic]().backward()
+    assert torch.isfinite(x.grad).all(), x.grad
+    assert (x.grad[M == 0] == 0).all()  # padding gets no gradient
+
+
 def test_masked_var_unbiased_needs_two_tokens():
     with pytest.raises(ValueError):
         masked_var(t([[3.0, 9.0]]), t([[1.0, 0.0]]))
