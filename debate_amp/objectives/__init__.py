@@ -14,7 +14,7 @@ from debate_amp.objectives.mixing import (
     fold_supervised_into_reward,
     lagrange_update,
 )
-from debate_amp.objectives.ppo import gae, policy_loss, value_loss
+from debate_amp.objectives.ppo import gae, policy_loss, token_rewards, value_loss
 from debate_amp.objectives.supervised import supervised_nll
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "masked_var",
     "policy_loss",
     "supervised_nll",
+    "token_rewards",
     "value_loss",
     "whiten",
 ]

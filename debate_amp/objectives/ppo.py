@@ -15,6 +15,19 @@ from debate_amp.objectives.masking import _as_bool_mask, masked_mean
 __all__ = ["gae", "policy_loss", "value_loss"]
 
 
+def token_rewards(terminal: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> Tensor:
+    """Per-token rewards of a sequence-level reward with a KL penalty (Ziegler et al. 2019):
+    ``r_t = -kl_coef * kl_t`` at every real token, plus ``terminal`` at the sequence's last real token.
+
+    Shapes: ``terminal [B]``, ``kl [B, T]``, ``mask [B, T]``; returns ``[B, T]`` with padding 0 (whatever ``kl``
+    holds there). A row without real tokens gets no reward.
+    """
+    m = _as_bool_mask(mask).expand(kl.shape)
+    last = (m.cumsum(1) == m.sum(1, keepdim=True)) & m
+    penalty = torch.where(m, -kl_coef * torch.where(m, kl, 0.0), 0.0)
+    return penalty + torch.where(last, terminal[:, None].to(kl.dtype), 0.0)
+
+
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016), per right-padded sequence.
 

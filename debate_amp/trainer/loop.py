@@ -53,6 +53,7 @@ from debate_amp.objectives import (
     masked_mean,
     policy_loss,
     supervised_nll,
+    token_rewards,
     value_loss,
     whiten,
 )
@@ -350,20 +351,17 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             old_logprobs, old_values = score_batch(unwrapped, rl, with_values=True)
             ref_logprobs = score_batch(ref_policy, rl)
             mask = rl.action_mask
-            kl = kl_penalty(old_logprobs, ref_logprobs, o.kl.estimator) * mask
-            score = torch.zeros_like(old_logprobs)
-            last = (mask.cumsum(1) == mask.sum(1, keepdim=True)) & (mask > 0)  # the final response token
-            terminal = torch.tensor([sg.reward for sg in segments], device=score.device)
+            kl = torch.where(mask > 0, kl_penalty(old_logprobs, ref_logprobs, o.kl.estimator), 0.0)
+            terminal = torch.tensor([sg.reward for sg in segments], device=old_logprobs.device)
             if o.mode == "reward" and sup is not None:
                 # r <- r - c * d(arg_t, M(""arg_t)): the supervised distance of the segment's argument
                 distances = _argument_distances(unwrapped, tokenizer, debates, accelerator.device)
                 terminal = fold_supervised_into_reward(
                     terminal,
-                    torch.tensor([distances[(sg.debate, sg.turn)] for sg in segments], device=score.device),
+                    torch.tensor([distances[(sg.debate, sg.turn)] for sg in segments], device=terminal.device),
                     weight,
                 )
-            score[last] = terminal
-            rewards = score - kl_ctl.value * kl
+            rewards = token_rewards(terminal, kl, mask, kl_ctl.value)
 
             # 3. Advantages: GAE over each segment's tokens, whitened over the update.
             advantages, returns = gae(rewards, old_values, mask, cfg.trainer.gamma, cfg.trainer.gae_lambda)

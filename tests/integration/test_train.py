@@ -128,9 +128,14 @@ def test_every_training_recipe_runs_an_update(tmp_path, recipe):
     rows = metrics(cfg)
     assert len(rows) == 2 and all(r["loss/total"] == r["loss/total"] for r in rows)  # finite, not NaN
     if cfg.objective.mode == "constrained":
-        # the multiplier moved by lr * (L_sup - limit) after each update, and never below 0
-        assert rows[0]["constraint/lagrange_multiplier"] != cfg.objective.lagrange_init
-        assert all(r["constraint/lagrange_multiplier"] >= 0 for r in rows)
+        # lambda_u = max(0, lambda_{u-1} + lr (L_sup,u - limit)), on the logged L_sup and limit
+        o, previous = cfg.objective, cfg.objective.lagrange_init
+        for r in rows:
+            expected = max(0.0, previous + o.lagrange_lr * (r["loss/sup"] - r["constraint/limit"]))
+            assert r["constraint/lagrange_multiplier"] == pytest.approx(expected, abs=1e-9)
+            previous = expected
+        # the relative limit is 1.1 x L_sup before the first update, the same token mean as loss/sup
+        assert 0.7 < rows[0]["loss/sup"] / (rows[0]["constraint/limit"] / o.limit) < 1.3
     if cfg.objective.mode == "reward":
         assert rows[0]["objective/weight"] == pytest.approx(0.2) and rows[1]["objective/weight"] == pytest.approx(0.05)
 

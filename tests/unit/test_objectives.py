@@ -21,6 +21,7 @@ from debate_amp.objectives import (
     masked_var,
     policy_loss,
     supervised_nll,
+    token_rewards,
     value_loss,
     whiten,
 )
@@ -199,6 +200,30 @@ def test_policy_loss_padding_does_not_change_results():
 
 
 # ---------------------------------------------------------------------------------------------------- value loss
+
+
+def test_token_rewards_put_the_reward_on_the_last_real_token_and_mask_the_kl():
+    # kl_coef 0.1; row 0 has 3 real tokens, row 1 has 2; the padding's kl (nan, inf) must not leak.
+    kl = t([[0.1, 0.2, 0.3, NAN], [0.5, 0.5, INF, INF]])
+    mask = t([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    rewards = token_rewards(t([1.0, -2.0]), kl, mask, kl_coef=0.1)
+    close(rewards, [[-0.01, -0.02, -0.03 + 1.0, 0.0], [-0.05, -0.05 - 2.0, 0.0, 0.0]])
+    # a left-padded row (prompt and padding before the response) puts it on its own last real token too
+    close(token_rewards(t([3.0]), t([[NAN, 0.0, 0.0]]), t([[0.0, 1.0, 1.0]]), 0.1), [[0.0, 0.0, 3.0]])
+
+
+def test_value_loss_clips_from_below_too():
+    #   values  old   R      v_clipped            (v - R)^2   (v_clipped - R)^2   max     clipped chosen?
+    #   0.0     0.5   1.0    0.5 - 0.2 = 0.3      1.0         0.49                1.0     no
+    #   0.0     0.5   -1.0   0.3                  1.0         1.69                1.69    yes
+    # v_loss = 0.5 * (1.0 + 1.69) / 2 = 0.6725; v_clipfrac = 1/2; gradient 0.5 * 2 (0 - 1) / 2 = -0.5, then 0.
+    values = t([[0.0, 0.0]]).requires_grad_()
+    v_loss, v_clipfrac = value_loss(values, t([[0.5, 0.5]]), t([[1.0, -1.0]]), t([[1.0, 1.0]]), clip_range_value=0.2)
+    close(v_loss, 0.6725)
+    close(v_clipfrac, 0.5)
+    v_loss.backward()
+    assert values.grad is not None
+    close(values.grad, [[-0.5, 0.0]])
 
 
 def test_value_loss_by_hand():
