@@ -138,8 +138,67 @@ def write_transcripts(path: str | Path, records: Iterable[dict[str, Any]]) -> Pa
     return path
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _count(value: Any, where: str) -> str | None:
+    return None if _is_int(value) and value >= 0 else f"{where} must be a count (an integer >= 0), got {value!r}"
+
+
+def _trace_problem(node: Any, where: str, depth: int = 0) -> str | None:
+    """What is wrong with a saved trace tree (None: nothing)."""
+    if node is None:
+        return None
+    if depth > 64:
+        return f"{where}: a trace nested more than 64 deep"
+    if not isinstance(node, dict):
+        return f"{where} must be an object or null, got {type(node).__name__}"
+    for key in ("who", "source", "kind", "prompt", "text"):
+        if key in node and not isinstance(node[key], str):
+            return f"{where}.{key} must be a string, got {node[key]!r}"
+    if "human_calls" in node and (problem := _count(node["human_calls"], f"{where}.human_calls")):
+        return problem
+    if "replaced" in node and (problem := _trace_problem(node["replaced"], f"{where}.replaced", depth + 1)):
+        return problem
+    children = node.get("children", [])
+    if not isinstance(children, list):
+        return f"{where}.children must be a list, got {type(children).__name__}"
+    for i, child in enumerate(children):
+        if child is None:
+            return f"{where}.children[{i}] must be an object, got null"
+        if problem := _trace_problem(child, f"{where}.children[{i}]", depth + 1):
+            return problem
+    return None
+
+
+def _judgment_problem(j: Any, where: str, key: str, allowed: tuple[Any, ...] | None, t: int | None) -> str | None:
+    if not isinstance(j, dict):
+        return f"{where} must be an object, got {type(j).__name__}"
+    if key not in j:
+        return f"{where}: missing field '{key}'"
+    value = j[key]
+    if allowed is not None:
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)) or value not in allowed:  # 1 == True
+            return f"{where}.{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+    elif not (value is None or _is_number(value)):
+        return f"{where}.{key} must be a number or null, got {value!r}"
+    if t is not None and ("t" not in j or j["t"] != t or not _is_int(j["t"])):
+        return f"{where}.t must be {t} (its position), got {j.get('t')!r}"
+    if "text" in j and not isinstance(j["text"], str):
+        return f"{where}.text must be a string, got {j['text']!r}"
+    if "forced" in j and not isinstance(j["forced"], bool):
+        return f"{where}.forced must be true or false, got {j['forced']!r}"
+    return _trace_problem(j.get("trace"), f"{where}.trace")
+
+
 def validate_record(record: Any) -> str | None:
-    """None if ``record`` is a valid transcript record, else what is wrong with it."""
+    """None if ``record`` is a valid transcript record, else what is wrong with it: the fields, their types and
+    ranges, down to the trace trees (a wrong type would otherwise become a wrong statistic)."""
     if not isinstance(record, dict):
         return f"a record is a JSON object, got {type(record).__name__}"
     version = record.get("schema_version")
@@ -150,14 +209,45 @@ def validate_record(record: Any) -> str | None:
             return f"missing field '{key}'"
         if isinstance(record[key], bool) or not isinstance(record[key], types):
             return f"field '{key}' has the wrong type ({type(record[key]).__name__})"
-    for t, turn in enumerate(record["turns"]):
-        for key in ("side", "text", "trace"):
-            if key not in turn:
-                return f"turns[{t}]: missing field '{key}'"
+    for key in ("update", "human_calls", "model_calls"):
+        if problem := _count(record[key], key):
+            return problem
+    p = record["force_stop_p"]
+    if not (_is_number(p) and 0.0 <= p <= 1.0):
+        return f"force_stop_p must be a probability in [0, 1], got {p!r}"
+    for key in ("alpha", "lagrange_multiplier"):
+        if record[key] is not None and not _is_number(record[key]):
+            return f"{key} must be a number or null, got {record[key]!r}"
     if not record["turns"]:
         return "a debate has at least one turn"
-    if "side" not in record["winner"]:
-        return "winner: missing field 'side'"
+    for t, turn in enumerate(record["turns"]):
+        where = f"turns[{t}]"
+        if not isinstance(turn, dict):
+            return f"{where} must be an object, got {type(turn).__name__}"
+        for key in ("side", "text", "trace"):
+            if key not in turn:
+                return f"{where}: missing field '{key}'"
+        if "t" in turn and (not _is_int(turn["t"]) or turn["t"] != t):
+            return f"{where}.t must be {t} (its position), got {turn['t']!r}"
+        if turn["side"] not in ("even", "odd"):
+            return f"{where}.side must be 'even' or 'odd', got {turn['side']!r}"
+        if not isinstance(turn["text"], str):
+            return f"{where}.text must be a string, got {turn['text']!r}"
+        if "human_calls" in turn and (problem := _count(turn["human_calls"], f"{where}.human_calls")):
+            return problem
+        if problem := _trace_problem(turn["trace"], f"{where}.trace"):
+            return problem
+    for t, c in enumerate(record["continues"]):
+        if problem := _judgment_problem(c, f"continues[{t}]", "continue", (True, False, None), t):
+            return problem
+    for t, c in enumerate(record["costs"]):
+        if problem := _judgment_problem(c, f"costs[{t}]", "cost", None, t):
+            return problem
+    if problem := _judgment_problem(record["winner"], "winner", "side", ("even", "odd", None), None):
+        return problem
+    for side, reward in record["rewards"].items():
+        if side not in ("even", "odd") or not _is_number(reward):
+            return f"rewards must map 'even' / 'odd' to numbers, got {side!r}: {reward!r}"
     return None
 
 

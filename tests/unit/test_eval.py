@@ -210,13 +210,34 @@ def cli(*args):
     )
 
 
+def _top(line: str, **fields) -> str:
+    data = json.loads(line)
+    data.update(fields)
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+def _winner(line: str, side) -> str:
+    data = json.loads(line)
+    data["winner"]["side"] = side
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
 @pytest.mark.parametrize(
     "mangle, message",
     [
         (lambda line: "{not json\n", "t.jsonl:2: not valid JSON"),
         (lambda line: line.replace('"schema_version":1', '"schema_version":2'), "t.jsonl:2: unknown schema_version 2"),
         (lambda line: line.replace('"gold":', '"gould":'), "t.jsonl:2: missing field 'gold'"),
-        (lambda line: line.replace('"continue":', '"cont":'), "t.jsonl:2: malformed record (KeyError: 'continue')"),
+        (lambda line: line.replace('"continue":', '"cont":'), "t.jsonl:2: continues[0]: missing field 'continue'"),
+        # wrong types and ranges that would otherwise become wrong statistics (issue 12, item 8)
+        (lambda line: line.replace('"continue":false', '"continue":"yes"'), "continues[0].continue must be one of"),
+        (lambda line: line.replace('"continue":false', '"continue":0'), "continues[0].continue must be one of"),
+        (lambda line: _top(line, human_calls=-5), "human_calls must be a count (an integer >= 0), got -5"),
+        (lambda line: _top(line, model_calls=2.5), "field 'model_calls' has the wrong type (float)"),
+        (lambda line: line.replace('"t":0,"side":"even"', '"t":0,"side":1'), "turns[0].side must be"),
+        (lambda line: line.replace('"t":0,"side"', '"t":"zero","side"'), "turns[0].t must be 0 (its position)"),
+        (lambda line: _winner(line, 1), "winner.side must be one of 'even', 'odd', None, got 1"),
+        (lambda line: _top(line, force_stop_p=1.5), "force_stop_p must be a probability in [0, 1], got 1.5"),
     ],
 )
 def test_cli_names_file_and_line_of_a_bad_record(tmp_path, mangle, message):
