@@ -117,13 +117,14 @@ def _load(recipe: str | None, overrides: list[str]) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args.recipe, args.overrides)
+    from debate_amp.models import ModelLoadError
     from debate_amp.trainer.checkpoint import CheckpointError
     from debate_amp.trainer.loop import TrainingDiverged, train
     from debate_amp.trainer.rundir import RunDirError
 
     try:
         summary = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
-    except (RunDirError, CheckpointError) as e:
+    except (RunDirError, CheckpointError, ModelLoadError) as e:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:
@@ -164,6 +165,7 @@ def _mean_of(values: list[float]) -> float | None:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     cfg = _load(args.recipe, args.overrides)
+    from debate_amp.models import ModelLoadError
     from debate_amp.trainer.rundir import RunDirError, apply_plan, plan_sft_dir
     from debate_amp.trainer.sft import run_sft
 
@@ -175,7 +177,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
     apply_plan(plan)
     if plan.note:
         print(f"debate-amp: {plan.note}", flush=True)
-    result = run_sft(cfg, progress=not args.no_progress)
+    try:
+        result = run_sft(cfg, progress=not args.no_progress)
+    except ModelLoadError as e:
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     report = result.report
     print(f"\nA[0] saved to {result.model_dir} ({result.n_examples} examples, {result.train_seconds:.0f}s training)")
     print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")
@@ -219,12 +225,15 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
         return perfect_generate
     if not Path(path, "config.json").is_file():
         _fail(f"--{option.replace('_', '-')}: not a model directory (no config.json): {path}")
-    from debate_amp.models import load_model
+    from debate_amp.models import ModelLoadError, load_model
 
     if not hasattr(args, "_loaded"):
         args._loaded = {}
     if path not in args._loaded:
-        args._loaded[path] = load_model(cfg.model, path)
+        try:
+            args._loaded[path] = load_model(cfg.model, path)
+        except (ModelLoadError, FileNotFoundError) as e:
+            _fail(f"--{option.replace('_', '-')}: {e}")
     model, tokenizer = args._loaded[path]
     return hf_generate_fn(model, tokenizer, cfg.generation.max_new_tokens, temperature, cfg.generation.top_p)
 

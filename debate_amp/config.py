@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import typing
 from pathlib import Path
@@ -563,13 +564,34 @@ def _describe(error: ValidationError, recipe: Any) -> str:
     return f"{key}={value!r}: {err['msg']}"
 
 
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _check_model_dir(key: str, path: Path) -> None:
+    """A local model directory: a config.json that parses and a weights file (their contents load later)."""
+    if not path.is_dir():
+        raise ConfigError(f"{key}: no such directory: {path}")
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return  # a LoRA adapter directory: its base model is checked when it loads
+    config = path / "config.json"
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: {path} is not a Hugging Face model directory (no config.json)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{key}: {config} does not parse ({e})") from None
+    if not any((path / name).is_file() for name in _WEIGHTS):
+        raise ConfigError(f"{key}: {path} has no weights ({' or '.join(_WEIGHTS[::2])})")
+
+
 def _check_paths(cfg: Config) -> None:
-    if cfg.model.path is not None and not Path(cfg.model.path).is_dir():
-        raise ConfigError(f"model.path: no such directory: {cfg.model.path}")
+    if cfg.model.path is not None:
+        _check_model_dir("model.path", Path(cfg.model.path))
     if cfg.human.replay_from is not None and not Path(cfg.human.replay_from).is_file():
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
-    if cfg.human.model_path is not None and not Path(cfg.human.model_path).is_dir():
-        raise ConfigError(f"human.model_path: no such directory: {cfg.human.model_path}")
+    if cfg.human.model_path is not None:
+        _check_model_dir("human.model_path", Path(cfg.human.model_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -232,6 +232,10 @@ def build_tiny_model(cfg: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, 
     return model, tokenizer
 
 
+class ModelLoadError(ValueError):
+    """A model directory that does not load; one line naming it and the reason."""
+
+
 def load_model(
     cfg: ModelConfig, path: str | Path | None = None, seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -244,8 +248,12 @@ def load_model(
         return _load_adapter(cfg, path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=_DTYPES[cfg.dtype])
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=_DTYPES[cfg.dtype])
+    except Exception as e:  # a bad config, missing or corrupt weights or tokenizer: transformers' many error types
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ModelLoadError(f"{path}: cannot load the model ({type(e).__name__}: {reason})") from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.generation_config.pad_token_id is None:

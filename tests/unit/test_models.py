@@ -271,3 +271,32 @@ def test_the_constraints_baseline_and_its_value_are_one_token_mean(tiny_model):
     assert stats["sup_tokens"] == [20.0, 2.0]
     assert abs(_token_mean(stats) - baseline) < 1e-5
     assert abs(baseline - (20 * per_sequence[0] + 2 * per_sequence[1]) / 22) < 1e-5
+
+
+def test_a_model_directory_that_does_not_load_fails_in_one_line(tiny_model, tmp_path, capsys):
+    from debate_amp import cli
+    from debate_amp.config import ConfigError, load_config
+    from debate_amp.models import save_model
+
+    model, tokenizer = tiny_model
+    good = tmp_path / "good"
+    save_model(model, tokenizer, good)
+    bad_config, no_weights, corrupt = tmp_path / "bad_config", tmp_path / "no_weights", tmp_path / "corrupt"
+    for d in (bad_config, no_weights, corrupt):
+        d.mkdir()
+        for f in good.iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+    (bad_config / "config.json").write_text('{"model_type": "debate_amp_prefix_lm", ')
+    capsys.readouterr()  # the save's progress bar
+    (no_weights / "model.safetensors").unlink()
+    weights = (corrupt / "model.safetensors").read_bytes()
+    (corrupt / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    with pytest.raises(ConfigError, match=r"model.path: .*config.json does not parse"):
+        load_config(None, [f"model.path={bad_config}"])
+    with pytest.raises(ConfigError, match=r"model.path: .*no_weights has no weights"):
+        load_config(None, [f"model.path={no_weights}"])
+    for directory, reason in ((corrupt, "cannot load the model"), (bad_config, "cannot load the model")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["amp", "--model", str(directory), "--question", "s=37016254 x=5 k=2"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and reason in err[0] and str(directory) in err[0], err
