@@ -569,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C outside the trainer's own handler (the warm start, eval, amp, debate)
+        what = {"train": "; a warm start that did not finish is redone by the same command", "sft": ""}
+        print(f"\ndebate-amp: interrupted{what.get(args.command, '')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `debate-amp eval RUN | head`: the reader left; not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

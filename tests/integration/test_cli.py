@@ -167,3 +167,29 @@ def test_debate_says_so_when_the_verdict_does_not_parse(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "verdict: none, the judge's reply does not name a side   (judge said '?'" in out  # Amp's '?'
     assert "None wins" not in out
+
+
+def test_ctrl_c_during_the_warm_start_stops_in_one_line(tmp_path):
+    import signal
+    import time
+
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "debate_amp.cli", "train", "recipes/default.yaml", f"run.output_dir={tmp_path}"]
+            + ["sft.n_examples=64000"],  # 500 steps of 128: long enough to be interrupted
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=ENV,
+        )
+        deadline = time.time() + 120
+        while "/500 [" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)  # until the warm start's training steps have begun
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "\ndebate-amp: interrupted; a warm start that did not finish is redone by the same command\n" in err
+    assert not (tmp_path / "default" / "sft" / "config.json").exists()
