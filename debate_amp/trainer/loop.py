@@ -231,6 +231,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         if main:
             run_sft(cfg, progress=progress)
         accelerator.wait_for_everyone()
+    # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
+    seed_everything(cfg.run.seed + accelerator.process_index)
     start_dir = a0_dir if cfg.trainer.warm_start else cfg.model.path
     policy, tokenizer = load_model(cfg.model, start_dir, seed=cfg.run.seed)
     if cfg.model.lora.enabled:

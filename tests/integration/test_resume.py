@@ -249,3 +249,23 @@ def test_a_resumed_run_keeps_its_human_budget(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2]
     assert rows[0]["amp/human_calls"] == 6.0 and rows[1]["amp/human_calls"] == 0.0  # the run's cap, spent in update 1
+
+
+def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_path):
+    # Killed after the warm start and before the first checkpoint, a run restarts from A[0] on disk; the global
+    # RNGs the warm start drew from must not make it a different run.
+    from debate_amp.trainer.loop import train
+
+    def cfg(name):
+        overrides = [*TINY, "trainer.warm_start=true", "sft.n_examples=256", "trainer.updates=1"]
+        return load_config(
+            ROOT / "recipes" / "default.yaml", [*overrides, f"run.output_dir={tmp_path}", f"run.name={name}"]
+        )
+
+    train(cfg("whole"), progress=False)  # the warm start, then update 1, in one process
+    (tmp_path / "restarted").mkdir()
+    shutil.copytree(tmp_path / "whole" / "sft", tmp_path / "restarted" / "sft")
+    train(cfg("restarted"), progress=False, resume=True)  # A[0] found on disk, no checkpoint: from the beginning
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "restarted" / "model" / "model.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
