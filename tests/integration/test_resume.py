@@ -269,3 +269,42 @@ def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_pa
     a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "restarted" / "model" / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+
+
+@pytest.mark.slow
+def test_ten_sigkills_at_random_moments_lose_nothing_and_resume_exactly(tmp_path):
+    """SIGKILL at 10 random moments of a run (before its first checkpoint too); each resumed run ends with the
+    uninterrupted run's weights, every label the killed run committed, and every transcript file it finished."""
+    started = time.monotonic()
+    _run(tmp_path, "reference", *SAVE)
+    duration = time.monotonic() - started
+    reference = load_file(str(tmp_path / "reference" / "model" / "model.safetensors"))
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    for i in range(10):
+        name = f"killed{i}"
+        run_dir = tmp_path / name
+        proc = _launch(tmp_path, name, *SAVE)
+        time.sleep(rng.uniform(0.1, 0.9) * duration)
+        if proc.poll() is not None:
+            continue  # it finished first: nothing to resume
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        finished = {f.name: f.read_bytes() for f in (run_dir / "transcripts").glob("update_*.jsonl")}
+        labels = _labels(run_dir) if (run_dir / "labels.sqlite").is_file() else set()
+        _run(tmp_path, name, *SAVE, "--resume")
+        final = load_file(str(run_dir / "model" / "model.safetensors"))
+        diff = max(float((reference[k] - final[k]).abs().max()) for k in reference)
+        assert diff <= 1e-6, f"kill {i} (seed {seed}): final weights differ by {diff}"
+        after = _labels(run_dir)
+        assert labels <= after, f"kill {i} (seed {seed}): labels lost"
+        db = sqlite3.connect(run_dir / "labels.sqlite")
+        keys = [k for (k,) in db.execute("SELECT key FROM labels")]
+        db.close()
+        assert len(keys) == len(set(keys)), f"kill {i}: a label stored twice"
+        for file, data in finished.items():
+            candidates = [
+                run_dir / "transcripts" / file,
+                *(run_dir / "transcripts" / "superseded").glob(f"{file[:-6]}*"),
+            ]
+            assert any(c.is_file() and c.read_bytes() == data for c in candidates), f"kill {i}: {file} (seed {seed})"
