@@ -174,9 +174,14 @@ class AmpConfig:
     """curriculum: the first depth (0: the powers the human can do itself, k <= 1 on perm; their amplified answers
     are distilled only where the human gave them, so M first learns the lookups it will build on)."""
     curriculum_threshold: Probability = 0.9
-    """curriculum: go one level deeper once the amplified answers at the current depth are right this often against
-    gold (as Christiano et al. 2018 did; gold schedules the curriculum, it is never a target). M's agreement with
-    its teacher is logged too (``amp/agreement``), but it rose to 1.0 on wrong answers M had learned to repeat."""
+    """curriculum: go one level deeper once Amp~(H, M)'s answers one level deeper (``curriculum_probe`` questions,
+    amplified each update, never distilled) are right this often against gold: those answers rest on M's at the
+    current depth, so they are worth distilling only once M has learned it (Christiano et al. 2018 gated their
+    curriculum on accuracy too; gold schedules the curriculum, it is never a target). M's agreement with its
+    teacher is logged too (``amp/agreement``), but it rose to 1.0 on wrong answers M had learned to repeat."""
+    curriculum_probe: NonNegativeInt = 64
+    """curriculum: questions one level below the current depth amplified each update to decide when to go there
+    (``amp/probe_accuracy``)."""
 
 
 @dataclass(config=_STRICT)
@@ -401,6 +406,7 @@ TINY_OVERRIDES = (
     "trainer.minibatch_size=16",
     "trainer.replay_examples=32",
     "amp.questions_per_update=16",
+    "amp.curriculum_probe=8",
     "generation.max_new_tokens=12",
     "run.torch_threads=2",
 )

@@ -295,6 +295,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed at the end)
     local_questions = max(1, cfg.trainer.questions_per_update // accelerator.num_processes)
     local_amp_questions = -(-cfg.amp.questions_per_update // accelerator.num_processes)
+    local_probe = -(-cfg.amp.curriculum_probe // accelerator.num_processes) if cfg.amp.curriculum else 0
     bar = tqdm(
         range(state.update, cfg.trainer.updates),
         desc="train",
@@ -327,7 +328,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
         depth = state.amp_depth if cfg.amp.curriculum else None
         amp_questions = [task.sample(rng, max_depth=depth) for _ in range(local_amp_questions)]
-        amplified = amplify(amp_questions, amplifier) if amp_questions else []
+        #    and a probe one level deeper (amplified, scored against gold, never distilled) for the curriculum.
+        probe = _deeper(task, rng, state.amp_depth, local_probe) if cfg.amp.curriculum else []
+        replies = amplify(amp_questions + probe, amplifier) if amp_questions or probe else []
+        amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
         agreement = (
             _agreement(amplifier_agent, amplified, amp_questions, state.amp_depth) if amplified else float("nan")
         )
@@ -488,6 +492,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "amp/depth": float(state.amp_depth),
                 "amp/agreement": agreement,
                 "amp/teacher_accuracy": teacher,
+                "amp/probe_accuracy": _mean([task_score(r.text, q) for r, q in zip(probed, probe, strict=True)]),
                 "perf/update_s": update_s,
                 "perf/debates_per_s": len(debates) / max(rollout_s, 1e-9),
                 "perf/tokens_per_s": (float(rl.attention_mask.sum()) if rl is not None else 0.0)
@@ -509,7 +514,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 # the KL averaged over the processes that had segments; the step counts every process's segments
                 kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"]))
         metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
-        if cfg.amp.curriculum and not bad and metrics["amp/teacher_accuracy"] >= cfg.amp.curriculum_threshold:
+        if cfg.amp.curriculum and not bad and metrics["amp/probe_accuracy"] >= cfg.amp.curriculum_threshold:
             state.amp_depth = min(state.amp_depth + 1, task.max_depth)  # on the gathered number: every process agrees
         metrics["perf/elapsed_s"] = time.perf_counter() - started  # since train() began (warm start included)
         if main and cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0 and not bad:
@@ -813,6 +818,14 @@ def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
 
 def _eval_questions(task: PermTask, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
+
+
+def _deeper(task: PermTask, rng: random.Random, depth: int, n: int) -> list:
+    """``n`` training questions exactly one decomposition level below ``depth`` (none past the task's deepest)."""
+    if depth >= task.max_depth or n == 0:
+        return []
+    lo, hi = 2 ** (depth + 1), min(2 ** (depth + 2) - 1, task.max_power)
+    return [task.sample(rng, k=rng.randint(lo, hi)) for _ in range(n)]
 
 
 def _agreement(model_agent: ModelAgent, amplified: list, questions: list, depth: int) -> float:

@@ -1,6 +1,7 @@
 """The trainer's behaviour on the tiny model (issue 5's acceptance tests), each a real run of a few updates."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -158,3 +159,28 @@ def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path, local_l
     assert any("gate_proj" in k for k in policy) and any("down_proj" in k for k in policy)
     rows = metrics(cfg)
     assert [r["target/updates"] for r in rows] == [1.0, 2.0]  # EMA: every update
+
+
+def test_the_amplification_curriculum_goes_deeper_only_when_the_next_depth_is_right(tmp_path):
+    # perm with k <= 7 has depths 0, 1, 2. Threshold 0: every probe passes, one level per update, then no probe.
+    cfg, _ = run(tmp_path, "open", "trainer.updates=4", "amp.curriculum_threshold=0.0")
+    rows = metrics(cfg)
+    assert [r["amp/depth"] for r in rows] == [0.0, 1.0, 2.0, 2.0]
+    assert all(0.0 <= r["amp/probe_accuracy"] <= 1.0 for r in rows[:2])
+    assert all(math.isnan(r["amp/probe_accuracy"]) for r in rows[2:])  # at the deepest level there is no probe
+    # Threshold 1: the untrained model's amplified answers one level deeper are not all right; the depth stays.
+    cfg, _ = run(tmp_path, "closed", "trainer.updates=2", "amp.curriculum_threshold=1.0")
+    assert [r["amp/depth"] for r in metrics(cfg)] == [0.0, 0.0]
+
+
+def test_the_probe_draws_exactly_one_level_deeper():
+    import random
+
+    from debate_amp.tasks.perm import PermTask
+    from debate_amp.trainer.loop import _deeper
+
+    task, rng = PermTask(n_elements=8, max_power=7), random.Random(0)
+    assert {q.k for q in _deeper(task, rng, 0, 200)} == {2, 3}
+    assert {q.k for q in _deeper(task, rng, 1, 200)} == {4, 5, 6, 7}
+    assert _deeper(task, rng, 2, 200) == [] and _deeper(task, rng, 0, 0) == []
+    assert not any(task.is_heldout(q.sigma) for q in _deeper(task, rng, 1, 200))  # training questions only
