@@ -35,7 +35,7 @@ GROUPS = ("objective", "loss", "debate", "amp", "policy", "value", "constraint",
 def read_metrics(path: Path) -> list[dict[str, float]]:
     """``metrics.jsonl`` rows (a line that does not parse is skipped: curves are a convenience, not a record)."""
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # binary bytes: lines to skip
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

@@ -372,3 +372,11 @@ def test_ten_thousand_debates_in_under_five_seconds(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("10000 debates in 100 files, updates 1-100")
     assert elapsed < 5.0
+
+
+def test_metrics_with_binary_bytes_are_read_around_them(tmp_path):
+    from debate_amp.eval.report import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"update": 1, "loss/sup": 0.5}\n\xff\xfe\x00\x89garbage\n{"update": 2, "loss/sup": 0.25}\n')
+    assert [r["update"] for r in read_metrics(path)] == [1, 2]
