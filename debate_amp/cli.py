@@ -109,10 +109,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(recipe: str | None, overrides: list[str]) -> Config:
     try:
-        return load_config(recipe, overrides)
+        cfg = load_config(recipe, overrides)
     except ConfigError as e:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    if recipe is not None and cfg == load_config(None, overrides, check_paths=False):
+        print(
+            f"debate-amp: note: {recipe} sets nothing: the built-in defaults are used (`debate-amp config --keys`), "
+            "which are not recipes/default.yaml",
+            file=sys.stderr,
+        )
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -163,3 +163,14 @@ def test_cli_missing_recipe_file():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "debate-amp: error: recipe not found: recipes/nope.yaml"
+
+
+def test_an_empty_recipe_says_the_built_in_defaults_are_used(tmp_path, capsys):
+    from debate_amp import cli
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here\n")
+    assert cli.main(["config", str(empty)]) == 0
+    assert "empty.yaml sets nothing: the built-in defaults are used" in capsys.readouterr().err
+    assert cli.main(["config", str(ROOT / "recipes" / "default.yaml")]) == 0
+    assert "sets nothing" not in capsys.readouterr().err
