@@ -115,7 +115,7 @@ def _load(recipe: str | None, overrides: list[str]) -> Config:
         raise SystemExit(EXIT_BAD_INPUT) from None
     if recipe is not None and cfg == load_config(None, overrides, check_paths=False):
         print(
-            f"debate-amp: note: {recipe} sets nothing: the built-in defaults are used (`debate-amp config --keys`), "
+            f"debate-amp: note: {recipe} changes nothing: the built-in defaults are used (`debate-amp config --keys`), "
             "which are not recipes/default.yaml",
             file=sys.stderr,
         )

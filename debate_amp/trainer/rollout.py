@@ -65,11 +65,20 @@ def policy_segments(debates: list[Debate], catastrophe_coef: float, skip_unconte
     return segments
 
 
+def _human_answered(node: Trace) -> bool:
+    return node.source.startswith("human:") and not node.op
+
+
+def human_answers(trace: Trace) -> list[SupervisedExample]:
+    """Every question the human answered inside a tree, as imitation examples (M learns its steps and lookups)."""
+    return [SupervisedExample(n.posed.render(), n.text, n.posed.kind) for n in used_nodes(trace) if _human_answered(n)]
+
+
 def amplified(trace: Trace) -> bool:
     """Did amplification add anything to this answer: a human answered somewhere in its tree, or the asker used
     subquestions? A tree that is one model step is M's own direct reply, and distilling it would only teach M what
     it already says (its mistakes included)."""
-    return any(node.source.startswith("human:") and not node.op for node in used_nodes(trace)) or any(
+    return any(_human_answered(node) for node in used_nodes(trace)) or any(
         child.posed.kind == "answer" for child in trace.children
     )
 
@@ -90,9 +99,7 @@ def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
                     SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind)
                 )
         for trace in debate.traces():
-            for node in used_nodes(trace):
-                if node.source.startswith("human:") and not node.op:
-                    examples.append(SupervisedExample(node.posed.render(), node.text, node.posed.kind))
+            examples += human_answers(trace)
     return examples
 
 
@@ -112,9 +119,7 @@ def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
     for reply in replies:
         if reply.text != UNKNOWN and amplified(reply.trace):
             examples.append(SupervisedExample(reply.trace.posed.render(), reply.text, "amplified"))
-        for node in used_nodes(reply.trace):
-            if node.source.startswith("human:") and not node.op:
-                examples.append(SupervisedExample(node.posed.render(), node.text, node.posed.kind))
+        examples += human_answers(reply.trace)
     return examples
 
 

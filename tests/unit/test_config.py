@@ -171,6 +171,6 @@ def test_an_empty_recipe_says_the_built_in_defaults_are_used(tmp_path, capsys):
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing here\n")
     assert cli.main(["config", str(empty)]) == 0
-    assert "empty.yaml sets nothing: the built-in defaults are used" in capsys.readouterr().err
+    assert "empty.yaml changes nothing: the built-in defaults are used" in capsys.readouterr().err
     assert cli.main(["config", str(ROOT / "recipes" / "default.yaml")]) == 0
-    assert "sets nothing" not in capsys.readouterr().err
+    assert "changes nothing" not in capsys.readouterr().err
