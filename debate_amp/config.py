@@ -353,8 +353,9 @@ class TrainerConfig:
     max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping."""
     replay_examples: NonNegativeInt = 256
-    """Warm-start imitation examples (the human's own answers, steps and integrations) added to each update's
-    supervised examples, so that skills the debates do not exercise are not forgotten; 0 turns it off."""
+    """Warm-start imitation examples added to each update's supervised examples, in the warm start's proportions
+    (``sft.lookup_rate``, ``sft.debate_fraction``: the human's own answers, steps and integrations and its replies
+    inside debates), so that skills the updates do not exercise are not forgotten; 0 turns it off."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10

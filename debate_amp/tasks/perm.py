@@ -273,18 +273,24 @@ class PermTask:
     def is_heldout(self, sigma: tuple[int, ...]) -> bool:
         return zlib.crc32(bytes(sigma)) / 2**32 < self.heldout_fraction
 
-    def sample_k(self, rng: random.Random, max_power: int | None = None) -> int:
+    def sample_k(self, rng: random.Random, max_power: int | None = None, min_depth: int = 0) -> int:
         top = self.max_power if max_power is None else max_power
         if self.balance == "uniform":
-            return rng.randint(0, top)
-        d = rng.randint(0, depth_of(top))
+            return rng.randint(2**min_depth if min_depth else 0, top)
+        d = rng.randint(min(min_depth, depth_of(top)), depth_of(top))
         lo, hi = (0, 1) if d == 0 else (2**d, min(2 ** (d + 1) - 1, top))
         return rng.randint(lo, hi)
 
     def sample(
-        self, rng: random.Random, heldout: bool = False, k: int | None = None, max_depth: int | None = None
+        self,
+        rng: random.Random,
+        heldout: bool = False,
+        k: int | None = None,
+        max_depth: int | None = None,
+        min_depth: int = 0,
     ) -> PermQuestion:
-        """A question; ``max_depth`` limits the decomposition depth (powers below 2 ** (max_depth + 1))."""
+        """A question; ``max_depth`` and ``min_depth`` bound the decomposition depth (powers below
+        2 ** (max_depth + 1), and from 2 ** min_depth on when ``min_depth`` > 0)."""
         while True:
             sigma = list(range(self.n_elements))
             rng.shuffle(sigma)
@@ -293,7 +299,7 @@ class PermTask:
         x = rng.randrange(self.n_elements)
         if k is None:
             top = None if max_depth is None else min(self.max_power, 2 ** (max_depth + 1) - 1)
-            k = self.sample_k(rng, top)
+            k = self.sample_k(rng, top, min_depth)
         return PermQuestion(tuple(sigma), x, k)
 
     @property
@@ -522,6 +528,38 @@ class PermLiar:
             return render_claim(x, k, value, no=no)
         via = inverse_power(sigma, value, k // 2)  # makes the second sub-claim true and the first false
         return render_claim(x, k, value, via=via, no=no)
+
+
+@dataclass
+class PermBabbler:
+    """A scripted debater whose arguments do not parse, the way an untrained model's do: ``?``, a step reply
+    (``ans 4``, ``ask 3^3;#1``), a claim with a character dropped or doubled (``5^2od via 4``), or a claim about
+    another question. The judge must still give these verdicts (an argument that does not parse loses), and a
+    warm start that only ever saw well-formed debates gave garbage verdicts on them (measured: 43% parsed)."""
+
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False)
+    _liar: PermLiar = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._liar = PermLiar(seed=self.seed)
+
+    def argue(self, q: PermQuestion, context: tuple[str, ...]) -> str:
+        rng, n = self._rng, len(q.sigma)
+        claim = self._liar.argue(q, context)
+        kind = rng.randrange(5)
+        if kind == 0:
+            return UNKNOWN
+        if kind == 1:
+            return rng.choice([format_answer(rng.randrange(n)), format_ask(f"{q.x}^{max(1, q.k // 2)}", "#1")])
+        if kind == 2 and len(claim) > 1:
+            i = rng.randrange(len(claim))
+            return claim[:i] + claim[i + 1 :]
+        if kind == 3:
+            i = rng.randrange(len(claim))
+            return claim[: i + 1] + claim[i:]
+        return render_claim(rng.randrange(n), rng.randint(1, max(1, q.k)), rng.randrange(n))
 
 
 # ---------------------------------------------------------------------------------------------------------------

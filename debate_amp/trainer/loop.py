@@ -87,7 +87,7 @@ from debate_amp.trainer.rollout import (
     amplified as is_amplified,
 )
 from debate_amp.trainer.rundir import apply_plan, plan_run_dir
-from debate_amp.trainer.sft import run_sft, seed_everything
+from debate_amp.trainer.sft import debate_imitation_examples, run_sft, seed_everything
 
 # ---------------------------------------------------------------------------------------------------------------
 # Setup
@@ -326,8 +326,11 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         )
         rollout_s = time.perf_counter() - t0
         #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
+        #    Past depth 0 the questions are drawn from depths 1..d: at depth 0 Amp~ adds only the human's own answers
+        #    (the rehearsal's), and M's direct replies are not distilled.
         depth = state.amp_depth if cfg.amp.curriculum else None
-        amp_questions = [task.sample(rng, max_depth=depth) for _ in range(local_amp_questions)]
+        lowest = min(1, state.amp_depth) if cfg.amp.curriculum else 0
+        amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(local_amp_questions)]
         #    and a probe one level deeper (amplified, scored against gold, never distilled) for the curriculum.
         probe = _deeper(task, rng, state.amp_depth, local_probe) if cfg.amp.curriculum else []
         replies = amplify(amp_questions + probe, amplifier) if amp_questions or probe else []
@@ -346,7 +349,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
         examples = supervised_examples(debates) + amplification_examples(amplified)
         if cfg.trainer.replay_examples:
-            replay = imitation_examples(task, replay_human, cfg.trainer.replay_examples, seed=rng.randrange(2**31))
+            replay = _rehearsal(task, replay_human, cfg, seed=rng.randrange(2**31))
             examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
         sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
         rl = None
@@ -814,6 +817,17 @@ def _mean_over_processes(accelerator, value: float) -> float:
 def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
     """A recipe value and its annealing: from ``start`` to ``anneal.end`` (or constant) over training."""
     return Schedule(anneal.kind, start, start if anneal.end is None else anneal.end, tuple(anneal.step_milestones))
+
+
+def _rehearsal(task: PermTask, human: PermHuman, cfg: Config, seed: int) -> list:
+    """``trainer.replay_examples`` warm-start examples, in the warm start's proportions: the human's own answers,
+    steps and integrations, and (``sft.debate_fraction`` of them) its replies inside debates."""
+    n_debate = round(cfg.trainer.replay_examples * cfg.sft.debate_fraction)
+    own = imitation_examples(
+        task, human, cfg.trainer.replay_examples - n_debate, seed=seed, lookups=cfg.sft.lookup_rate
+    )
+    debate = debate_imitation_examples(task, n_debate, seed, cfg.debate.max_turns, cfg.human.error_rate)
+    return own + debate
 
 
 def _eval_questions(task: PermTask, cfg: Config):

@@ -28,15 +28,18 @@ from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
 from debate_amp.models import encode_prompts, load_model, peft_lora_config, save_model
+from debate_amp.protocol import Answer
 from debate_amp.samplers import Always
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import (
     Example,
+    PermBabbler,
     PermHuman,
     PermLiar,
     PermTask,
     answer_prompt,
     imitation_examples,
+    parse_step,
     perfect_generate,
 )
 from debate_amp.trainer.rollout import used_nodes
@@ -221,8 +224,14 @@ def debate_imitation_examples(
     """The human's replies inside debates: how it argues (with a model's values) and how it judges.
 
     Debates are run with the perfect scripted model and the human answering every step (sampler ``always``):
-    a third in self-play, a third against the scripted liar on each side, so that A[0] has seen openings,
-    disputes, agreements and verdicts both ways. Every human answer in the trees is an example.
+    a quarter in self-play, half against the scripted liar and a quarter against a babbler whose arguments do not
+    parse (each on a side drawn at random), so that A[0] has seen openings, disputes, agreements and verdicts both
+    ways, also on the malformed arguments an untrained model writes. Every human answer in the trees is an example, and so is the
+    same reply posed directly (``... W=`` rather than the step ``... SW=``) where the human gave it without asking
+    the model anything: every verdict, continue and catastrophe judgment, and the arguments it makes alone
+    (agreements, lookup-level claims). Amp~(H, M) poses the direct form to M on every call the sampler does not
+    give the human (measured: without these, 9% of the trained model's verdicts parsed). A reply that used the
+    model's values (an opening ``x^k=v via m``) is not repeated directly: the perfect model's values would be gold.
     """
     rng = random.Random(seed)
     human = SyntheticHuman(PermHuman(error_rate=error_rate, seed=seed))
@@ -230,16 +239,24 @@ def debate_imitation_examples(
     examples: list[Example] = []
     while len(examples) < n:
         questions = [task.sample(rng, heldout=heldout) for _ in range(64)]
-        liar = ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
-        liar_side = rng.choice([None, "even", "odd"])
-        even, odd = (liar if liar_side == "even" else None), (liar if liar_side == "odd" else None)
+        draw, side = rng.random(), rng.choice(["even", "odd"])
+        opponent = (
+            None
+            if draw < 0.25
+            else ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
+            if draw < 0.75
+            else ScriptedDebater(PermBabbler(seed=rng.randrange(2**31)), "babbler")
+        )
+        even, odd = (opponent if side == "even" else None), (opponent if side == "odd" else None)
         for debate in run_debates(questions, amp, amp, max_turns, seed=rng.randrange(2**31), even=even, odd=odd):
             for trace in debate.traces():
                 for node in used_nodes(trace):
                     if node.who == "human" and not node.op:
-                        kind = node.posed.goal.kind if node.posed.goal is not None else node.posed.kind
-                        examples.append(
-                            Example(node.posed.render(), node.text, kind, debate.question.k, debate.question)
-                        )
+                        goal = node.posed.goal if node.posed.goal is not None else node.posed
+                        q = debate.question
+                        examples.append(Example(node.posed.render(), node.text, goal.kind, q.k, q))
+                        reply = parse_step(node.text)
+                        if node.posed.kind == "step" and not node.posed.workspace and isinstance(reply, Answer):
+                            examples.append(Example(goal.render(), reply.text, goal.kind, q.k, q))
     rng.shuffle(examples)
     return examples[:n]

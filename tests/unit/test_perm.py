@@ -169,3 +169,44 @@ def test_posed_rendering_matches_the_trained_formats():
     assert argue.step(("3",)).render() == render_question(q) + " |ans 4 |no #1=3 SG="
     assert Posed("catastrophe", q, context=("a", "b"), argument=1).render().endswith(" |a |b @1 C=")
     assert posed.key() == Posed("answer", PermQuestion(SIGMA, 5, 6)).key() != Posed("answer", q.with_query(5, 5)).key()
+
+
+def test_debate_imitation_repeats_the_humans_own_judgments_directly_and_never_a_model_backed_claim():
+    """Amp~(H, M) poses judgments to M directly (`` W=``); A[0] learns that form from the human's own replies. A
+    reply that used the perfect model's values (an opening ``x^k=v via m``) must not be repeated directly: it would
+    teach gold sigma^k(x)."""
+    from debate_amp.tasks.perm import judge_winner, parse_argument, parse_prompt
+    from debate_amp.trainer.sft import debate_imitation_examples
+
+    task = PermTask(n_elements=8, max_power=7)
+    examples = debate_imitation_examples(task, 3000, seed=0, max_turns=4)
+    direct = [e for e in examples if not e.prompt.endswith(("SG=", "SE=", "SW=", "SC="))]
+    kinds = Counter(e.kind for e in direct)
+    assert min(kinds["winner"], kinds["sufficient"], kinds["catastrophe"]) >= 100, kinds
+    for e in direct:
+        posed = parse_prompt(e.prompt)
+        assert posed is not None and posed.kind == e.kind and posed.kind != "step"
+        if e.kind == "winner":
+            assert e.completion == judge_winner(posed.question, posed.context)
+        if e.kind == "argue":
+            argument = parse_argument(e.completion, 8)
+            assert argument is not None and (argument.agree or argument.k <= 1), e.completion
+
+
+def test_sampling_between_two_depths():
+    task = PermTask(n_elements=8, max_power=7)
+    rng = random.Random(0)
+    assert {task.sample(rng, max_depth=1, min_depth=1).k for _ in range(300)} == {2, 3}
+    assert {task.sample(rng, max_depth=2, min_depth=1).k for _ in range(600)} == {2, 3, 4, 5, 6, 7}
+    assert {task.sample(rng, max_depth=0).k for _ in range(300)} == {0, 1}
+
+
+def test_the_babbler_writes_what_does_not_parse_and_the_judge_calls_it():
+    from debate_amp.tasks.perm import PermBabbler, judge_winner, parse_argument
+
+    q = PermQuestion(SIGMA, 5, 6)
+    babble = [PermBabbler(seed=s).argue(q, ()) for s in range(200)]
+    assert babble == [PermBabbler(seed=s).argue(q, ()) for s in range(200)]  # seeded
+    unparsed = [b for b in babble if parse_argument(b, 8) is None]
+    assert len(unparsed) >= 150 and len(set(unparsed)) >= 50
+    assert all(judge_winner(q, (b,)) == "odd" for b in unparsed)  # an opening that does not parse loses
