@@ -530,38 +530,6 @@ class PermLiar:
         return render_claim(x, k, value, via=via, no=no)
 
 
-@dataclass
-class PermBabbler:
-    """A scripted debater whose arguments do not parse, the way an untrained model's do: ``?``, a step reply
-    (``ans 4``, ``ask 3^3;#1``), a claim with a character dropped or doubled (``5^2od via 4``), or a claim about
-    another question. The judge must still give these verdicts (an argument that does not parse loses), and a
-    warm start that only ever saw well-formed debates gave garbage verdicts on them (measured: 43% parsed)."""
-
-    seed: int = 0
-    _rng: random.Random = field(init=False, repr=False)
-    _liar: PermLiar = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._liar = PermLiar(seed=self.seed)
-
-    def argue(self, q: PermQuestion, context: tuple[str, ...]) -> str:
-        rng, n = self._rng, len(q.sigma)
-        claim = self._liar.argue(q, context)
-        kind = rng.randrange(5)
-        if kind == 0:
-            return UNKNOWN
-        if kind == 1:
-            return rng.choice([format_answer(rng.randrange(n)), format_ask(f"{q.x}^{max(1, q.k // 2)}", "#1")])
-        if kind == 2 and len(claim) > 1:
-            i = rng.randrange(len(claim))
-            return claim[:i] + claim[i + 1 :]
-        if kind == 3:
-            i = rng.randrange(len(claim))
-            return claim[: i + 1] + claim[i:]
-        return render_claim(rng.randrange(n), rng.randint(1, max(1, q.k)), rng.randrange(n))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Imitation data for the warm start A[0]
 

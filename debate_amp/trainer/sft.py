@@ -33,7 +33,6 @@ from debate_amp.samplers import Always
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import (
     Example,
-    PermBabbler,
     PermHuman,
     PermLiar,
     PermTask,
@@ -224,9 +223,8 @@ def debate_imitation_examples(
     """The human's replies inside debates: how it argues (with a model's values) and how it judges.
 
     Debates are run with the perfect scripted model and the human answering every step (sampler ``always``):
-    a quarter in self-play, half against the scripted liar and a quarter against a babbler whose arguments do not
-    parse (each on a side drawn at random), so that A[0] has seen openings, disputes, agreements and verdicts both
-    ways, also on the malformed arguments an untrained model writes. Every human answer in the trees is an example, and so is the
+    a third in self-play, a third against the scripted liar on each side, so that A[0] has seen openings,
+    disputes, agreements and verdicts both ways. Every human answer in the trees is an example, and so is the
     same reply posed directly (``... W=`` rather than the step ``... SW=``) where the human gave it without asking
     the model anything: every verdict, continue and catastrophe judgment, and the arguments it makes alone
     (agreements, lookup-level claims). Amp~(H, M) poses the direct form to M on every call the sampler does not
@@ -239,15 +237,9 @@ def debate_imitation_examples(
     examples: list[Example] = []
     while len(examples) < n:
         questions = [task.sample(rng, heldout=heldout) for _ in range(64)]
-        draw, side = rng.random(), rng.choice(["even", "odd"])
-        opponent = (
-            None
-            if draw < 0.25
-            else ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
-            if draw < 0.75
-            else ScriptedDebater(PermBabbler(seed=rng.randrange(2**31)), "babbler")
-        )
-        even, odd = (opponent if side == "even" else None), (opponent if side == "odd" else None)
+        liar = ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
+        liar_side = rng.choice([None, "even", "odd"])
+        even, odd = (liar if liar_side == "even" else None), (liar if liar_side == "odd" else None)
         for debate in run_debates(questions, amp, amp, max_turns, seed=rng.randrange(2**31), even=even, odd=odd):
             for trace in debate.traces():
                 for node in used_nodes(trace):
