@@ -193,3 +193,30 @@ def test_ctrl_c_during_the_warm_start_stops_in_one_line(tmp_path):
     assert "Traceback" not in err
     assert "\ndebate-amp: interrupted; a warm start that did not finish is redone by the same command\n" in err
     assert not (tmp_path / "default" / "sft" / "config.json").exists()
+
+
+def test_ctrl_c_during_the_liar_protocol_stops_at_once_in_one_line(tmp_path):
+    # Issue 12, item 7: Ctrl-C on `eval --protocol liar` was ignored for over 15 s (measured fix: 1.1 s).
+    import signal
+    import time
+
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "debate_amp.cli", "eval", "--protocol", "liar", "--model", "perfect"]
+            + ["--n", "200000", "--max-turns", "4"],  # minutes of debates: long enough to be interrupted
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            env=ENV,
+        )
+        time.sleep(4)  # imports and the first debates
+        assert proc.poll() is None, log.read_text()[-2000:]
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        latency = time.perf_counter() - sent
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("debate-amp: interrupted")
+    assert latency < 5.0, f"{latency:.1f} s from Ctrl-C to exit"
