@@ -199,4 +199,3 @@ def test_sampling_between_two_depths():
     assert {task.sample(rng, max_depth=1, min_depth=1).k for _ in range(300)} == {2, 3}
     assert {task.sample(rng, max_depth=2, min_depth=1).k for _ in range(600)} == {2, 3, 4, 5, 6, 7}
     assert {task.sample(rng, max_depth=0).k for _ in range(300)} == {0, 1}
-
