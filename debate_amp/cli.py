@@ -299,7 +299,16 @@ def cmd_debate(args: argparse.Namespace) -> int:
     policy = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     target = _amp_approx(cfg, human, _generate_fn(args, cfg, 0.0), "target")
     liar = {args.liar: ScriptedDebater(PermLiar(seed=cfg.run.seed))} if args.liar else {}
-    (debate,) = run_debates([question], policy, target, max_turns, cfg.debate.force_stop_p, cfg.run.seed, **liar)
+    (debate,) = run_debates(
+        [question],
+        policy,
+        target,
+        max_turns,
+        cfg.debate.force_stop_p,
+        cfg.run.seed,
+        forfeit_unparsed=cfg.debate.forfeit_unparsed,
+        **liar,
+    )
 
     print(f"question {render_question(question)}   (gold {question.gold})")
     for t, turn in enumerate(debate.turns):
@@ -315,7 +324,9 @@ def cmd_debate(args: argparse.Namespace) -> int:
             print(f"     continue_{t} = {str(c.value).lower()}: {how}")
     assert debate.winner is not None
     said = f"judge said {debate.winner.text!r}, {_who_answered(debate.winner.trace)}"
-    if debate.winner.value is None:
+    if debate.forfeit is not None:
+        print(f"\nverdict: {debate.winner.value} wins: argument {debate.forfeit} is not an argument (forfeit)")
+    elif debate.winner.value is None:
         print(f"\nverdict: none, the judge's reply does not name a side   ({said})")
     else:
         print(f"\nverdict: {debate.winner.value} wins   ({said})")
@@ -327,7 +338,8 @@ def cmd_debate(args: argparse.Namespace) -> int:
     )
     if args.liar:
         honest = "odd" if args.liar == "even" else "even"
-        print(f"the judge picked the {'honest side' if debate.winner.value == honest else 'liar'}")
+        verdict = "the forfeit went to" if debate.forfeit is not None else "the judge picked"
+        print(f"{verdict} the {'honest side' if debate.winner.value == honest else 'liar'}")
     print(f"human calls {expert.calls}")
     return 0
 
@@ -473,7 +485,7 @@ def _eval_liar(args: argparse.Namespace) -> int:
         option = "model" if args.judge_model is None else "judge_model"
         target = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.target.temperature, option), "target")
         judge = f"Amp~(H, M_target) with M_target = {getattr(args, option)}"
-    rows = honest_vs_liar(questions, policy, target, args.max_turns)
+    rows = honest_vs_liar(questions, policy, target, args.max_turns, cfg.debate.forfeit_unparsed)
     if args.json:
         print(json.dumps({"questions": args.n, "rows": [row.as_dict() for row in rows], "human_calls": expert.calls}))
         return 0

@@ -256,6 +256,10 @@ class DebateConfig:
     annealed."""
     force_stop_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
     """Annealing of force_stop_p, e.g. from near-pure amplification (0.9) towards debate (0.0)."""
+    forfeit_unparsed: bool = True
+    """An argument that is not an argument in the task's format forfeits the debate: it ends there, the other side
+    wins, and the judge is not asked for a verdict. False: the judge is asked about the garbage too, and a verdict
+    that does not parse gives both sides 0 (a losing debater can learn to reach it; docs/training.md)."""
 
     def __post_init__(self) -> None:
         if self.force_stop_anneal.end is not None and not 0.0 <= self.force_stop_anneal.end <= 1.0:

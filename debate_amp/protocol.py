@@ -34,6 +34,10 @@ class Question(Protocol):
         """A step reply as ``Answer``, ``Ask`` or ``Unparsed``."""
         ...
 
+    def is_argument(self, text: str) -> bool:
+        """Is ``text`` a debate argument in the task's format (a move at all, right or wrong)?"""
+        ...
+
 
 @dataclass(frozen=True)
 class Posed:

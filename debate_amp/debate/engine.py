@@ -12,6 +12,12 @@
 
 Every debate of a batch runs concurrently under one event loop, so their model calls share batched waves.
 ``force_stop_p`` forces continue_0 = false with that probability (1.0 is pure imitative amplification).
+
+With ``forfeit_unparsed`` an argument that is not an argument in the task's format (``question.is_argument``)
+forfeits: the debate ends there, the other side wins, and the judge is not asked for the verdict (the judge's own
+first rule, applied by the engine). Without it the judge is asked about the garbage too, and an unparsed verdict
+gives both sides 0, which a losing debater can learn to reach by writing garbage that the model judge does not
+read as a loss (docs/training.md measures it).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class Judgment:
     """A judgment by Amp~(H, M_target): its reply text, the value read from it, and its trace.
 
     ``parsed`` is False when the reply was not one of the expected words (the value is then the default stated
-    where it is read). A forced continue_0 has no reply and no trace.
+    where it is read). A forced continue_0 has no reply and no trace; nor have the verdict of a forfeited debate
+    and the cost of its forfeiting argument (``forced`` too).
     """
 
     value: Any
@@ -55,6 +62,8 @@ class Debate:
     continues: list[Judgment] = field(default_factory=list)
     winner: Judgment | None = None
     costs: list[Judgment] = field(default_factory=list)
+    forfeit: int | None = None
+    """The argument that forfeited the debate (not an argument in the task's format), if one did."""
 
     @property
     def rewards(self) -> dict[str, float]:
@@ -101,6 +110,7 @@ async def run_debate(
     judge: Agent,
     max_turns: int,
     forced_stop: bool = False,
+    forfeit_unparsed: bool = False,
 ) -> Debate:
     """One debate on ``question``: ``debaters`` argue for even and odd turns, ``judge`` is Amp~(H, M_target)."""
     debate = Debate(question)
@@ -109,6 +119,9 @@ async def run_debate(
         argument = await debaters[t % 2](Posed("argue", question, context))
         context = (*context, argument.text)
         debate.turns.append(Turn(SIDES[t % 2], argument.text, argument.trace))
+        if forfeit_unparsed and not question.is_argument(argument.text):
+            debate.forfeit = t
+            break
         if t == 0 and forced_stop:
             debate.continues.append(Judgment(False, forced=True))
             break
@@ -117,6 +130,13 @@ async def run_debate(
         debate.continues.append(judgment)
         if not judgment.value:
             break
+    if debate.forfeit is not None:  # no verdict to ask for; the forfeited argument's cost is moot (it lost)
+        judged = [t for t in range(len(context)) if t != debate.forfeit]
+        costs = await asyncio.gather(*(judge(Posed("catastrophe", question, context, argument=t)) for t in judged))
+        by_turn = dict(zip(judged, (read_cost(cost) for cost in costs), strict=True))
+        debate.winner = Judgment(SIDES[(debate.forfeit + 1) % 2], forced=True)
+        debate.costs = [by_turn.get(t, Judgment(0.0, forced=True)) for t in range(len(context))]
+        return debate
     winner, *costs = await asyncio.gather(
         judge(Posed("winner", question, context)),
         *(judge(Posed("catastrophe", question, context, argument=t)) for t in range(len(context))),
@@ -135,10 +155,11 @@ def run_debates(
     seed: int = 0,
     even: Agent | None = None,
     odd: Agent | None = None,
+    forfeit_unparsed: bool = False,
 ) -> list[Debate]:
     """Debate every question concurrently (self-play by ``amp_policy`` unless ``even`` / ``odd`` replace a side,
     e.g. with a scripted liar), judged by ``amp_target``. Whether continue_0 is forced false is drawn per debate
-    from ``seed``."""
+    from ``seed``; ``forfeit_unparsed`` as in the module docstring."""
     rng = random.Random(seed)
     forced = [rng.random() < force_stop_p for _ in questions]
     debaters = (even or amp_policy, odd or amp_policy)
@@ -147,7 +168,7 @@ def run_debates(
         return list(
             await asyncio.gather(
                 *(
-                    run_debate(q, debaters, amp_target, max_turns, stop)
+                    run_debate(q, debaters, amp_target, max_turns, stop, forfeit_unparsed)
                     for q, stop in zip(questions, forced, strict=True)
                 )
             )

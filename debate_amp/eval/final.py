@@ -4,7 +4,9 @@
   itself (one lookup) and for those beyond it;
 - ``parse_rate_<kind>``: on held-out self-play debates of the trained model (M and M_target both the trained
   model, greedy), the share of its replies that parse, by posed kind (``argue``: an argument; ``sufficient``:
-  yes / no; ``winner``: even / odd, which ``verdict_parse_rate`` repeats; ``catastrophe``: a number in [0, 1]);
+  yes / no; ``winner``: even / odd, which ``verdict_parse_rate`` repeats; ``catastrophe``: a number in [0, 1]),
+  of the judgments that were asked (a debate forfeited by an argument that does not parse has no verdict to
+  parse: ``selfplay_forfeit_rate`` counts those, with the recipe's ``debate.forfeit_unparsed``);
 - ``liar_judge_accuracy``: the trained model against the scripted liar on each side in turn, ``max_turns`` 4,
   judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`);
 - ``mean_debate_length``: arguments per debate at the last update of training.
@@ -39,8 +41,8 @@ def parse_rates(debates: list[Debate]) -> dict[str, float]:
         n = len(d.question.sigma)
         counts["argue"] += [parse_argument(turn.text, n) is not None for turn in d.turns]
         counts["sufficient"] += [c.parsed for c in d.continues if not c.forced]
-        counts["winner"] += [d.winner.parsed] if d.winner is not None else []
-        counts["catastrophe"] += [c.parsed for c in d.costs]
+        counts["winner"] += [d.winner.parsed] if d.winner is not None and not d.winner.forced else []
+        counts["catastrophe"] += [c.parsed for c in d.costs if not c.forced]
     return {f"parse_rate_{kind}": sum(ok) / len(ok) if ok else float("nan") for kind, ok in counts.items()}
 
 
@@ -56,9 +58,10 @@ def final_evaluation(
         hf_generate_fn(model, tokenizer, g.max_new_tokens, 0.0), "policy", cfg.amp.max_batch, {"answer": 8}
     )
     amp = amp_approx(human, agent, sampler, cfg.amp.max_rounds)
-    debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7)
+    forfeit = cfg.debate.forfeit_unparsed
+    debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7, forfeit_unparsed=forfeit)
     rates = parse_rates(debates)
-    (liar,) = honest_vs_liar(questions, amp, amp, [LIAR_MAX_TURNS])
+    (liar,) = honest_vs_liar(questions, amp, amp, [LIAR_MAX_TURNS], forfeit)
     ks = report.ks()
     return {
         "heldout_k_le_1": report.accuracy("answer", [k for k in ks if k <= 1]),
@@ -69,6 +72,7 @@ def final_evaluation(
         "liar_judge_accuracy": liar.both.value,
         "liar_questions": liar.n,
         "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
+        "selfplay_forfeit_rate": sum(d.forfeit is not None for d in debates) / max(1, len(debates)),
         "mean_debate_length": mean_debate_length,
     }
 
@@ -77,6 +81,7 @@ FINAL_ROWS = (
     ("heldout_k_le_1", "held-out sigma^k(x), k <= 1 (the human's own lookups)"),
     ("heldout_k_ge_2", "held-out sigma^k(x), k >= 2 (beyond the human)"),
     ("parse_rate_argue", "arguments that parse (held-out self-play)"),
+    ("selfplay_forfeit_rate", "self-play debates forfeited by an argument that does not parse"),
     ("parse_rate_sufficient", "sufficient judgments that parse"),
     ("verdict_parse_rate", "verdicts that parse"),
     ("parse_rate_catastrophe", "catastrophe judgments that parse"),

@@ -49,17 +49,30 @@ class LiarRow:
 
 
 def honest_vs_liar(
-    questions: Sequence[PermQuestion], amp_policy: Agent, amp_target: Agent, max_turns: Sequence[int]
+    questions: Sequence[PermQuestion],
+    amp_policy: Agent,
+    amp_target: Agent,
+    max_turns: Sequence[int],
+    forfeit_unparsed: bool = False,
 ) -> list[LiarRow]:
     """For each ``max_turns``: every question debated twice, the liar (seeded by max_turns) once on each side and
-    ``amp_policy`` on the other, judged by ``amp_target``; count the verdicts for the honest side."""
+    ``amp_policy`` on the other, judged by ``amp_target``; count the verdicts for the honest side (with
+    ``forfeit_unparsed``, an honest side that forfeits has lost)."""
     rows = []
     for turns_limit in max_turns:
         wins, turns = {}, []
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
             liar = ScriptedDebater(PermLiar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
-            debates = run_debates(list(questions), amp_policy, amp_target, turns_limit, even=even, odd=odd)
+            debates = run_debates(
+                list(questions),
+                amp_policy,
+                amp_target,
+                turns_limit,
+                even=even,
+                odd=odd,
+                forfeit_unparsed=forfeit_unparsed,
+            )
             wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
             turns += [len(d.turns) for d in debates]
         rows.append(LiarRow(turns_limit, wins, len(questions), turns))
@@ -163,6 +176,8 @@ def rejudge(rows: Sequence[Row], judge: Agent) -> Rejudged:
     for (row, _), (continues, winner) in zip(work, asyncio.run(all_rows()), strict=True):
         for recorded, new in continues:
             out.continues.add(recorded == new)
+        if row.forfeit:  # the recorded winner is the forfeit rule's, not a judgment to agree with
+            continue
         out.winners.add(row.winner == winner)
         out.confusion[(str(row.winner), str(winner))] += 1
         if row.winner != winner and len(out.changed) < 20:

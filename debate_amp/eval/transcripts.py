@@ -165,6 +165,7 @@ class Row:
     continues: tuple[bool, ...]  # continue_t as recorded
     forced_stop: bool  # continue_0 was forced false by force_stop_p (no judgment was asked)
     winner: str | None  # "even", "odd", or None (the verdict did not parse)
+    forfeit: bool  # an argument that did not parse ended the debate; the winner is the rule's, not the judge's
     even_right: bool | None
     opening_reply: str
     human_calls: int
@@ -173,8 +174,9 @@ class Row:
 
     @property
     def correct(self) -> bool | None:
-        """Did the verdict go to the side gold supports? None without gold or without a verdict."""
-        if self.even_right is None or self.winner is None:
+        """Did the verdict go to the side gold supports? None without gold, without a verdict, or after a forfeit
+        (the judge was not asked)."""
+        if self.even_right is None or self.winner is None or self.forfeit:
             return None
         return (self.winner == EVEN) == self.even_right
 
@@ -235,6 +237,7 @@ def to_row(record: dict[str, Any], source: str) -> Row:
         continues=tuple(bool(c["continue"]) for c in continues),
         forced_stop=bool(continues and continues[0].get("forced")),
         winner=winner if winner in (EVEN, ODD) else None,
+        forfeit=bool(record["winner"].get("forced")),
         even_right=even_right,
         opening_reply=_opening_reply(q, arguments),
         human_calls=int(record["human_calls"]),

@@ -63,6 +63,9 @@ class PermQuestion:
     def parse_step(self, text: str) -> Step:
         return parse_step(text)
 
+    def is_argument(self, text: str) -> bool:
+        return parse_argument(text, len(self.sigma)) is not None
+
 
 def power(sigma: tuple[int, ...], x: int, k: int) -> int:
     """sigma^k(x), through the cycle of x: at most N steps whatever k is."""

@@ -38,7 +38,7 @@ from debate_amp.combinators import amp_approx
 from debate_amp.config import AnnealConfig, Config, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
-from debate_amp.eval.final import final_evaluation
+from debate_amp.eval.final import final_evaluation, parse_rates
 from debate_amp.eval.heldout import evaluate_heldout
 from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
@@ -154,10 +154,11 @@ def token_nll(model: nn.Module, batch: Batch) -> float:
 def judge_accuracy(debate: Debate) -> float | None:
     """Did the verdict go to the side gold supports? The even side opens with an answer; it should win exactly
     when that answer is right: a claim about the question's own x and k, of the gold value (the same definition as
-    ``debate-amp eval``, docs/eval.md)."""
+    ``debate-amp eval``, docs/eval.md). None without a verdict, or when a forfeit decided (the judge was not
+    asked)."""
     q = debate.question
     gold = getattr(q, "gold", None)
-    if gold is None or debate.winner is None or debate.winner.value is None:
+    if gold is None or debate.winner is None or debate.winner.value is None or debate.forfeit is not None:
         return None
     opening = parse_argument(debate.turns[0].text)
     even_right = (
@@ -322,7 +323,13 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         questions = [task.sample(rng) for _ in range(local_questions)]
         unwrapped.eval()
         debates = run_debates(
-            questions, amp_policy, amp_target, cfg.debate.max_turns, force_stop_p, seed=rng.randrange(2**31)
+            questions,
+            amp_policy,
+            amp_target,
+            cfg.debate.max_turns,
+            force_stop_p,
+            seed=rng.randrange(2**31),
+            forfeit_unparsed=cfg.debate.forfeit_unparsed,
         )
         rollout_s = time.perf_counter() - t0
         #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
@@ -973,6 +980,8 @@ def _metrics(debates, stats, segments, rl, values, returns, kl) -> dict[str, flo
         "debate/continue0_rate": _mean([float(bool(d.continues and d.continues[0].value)) for d in debates]),
         "debate/even_win_rate": _mean([float(d.winner is not None and d.winner.value == "even") for d in debates]),
         "debate/judge_accuracy": _mean(accuracies),
+        "debate/forfeit_rate": _mean([float(d.forfeit is not None) for d in debates]),
+        **{f"debate/{k}": v for k, v in parse_rates(debates).items()},
         "debate/count": float(n),
         "amp/human_call_fraction": human_nodes / max(1, human_nodes + model_nodes),
         "amp/subquestions": float(subquestions),

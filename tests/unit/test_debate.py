@@ -1,6 +1,7 @@
 """The debate engine with the perfect scripted model and the synthetic human (DESIGN.md section 1, issue 4)."""
 
 import json
+import math
 
 import pytest
 
@@ -12,8 +13,11 @@ from debate_amp.debate.transcript import (
     TranscriptError,
     debate_to_record,
     read_transcripts,
+    validate_record,
     write_transcripts,
 )
+from debate_amp.eval.final import parse_rates
+from debate_amp.eval.transcripts import to_row
 from debate_amp.samplers import Bernoulli, Never
 from debate_amp.tasks.perm import (
     PermHuman,
@@ -144,6 +148,48 @@ def _records(n=24, sampler=None):
         )
         for i, d in enumerate(debates)
     ]
+
+
+class Garbler:
+    """A debater whose every argument is not an argument ("no 0": a dispute without a claim)."""
+
+    @staticmethod
+    def argue(q, context):
+        return "no 0"
+
+
+def _kinds_asked(judge):
+    asked = []
+
+    async def recording(posed):
+        asked.append(posed.kind)
+        return await judge(posed)
+
+    return recording, asked
+
+
+@pytest.mark.parametrize("forfeit", [True, False])
+def test_an_argument_that_does_not_parse_forfeits_without_asking_the_judge(forfeit):
+    amp_policy, amp_target, *_ = agents()
+    judge, asked = _kinds_asked(amp_target)
+    questions = [q for q in QUESTIONS if q.k >= 2][:40]  # the opening is a decomposed claim: the odd side speaks
+    debates = run_debates(questions, amp_policy, judge, 4, odd=ScriptedDebater(Garbler()), forfeit_unparsed=forfeit)
+    assert all(len(d.turns) == 2 and d.winner.value == "even" for d in debates)  # the human's rule, either way
+    assert all(d.rewards == {"even": 1.0, "odd": -1.0} and len(d.costs) == 2 for d in debates)
+    if forfeit:
+        assert asked.count("winner") == 0 and asked.count("sufficient") == len(questions)  # after arg_0 only
+        assert all(d.forfeit == 1 and d.winner.forced and d.winner.trace is None for d in debates)
+        assert all(d.costs[1].forced and d.costs[1].value == 0.0 and not d.costs[0].forced for d in debates)
+        assert asked.count("catastrophe") == len(questions)
+    else:
+        assert asked.count("winner") == len(questions) and asked.count("sufficient") == 2 * len(questions)
+        assert all(d.forfeit is None and not d.winner.forced for d in debates)
+    rates = parse_rates(debates)  # the final table's: of the judgments asked; half the arguments are garbage
+    assert rates["parse_rate_argue"] == 0.5 and rates["parse_rate_catastrophe"] == 1.0
+    assert math.isnan(rates["parse_rate_winner"]) if forfeit else rates["parse_rate_winner"] == 1.0
+    record = debate_to_record(debates[0], run="r", update=1, question_id="q", question="", gold=None, force_stop_p=0.0)
+    assert validate_record(json.loads(json.dumps(record))) is None
+    assert record["winner"].get("forced", False) == forfeit and to_row(record, "t:1").forfeit == forfeit
 
 
 def test_transcripts_round_trip_exactly(tmp_path):

@@ -88,7 +88,11 @@ def test_resume_may_run_longer_and_change_threads_saving_and_evaluation(tmp_path
     overrides = ["trainer.updates=80", "run.torch_threads=1", "trainer.save_every=1", "trainer.eval_every=0"]
     cfg = load_config("recipes/default.yaml", [f"run.output_dir={tmp_path / 'runs'}", "run.name=r", *overrides])
     plan = plan_run_dir(cfg, resume=True)
-    assert plan.resume_update == 4 and f"trainer.updates: {trained} -> 80" in plan.note and "run.torch_threads" in plan.note
+    assert (
+        plan.resume_update == 4
+        and f"trainer.updates: {trained} -> 80" in plan.note
+        and "run.torch_threads" in plan.note
+    )
 
 
 @pytest.mark.parametrize("damage", ["text", "truncated", "directory"])
