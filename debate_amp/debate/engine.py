@@ -121,9 +121,10 @@ async def run_debate(
         debate.turns.append(Turn(SIDES[t % 2], argument.text, argument.trace))
         if forfeit_unparsed and not question.is_argument(argument.text):
             debate.forfeit = t
-            break
         if t == 0 and forced_stop:
             debate.continues.append(Judgment(False, forced=True))
+            break
+        if debate.forfeit is not None:
             break
         judgment = read_sufficient(await judge(Posed("sufficient", question, context, argument=t)))
         judgment.value = not judgment.value  # continue_t = not sufficient

@@ -163,10 +163,14 @@ def test_debate_says_so_when_the_verdict_does_not_parse(monkeypatch, capsys):
         return Generation(["%%"] * len(prompts), [[] for _ in prompts], [[] for _ in prompts])
 
     monkeypatch.setattr(cli, "_generate_fn", lambda *args, **kwargs: babble)
-    assert cli.main(["debate", "--model", "perfect", "--question", "s=37016254 x=5 k=13"]) == 0
+    question = ["debate", "--model", "perfect", "--question", "s=37016254 x=5 k=13"]
+    assert cli.main([*question, "debate.forfeit_unparsed=false"]) == 0
     out = capsys.readouterr().out
     assert "verdict: none, the judge's reply does not name a side   (judge said '?'" in out  # Amp's '?'
     assert "None wins" not in out
+    assert cli.main(question) == 0  # by default the opening '?' is not an argument: it forfeits, no judge asked
+    out = capsys.readouterr().out
+    assert "verdict: odd wins: argument 0 is not an argument (forfeit)" in out and "rewards: even -1, odd +1" in out
 
 
 def test_ctrl_c_during_the_warm_start_stops_in_one_line(tmp_path):
