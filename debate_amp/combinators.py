@@ -3,6 +3,7 @@
     Approx(H, M)(Q) = H(Q) if Samp(Q, M(Q)) else M(Q)
     Amp(H', M)(Q)   = H'("What answer would you give to Q given access to M?")
     Amp~(H, M)      = Amp(Approx(H, M), M)
+    Amp~^n(H, M)    = Amp(Approx(H, M), Amp~^(n-1)(H, M)),   Amp~^0(H, M) = M
 
 Amp runs the two-subquestion protocol of ``references/000``: the asker is posed a ``step`` question with the
 workspace of sub-answers so far and replies with an answer or exactly two subquestions; M answers both (the second
@@ -84,6 +85,15 @@ class Amp:
         return Reply(text, Trace(children[-1].source, posed, text, children=children, op="amp"))
 
 
-def amp_approx(human: Agent, model: Agent, sampler: Sampler, max_rounds: int = 2) -> Amp:
-    """Amp~(H, M) = Amp(Approx(H, M), M)."""
-    return Amp(Approx(human, model, sampler), model, max_rounds)
+def amp_approx(human: Agent, model: Agent, sampler: Sampler, max_rounds: int = 2, levels: int = 1) -> Amp:
+    """Amp~(H, M) = Amp(Approx(H, M), M); with ``levels`` = n, amplification applied n times, Amp~^n(H, M): the
+    subquestions are answered by Amp~^(n-1)(H, M) instead of M, down to M itself. Every asker step at every level is
+    still Approx(H, M)'s (M, or the human where the sampler says). ``levels`` = 1 is Christiano et al. 2018's
+    Amp(H, X); more levels cost more model calls per answer and rest on M's answers only n levels down."""
+    if levels < 1:
+        raise ValueError(f"levels must be at least 1, got {levels}")
+    answerer: Agent = model
+    for _ in range(levels):
+        answerer = Amp(Approx(human, model, sampler), answerer, max_rounds)
+    assert isinstance(answerer, Amp)
+    return answerer

@@ -164,6 +164,11 @@ class AmpConfig:
     """Amplification targets per update: training questions answered by Amp~(H, M) and distilled, M(""Q) trained
     towards Amp~(H, M)(Q) (the amplification of Christiano et al. 2018), besides what the debates distil. 0: the
     debates' own amplified outputs only."""
+    levels: PositiveInt = 1
+    """How many times amplification is applied in those trees: Amp~^n(H, M) answers subquestions with
+    Amp~^(n-1)(H, M) (every asker step is still Approx(H, M)'s), so its answers rest on M's own only n
+    decomposition levels down. 1 is Christiano et al. 2018's Amp(H, X): M must learn each depth before the next
+    is right. More levels cost more model calls per target (docs/training.md measures both)."""
     temperature: Annotated[float, Field(ge=0.0)] = 0.0
     """Sampling temperature of M inside those amplification trees (0: greedy, the model's best answer)."""
     curriculum: bool = True

@@ -276,7 +276,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         cfg.amp.max_batch,
         {"answer": g.max_answer_tokens},
     )
-    amplifier = amp_approx(human, amplifier_agent, sampler, cfg.amp.max_rounds)
+    amplifier = amp_approx(human, amplifier_agent, sampler, cfg.amp.max_rounds, cfg.amp.levels)
 
     o = cfg.objective
     mode_start = {"weighted": o.alpha, "constrained": o.limit, "reward": o.reward_coef}[o.mode]
@@ -354,10 +354,12 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         # 2. Rewards: terminal side reward - catastrophe penalty, per-token KL penalty to the reference.
         t1 = time.perf_counter()
         segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
-        examples = supervised_examples(debates) + amplification_examples(amplified)
+        amp_examples = amplification_examples(amplified)
+        examples = supervised_examples(debates) + amp_examples
         if cfg.trainer.replay_examples:
             replay = _rehearsal(task, replay_human, cfg, seed=rng.randrange(2**31))
             examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
+        n_targets = sum(e.kind == "amplified" for e in amp_examples)  # the distilled amplified answers
         sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
         rl = None
         if segments:
@@ -494,8 +496,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
                 "perf/rollout_s": rollout_s,
                 "perf/amplify_s": amplify_s,
-                "perf/amp_targets_per_s": len(amplified) / amplify_s if amplified else float("nan"),
-                "amp/targets": float(sum(r.text != UNKNOWN and is_amplified(r.trace) for r in amplified)),
+                "perf/amp_targets_per_s": n_targets / amplify_s if amplified else float("nan"),
+                "amp/targets": float(n_targets),
                 "amp/target_accuracy": _mean(
                     [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True)]
                 ),

@@ -114,11 +114,16 @@ def amplify(questions: list[Any], amp: Agent) -> list[Reply]:
 
 def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
     """Distillation of Amp~(H, M)(Q) into M(""Q): the question -> the amplified answer (a tree that ended without
-    one, ``?``, or that amplification added nothing to, teaches nothing), plus every human answer in the trees."""
+    one, ``?``, or that amplification added nothing to, teaches nothing), plus every human answer in the trees.
+
+    With amplification applied n > 1 times (``amp.levels``) the subquestions inside a tree were answered by
+    Amp~^(n-1)(H, M): each of those answers is an amplified answer to its own subquestion and is distilled too, at
+    no extra model call."""
     examples = []
     for reply in replies:
-        if reply.text != UNKNOWN and amplified(reply.trace):
-            examples.append(SupervisedExample(reply.trace.posed.render(), reply.text, "amplified"))
+        for node in used_nodes(reply.trace):
+            if node.op == "amp" and node.posed.kind == "answer" and node.text != UNKNOWN and amplified(node):
+                examples.append(SupervisedExample(node.posed.render(), node.text, "amplified"))
         examples += human_answers(reply.trace)
     return examples
 

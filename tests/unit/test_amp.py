@@ -9,7 +9,16 @@ from debate_amp.agents.model import Generation, ModelAgent
 from debate_amp.combinators import Amp, Approx, amp_approx
 from debate_amp.protocol import UNKNOWN, Posed
 from debate_amp.samplers import Always, Bernoulli, Budget, Confidence, Never, build_sampler
-from debate_amp.tasks.perm import PermHuman, PermQuestion, PermTask, perfect_generate
+from debate_amp.tasks.perm import (
+    PermHuman,
+    PermQuestion,
+    PermTask,
+    depth_of,
+    parse_prompt,
+    perfect_generate,
+    perfect_reply,
+)
+from debate_amp.trainer.rollout import amplification_examples
 
 K = 15
 # 64 questions, every k in 0..K four times, on random permutations of 8 elements.
@@ -62,6 +71,30 @@ def test_amp_approx_answers_every_k_exactly(sampler):
         assert human.calls == sum(r.trace.total_human_calls() for r in replies) == len(human_steps)
         # k <= 1: one step; otherwise decompose + integrate
         assert human.calls == sum(1 if q.k <= 1 else 2 for q in QUESTIONS)
+
+
+def _steps_only_generate(prompts, limits=None):
+    """A model whose steps and lookups are perfect but that does not know any k >= 2 when asked directly."""
+    texts = []
+    for prompt in prompts:
+        posed = parse_prompt(prompt)
+        if posed is not None and posed.kind == "answer" and posed.question.k >= 2:
+            texts.append(UNKNOWN)
+        else:
+            texts.append(perfect_reply(prompt))
+    return Generation(texts, [[] for _ in texts], [[] for _ in texts])
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_amp_applied_n_times_is_right_up_to_depth_n_on_a_model_that_only_knows_steps(levels):
+    # Amp~^n(H, M) rests on M's direct answers n levels down: depth d <= n is exact, deeper is wrong.
+    replies = run_all(
+        amp_approx(SyntheticHuman(PermHuman()), ModelAgent(_steps_only_generate), Never(), levels=levels), QUESTIONS
+    )
+    for reply, q in zip(replies, QUESTIONS, strict=True):
+        assert reply.text == (str(q.gold) if depth_of(q.k) <= levels else UNKNOWN), (q.k, levels)
+    with pytest.raises(ValueError, match="levels"):
+        amp_approx(SyntheticHuman(PermHuman()), ModelAgent(_steps_only_generate), Never(), levels=0)
 
 
 def test_every_trace_node_records_its_provenance():
@@ -188,3 +221,17 @@ def test_a_frozen_local_model_can_be_the_human(tiny_model, tmp_path):
     assert human_nodes and all(n.source == "human:model" and n.human_calls == 1 for n in human_nodes)
     assert expert.calls == len(human_nodes) == len(store)  # every answer counted and stored before use
     store.close()
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_every_amplified_answer_in_a_tree_is_distilled_and_each_is_right(levels):
+    # k = 6 decomposes into 3^3 and #1^3. One level: the root is amplified, its subquestions are M's own answers
+    # (not distilled). Two levels: the two k = 3 subquestions were answered by Amp~(H, M) as well.
+    q = PermQuestion((3, 7, 0, 1, 6, 2, 5, 4), 5, 6)
+    replies = run_all(amp_approx(SyntheticHuman(PermHuman()), perfect_policy(), Never(), levels=levels), [q])
+    examples = amplification_examples(replies)
+    assert [e.kind for e in examples] == ["amplified"] * (2 * levels - 1)
+    for example in examples:
+        posed = parse_prompt(example.prompt)
+        assert posed is not None and example.completion == str(posed.question.gold)
+    assert sorted(parse_prompt(e.prompt).question.k for e in examples) == ([6] if levels == 1 else [3, 3, 6])
