@@ -15,7 +15,7 @@ for k >= 2 asked directly, mean debate length and continue_0 rate over the run),
 ``alpha_sweep.png`` (the three figures side by side) into OUT_DIR, then runs ``debate-amp eval --compare`` between
 pure amplification (A) and pure debate (B). A[0] is ``--a0 DIR``, else ``runs/default/sft`` from ``make run``, else
 one trained here with the default warm start (minutes). ``--tiny`` shows the mechanics on an untrained tiny model.
-Last seen: docs/training.md ("The alpha dial").
+Last seen: docs/training.md ("The alpha dial", 2026-12-01).
 """
 
 import argparse
