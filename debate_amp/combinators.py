@@ -92,8 +92,8 @@ def amp_approx(human: Agent, model: Agent, sampler: Sampler, max_rounds: int = 2
     Amp(H, X); more levels cost more model calls per answer and rest on M's answers only n levels down."""
     if levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
-    answerer: Agent = model
+    asker, answerer = Approx(human, model, sampler), model
     for _ in range(levels):
-        answerer = Amp(Approx(human, model, sampler), answerer, max_rounds)
+        answerer = Amp(asker, answerer, max_rounds)
     assert isinstance(answerer, Amp)
     return answerer

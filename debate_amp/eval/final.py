@@ -29,7 +29,7 @@ from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport
 from debate_amp.eval.protocols import honest_vs_liar
 from debate_amp.samplers import build_sampler
-from debate_amp.tasks.perm import PermHuman, parse_argument
+from debate_amp.tasks.perm import PermHuman
 
 LIAR_MAX_TURNS = 4
 
@@ -38,8 +38,7 @@ def parse_rates(debates: list[Debate]) -> dict[str, float]:
     """The share of replies that parse, by posed kind (see the module docstring); NaN for a kind never posed."""
     counts: dict[str, list[bool]] = {"argue": [], "sufficient": [], "winner": [], "catastrophe": []}
     for d in debates:
-        n = len(d.question.sigma)
-        counts["argue"] += [parse_argument(turn.text, n) is not None for turn in d.turns]
+        counts["argue"] += [d.question.is_argument(turn.text) for turn in d.turns]  # the engine's own test
         counts["sufficient"] += [c.parsed for c in d.continues if not c.forced]
         counts["winner"] += [d.winner.parsed] if d.winner is not None and not d.winner.forced else []
         counts["catastrophe"] += [c.parsed for c in d.costs if not c.forced]

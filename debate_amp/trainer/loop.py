@@ -355,11 +355,11 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         t1 = time.perf_counter()
         segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
         amp_examples = amplification_examples(amplified)
+        n_targets = sum(e.kind == "amplified" for e in amp_examples)  # the distilled amplified answers
         examples = supervised_examples(debates) + amp_examples
         if cfg.trainer.replay_examples:
             replay = _rehearsal(task, replay_human, cfg, seed=rng.randrange(2**31))
             examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
-        n_targets = sum(e.kind == "amplified" for e in amp_examples)  # the distilled amplified answers
         sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
         rl = None
         if segments:
