@@ -12,7 +12,8 @@ of the amplification-debate axis, each for the same number of updates of the sam
 
 It prints one line per run (alpha and force_stop_p at the first and last update, held-out accuracy on sigma^k(x)
 for k >= 2 asked directly, mean debate length and continue_0 rate over the run), writes ``alpha_sweep.json`` and
-``alpha_sweep.png`` (the three figures side by side) into OUT_DIR, then runs ``debate-amp eval --compare`` between
+``alpha_sweep.png`` (the three figures side by side) into OUT_DIR and each run's ``report.html`` (``debate-amp
+report``: it shows the sweep's table and figure, that run outlined), then runs ``debate-amp eval --compare`` between
 pure amplification (A) and pure debate (B). A[0] is ``--a0 DIR``, else ``runs/default/sft`` from ``make run``, else
 one trained here with the default warm start (minutes). ``--tiny`` shows the mechanics on an untrained tiny model.
 Last seen: docs/training.md ("The alpha dial", 2026-12-01).
@@ -27,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from debate_amp.config import TINY_OVERRIDES, load_config
+from debate_amp.eval.report import alpha_sweep_figure, write_report
 from debate_amp.trainer.loop import train
 
 CONSTANT = ["debate.force_stop_anneal.kind=constant", "debate.force_stop_anneal.end=null"]
@@ -82,20 +84,10 @@ for name, overrides in SWEEP.items():
     )
 (out_dir / "alpha_sweep.json").write_text(json.dumps(results, indent=2))
 
-from matplotlib.figure import Figure  # noqa: E402 (after the runs: only the plot needs it)
-
-fig = Figure(figsize=(11, 3), layout="constrained")
-names = list(results)
-for ax, (key, title) in zip(
-    fig.subplots(1, 3),
-    (("heldout_k_ge_2", "held-out k >= 2"), ("mean_turns", "arguments per debate"), ("continue0_rate", "continue_0")),
-    strict=True,
-):
-    ax.bar(range(len(names)), [results[n][key] for n in names], color=["#2471a3", "#7d3c98", "#c0392b"])
-    ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
-    ax.set_title(title, fontsize=10)
-fig.savefig(out_dir / "alpha_sweep.png", dpi=90)
-print(f"wrote {out_dir / 'alpha_sweep.json'} and {out_dir / 'alpha_sweep.png'}")
+(out_dir / "alpha_sweep.png").write_bytes(alpha_sweep_figure(results))
+for name in results:  # each run's report opens with the sweep's table and figure, that run outlined
+    write_report(out_dir / name)
+print(f"wrote {out_dir / 'alpha_sweep.json'}, {out_dir / 'alpha_sweep.png'} and each run's report.html")
 
 command = ["debate-amp", "eval", "--compare", "pure_amplification", "pure_debate"]
 print(f"\n$ {' '.join(command)}    (in {out_dir})")

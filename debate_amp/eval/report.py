@@ -189,6 +189,88 @@ def final_html(run_dir: Path, refs: dict[str, float]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The alpha dial
+
+SWEEP_PANELS = (
+    ("heldout_k_ge_2", "held-out k >= 2"),
+    ("mean_turns", "arguments per debate"),
+    ("continue0_rate", "continue_0"),
+)
+
+
+def alpha_sweep_figure(results: dict[str, dict[str, Any]], highlight: str | None = None) -> bytes:
+    """``examples/alpha_sweep.py``'s figure as PNG bytes: one bar per run (pure amplification, hybrid, pure
+    debate) for held-out k >= 2, arguments per debate and the continue_0 rate; ``highlight`` outlines one run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3), layout="constrained")
+    FigureCanvasAgg(fig)
+    names = list(results)
+    colours = ["#2471a3", "#7d3c98", "#c0392b", "#239b56", "#b9770e"]
+    for ax, (key, title) in zip(fig.subplots(1, 3), SWEEP_PANELS, strict=True):
+        values = [float(results[n].get(key, math.nan)) for n in names]
+        bars = ax.bar(range(len(names)), values, color=[colours[i % len(colours)] for i in range(len(names))])
+        for name, bar in zip(names, bars, strict=True):
+            if name == highlight:
+                bar.set_edgecolor("k")
+                bar.set_linewidth(2)
+        ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def alpha_sweep_html(run_dir: Path) -> str:
+    """The alpha dial section, when the run is one of an ``examples/alpha_sweep.py`` sweep (an
+    ``alpha_sweep.json`` beside the run directory, or in it): a table and the figure, this run outlined."""
+    for path in (run_dir / "alpha_sweep.json", run_dir.parent / "alpha_sweep.json"):
+        if path.is_file():
+            break
+    else:
+        return ""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+            raise ValueError("not an object of runs")
+    except (OSError, ValueError) as e:
+        return f"<h2>The alpha dial</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
+    here = run_dir.resolve().name
+    marked = ' class="this-run"'
+    head = "<tr><th>run</th><th>alpha</th><th>force_stop_p</th>" + "".join(
+        f"<th>{escape(title)}</th>" for _, title in SWEEP_PANELS
+    )
+
+    def span(value: Any) -> str:
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+            return f"{float(value[0]):.2f} &rarr; {float(value[1]):.2f}"
+        return "-"
+
+    def cell(key: str, value: Any) -> str:
+        if not isinstance(value, int | float):
+            return "-"
+        return f"{value:.2f}" if key == "mean_turns" else f"{value:.1%}"
+
+    rows = [
+        f"<tr{marked if name == here else ''}><td>{escape(name)}</td><td>{span(r.get('alpha'))}</td>"
+        f"<td>{span(r.get('force_stop_p'))}</td>"
+        + "".join(f"<td>{cell(key, r.get(key))}</td>" for key, _ in SWEEP_PANELS)
+        + "</tr>"
+        for name, r in results.items()
+    ]
+    png = base64.b64encode(alpha_sweep_figure(results, highlight=here)).decode("ascii")
+    return (
+        f"<h2>The alpha dial ({escape(path.name)})</h2>"
+        "<p>The same A[0] trained on the same budget at three points between pure amplification and pure debate "
+        "(examples/alpha_sweep.py); this run is outlined.</p>"
+        f'<table class="final" id="alpha-sweep">{head}</tr>{"".join(rows)}</table>'
+        f'<img class="curve" alt="alpha sweep" src="data:image/png;base64,{png}">'
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Transcripts
 
 
@@ -329,7 +411,7 @@ code { background: #f2f2f2; padding: 0 0.2em; }
 .who-scripted { background: #b7950b; } .who-Amp { background: #555; }
 .mark-1 { color: #1e8449; } .mark-0 { color: #c0392b; font-weight: 600; } .mark-na { color: #888; }
 #controls button { margin-right: 0.4em; }
-table.final { border-collapse: collapse; } table.final td { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; }
+table.final { border-collapse: collapse; } tr.this-run { font-weight: bold; } table.final td { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; }
 """
 
 _JS = """
@@ -411,6 +493,7 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
 {final_html(run_dir, refs)}
 {f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
 {config_html}
+{alpha_sweep_html(run_dir)}
 <h2>Training curves (metrics.jsonl)</h2>
 {curves or "<p>no metrics.jsonl in this run directory</p>"}
 <h2>Eval (debate-amp eval)</h2>

@@ -55,6 +55,10 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     assert (tmp_path / "alpha_sweep.png").is_file()
     sweep = json.loads((tmp_path / "alpha_sweep.json").read_text())
     assert sweep["pure_amplification"]["continue0_rate"] == 0.0
+    report = (tmp_path / "hybrid" / "report.html").read_text()  # each run's report shows the sweep, itself outlined
+    assert '<table class="final" id="alpha-sweep">' in report
+    assert '<tr class="this-run"><td>hybrid</td><td>0.10 &rarr; 0.50</td><td>0.90 &rarr; 0.00</td>' in report
+    assert report.count('class="this-run"') == 1
     assert "$ debate-amp eval --compare pure_amplification pure_debate" in out
     assert "A: 32 debates in 2 files, updates 1-2" in out
     forced = next(line for line in out.splitlines() if line.startswith("  continue_0 forced false"))
