@@ -8,7 +8,7 @@
   from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
   k >= 2, asked directly, against wall time); amp_wall_ratio is the time amplification took to come within 3 points
   of the supervised run's final accuracy over the time the supervised run took (None: not reached), beside the
-  gold labels the supervised run used and the human calls (plus warm-start examples) amplification used.
+  gold labels the supervised run used and the human calls amplification used (its warm start's included).
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
 the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
@@ -174,7 +174,9 @@ def bench_learning(minutes: float) -> dict[str, Any]:
     amp_acc = amplified["report"].accuracy("answer", beyond)
     target = sup_acc - 0.03  # "within 3 points of supervised"
     t_sup, t_amp = _first_time(sup_curve, target), _first_time(amp_curve, target)
-    a0_examples = amp_cfg.sft.n_examples  # the warm start imitates this many human answers and steps
+    # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
+    a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
+    a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
     return {
         "supervised_heldout_accuracy": sup_acc,
         "amp_heldout_accuracy": amp_acc,
@@ -183,7 +185,7 @@ def bench_learning(minutes: float) -> dict[str, Any]:
         "amp_wall_ratio": t_amp / t_sup if t_amp is not None and t_sup else None,
         "supervised_labels": supervised.n_examples_seen,
         "amp_human_calls": amplified["human_calls"],
-        "amp_warm_start_examples": a0_examples,
+        "amp_warm_start_human_calls": a0_examples,
         "amp_human_fraction": (amplified["human_calls"] + a0_examples) / max(1, supervised.n_examples_seen),
         "supervised_curve": sup_curve,
         "amp_curve": amp_curve,
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  held-out sigma^k(x), k >= 2, asked directly: pure amplification {results['amp_heldout_accuracy']:.1%} "
             f"({results['amp_minutes']:.1f} min, {results['amp_human_calls']} human calls + "
-            f"{results['amp_warm_start_examples']} warm-start examples), supervised baseline "
+            f"{results['amp_warm_start_human_calls']} in the warm start), supervised baseline "
             f"{results['supervised_heldout_accuracy']:.1%} ({results['supervised_minutes']:.1f} min, "
             f"{results['supervised_labels']} gold labels); amp_wall_ratio "
             + ("not reached" if ratio is None else f"{ratio:.2f}")

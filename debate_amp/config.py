@@ -226,6 +226,11 @@ class SftConfig:
     lookup_rate: Probability = 0.5
     """Extra one-lookup examples (the human's sigma(y) for a random y of the question's permutation), added with this
     probability per question drawn: the lookup is the skill every other one rests on, and its examples are short."""
+    integrated_answers: bool = True
+    """For every question the human decomposes, also distil its integrated answer as a direct answer to
+    sigma^k(x) (Amp(H, H)'s answer: the human working the question out alone), charged the subtrees' human calls.
+    Without them A[0] learns the lookups on their own and then cannot learn to compose them, even from gold
+    answers; with them the default run learned sigma^2(x) (docs/training.md)."""
     output_subdir: str = "sft"
     """Where the warm-started model A[0] is saved, inside the run directory."""
     eval_every_steps: NonNegativeInt = 0

@@ -546,13 +546,31 @@ class Example:
     kind: str  # "answer" | "step" (fresh question) | "integrate" (step with both sub-answers) | a debate kind
     k: int
     question: PermQuestion | None = None
+    human_calls: int = 1
+    """Human calls this example cost: 1 for a reply the human wrote; for an integrated answer (below), the calls of
+    the two subtrees whose answers its workspace holds."""
 
 
-def imitation_examples(task: PermTask, human: PermHuman, n: int, seed: int, lookups: float = 0.0) -> list[Example]:
+def tree_calls(k: int) -> int:
+    """Human calls of Amp(H, H) on sigma^k(x): the human working the question out alone, a lookup for k <= 1,
+    else its decomposition, both halves (k // 2 each) worked out the same way, and its integration."""
+    return 1 if k <= 1 else 2 + 2 * tree_calls(k // 2)
+
+
+def imitation_examples(
+    task: PermTask,
+    human: PermHuman,
+    n: int,
+    seed: int,
+    lookups: float = 0.0,
+    integrated_answers: bool = False,
+) -> list[Example]:
     """Examples of everything the human does itself, on training permutations only.
 
     For a question it can answer (k <= 1): its direct answer and its ``ans`` step. For a larger k: its
-    decomposition (``ask``) and its integration of the two true sub-answers. Errors of a noisy human are kept:
+    decomposition (``ask``) and its integration of the two true sub-answers; with ``integrated_answers``, that
+    integrated answer also posed directly (``answer``: Amp(H, H)'s answer, the human working the question out
+    alone), at the cost of the two subtrees' human calls (:func:`tree_calls`). Errors of a noisy human are kept:
     A[0] imitates the human, mistakes included.
     """
     rng = random.Random(seed)
@@ -573,7 +591,11 @@ def imitation_examples(task: PermTask, human: PermHuman, n: int, seed: int, look
         first = parse_subquestion(parsed.first, q)
         assert first is not None
         workspace = [str(first.gold), str(q.gold)]
-        examples.append(Example(step_prompt(q, workspace), human.step(q, workspace), "integrate", q.k))
+        integrated = human.step(q, workspace)
+        examples.append(Example(step_prompt(q, workspace), integrated, "integrate", q.k))
+        reply = parse_step(integrated)
+        if integrated_answers and isinstance(reply, Answer) and reply.text != UNKNOWN:
+            examples.append(Example(answer_prompt(q), reply.text, "answer", q.k, human_calls=2 * tree_calls(q.k // 2)))
     return examples[:n]
 
 

@@ -52,6 +52,7 @@ class SftResult:
     n_examples: int
     n_examples_seen: int  # examples the optimizer stepped on (fewer than epochs x n_examples after max_minutes)
     curve: list[dict[str, float]]  # held-out accuracy during training (sft.eval_every_steps)
+    human_calls: int  # what the examples cost the human (0 for gold data; see Example.human_calls)
 
 
 class LearningCurve(TrainerCallback):
@@ -132,10 +133,16 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     else:
         n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
         examples = imitation_examples(
-            task, human, cfg.sft.n_examples - n_debate, seed=cfg.run.seed, lookups=cfg.sft.lookup_rate
+            task,
+            human,
+            cfg.sft.n_examples - n_debate,
+            seed=cfg.run.seed,
+            lookups=cfg.sft.lookup_rate,
+            integrated_answers=cfg.sft.integrated_answers,
         )
         examples += debate_imitation_examples(task, n_debate, cfg.run.seed, cfg.debate.max_turns, cfg.human.error_rate)
     random.Random(cfg.run.seed).shuffle(examples)
+    human_calls = 0 if cfg.sft.data == "gold" else sum(e.human_calls for e in examples)
 
     # 2. Train with TRL's SFTTrainer (loss on the completion tokens only), on examples tokenized here the way the
     #    trainer and generate read them (a prompt with the tokenizer's special tokens, e.g. the prefix-LM's
@@ -195,10 +202,13 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         debate_examples=heldout_debates,
     )
     (model_dir / "heldout.json").write_text(
-        json.dumps({**report.as_dict(), "train_seconds": train_seconds, "curve": curve.points}, indent=2)
+        json.dumps(
+            {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points},
+            indent=2,
+        )
     )
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
-    return SftResult(model_dir, report, train_seconds, len(examples), seen, curve.points)
+    return SftResult(model_dir, report, train_seconds, len(examples), seen, curve.points, human_calls)
 
 
 def imitation_dataset(tokenizer, examples: list[Example]):

@@ -14,12 +14,14 @@ from debate_amp.tasks.perm import (
     depth_of,
     imitation_examples,
     parse_element,
+    parse_prompt,
     parse_step,
     parse_subquestion,
     power,
     render_question,
     score,
     step_prompt,
+    tree_calls,
 )
 
 SIGMA = (3, 7, 0, 1, 6, 2, 5, 4)  # 0->3->1->7->4->6->5->2->0: one 8-cycle
@@ -154,6 +156,52 @@ def test_imitation_examples_are_what_the_human_does():
             assert e.prompt.endswith(" A=") and parse_element(e.completion, 8) is not None
         else:
             assert e.prompt.endswith(" S=") and not isinstance(parse_step(e.completion), Unparsed)
+
+
+def _work_out(human: PermHuman, q: PermQuestion) -> int:
+    """Amp(H, H): the human answers sigma^k(x) alone, by its own decompositions, lookups and integrations."""
+    if human.can_answer(q):
+        return int(human.answer(q))
+    ask = parse_step(human.step(q))
+    assert isinstance(ask, Ask)
+    first = parse_subquestion(ask.first, q)
+    assert first is not None
+    v1 = _work_out(human, first)
+    second = parse_subquestion(ask.second.replace("#1", str(v1)), q)
+    assert second is not None
+    workspace = [str(v1), str(_work_out(human, second))]
+    reply = parse_step(human.step(q, workspace))
+    assert isinstance(reply, Answer)
+    return int(reply.text)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_tree_calls_counts_the_calls_of_the_human_working_a_question_out_alone(k):
+    human = PermHuman()
+    q = PermQuestion(SIGMA, 5, k)
+    assert _work_out(human, q) == power(SIGMA, 5, k)
+    assert human.calls == tree_calls(k) == {0: 1, 1: 1, 2: 4, 3: 4, 4: 10, 5: 10, 6: 10, 7: 10}[k]
+
+
+def test_integrated_answers_are_right_and_charged_their_subtrees_calls():
+    task = PermTask(n_elements=8, max_power=7)
+    plain = imitation_examples(task, PermHuman(), 3000, seed=0)
+    examples = imitation_examples(task, PermHuman(), 3000, seed=0, integrated_answers=True)
+    deep = [(i, e) for i, e in enumerate(examples) if e.kind == "answer" and e.k >= 2]
+    assert len(deep) > 400 and not any(e.kind == "answer" and e.k >= 2 for e in plain)
+    for i, e in deep:
+        integrate = examples[i - 1]  # the human's integration of the same question, just before it
+        assert integrate.kind == "integrate" and integrate.k == e.k
+        assert e.prompt.endswith(" A=") and integrate.prompt.startswith(e.prompt[: -len(" A=")])
+        posed = parse_prompt(e.prompt)
+        assert posed is not None and posed.kind == "answer" and posed.question.k == e.k
+        assert e.completion == str(posed.question.gold)  # Amp(H, H) is right: the human makes no mistakes here
+        assert parse_step(integrate.completion) == Answer(e.completion)
+        # the workspace held both sub-answers: the human worked out two halves of k // 2 alone
+        assert e.human_calls == 2 * tree_calls(e.k // 2) and e.human_calls in (2, 8)
+    assert all(e.human_calls == 1 for e in examples if not (e.kind == "answer" and e.k >= 2))
+    others = [(e.prompt, e.completion) for e in examples if not (e.kind == "answer" and e.k >= 2)]
+    assert others == [(e.prompt, e.completion) for e in plain][: len(others)]  # the same human replies besides
 
 
 def test_posed_rendering_matches_the_trained_formats():
