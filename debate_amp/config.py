@@ -231,6 +231,11 @@ class SftConfig:
     sigma^k(x) (Amp(H, H)'s answer: the human working the question out alone), charged the subtrees' human calls.
     Without them A[0] learns the lookups on their own and then cannot learn to compose them, even from gold
     answers; with them the default run learned sigma^2(x) (docs/training.md)."""
+    integrated_arguments: bool = True
+    """Likewise for debates: every argument the human made with the model's values (an opening ``x^k=v via m``, a
+    dispute) is also taught as the direct reply to the argue prompt, the argument it would make working those
+    values out alone, charged those calls. Without them the direct argue prompt after a decomposed claim never
+    appears in the warm start (docs/training.md)."""
     output_subdir: str = "sft"
     """Where the warm-started model A[0] is saved, inside the run directory."""
     eval_every_steps: NonNegativeInt = 0
@@ -369,9 +374,10 @@ class TrainerConfig:
     max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping."""
     replay_examples: NonNegativeInt = 256
-    """Warm-start imitation examples added to each update's supervised examples, in the warm start's proportions
-    (``sft.lookup_rate``, ``sft.debate_fraction``: the human's own answers, steps and integrations and its replies
-    inside debates), so that skills the updates do not exercise are not forgotten; 0 turns it off."""
+    """Warm-start imitation examples added to each update's supervised examples (the rehearsal), so that skills the
+    updates do not exercise are not forgotten; 0 turns it off. They are the warm start's own examples
+    (``sft.*``: the human's answers, steps and integrations and its replies inside debates), taken in turn: the
+    warm start paid their human calls; a run without a warm start of its own is charged each the first time."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10
@@ -422,6 +428,7 @@ TINY_OVERRIDES = (
     "trainer.eval_size=8",
     "trainer.minibatch_size=16",
     "trainer.replay_examples=32",
+    "sft.n_examples=256",  # the rehearsal's pool is the warm start's examples
     "amp.questions_per_update=16",
     "amp.curriculum_probe=8",
     "generation.max_new_tokens=12",

@@ -70,7 +70,7 @@ from debate_amp.target import (
     trained_tensors,
 )
 from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import PermHuman, PermTask, imitation_examples, parse_argument, render_question
+from debate_amp.tasks.perm import PermTask, parse_argument, render_question
 from debate_amp.tasks.perm import score as task_score
 from debate_amp.trainer import checkpoint
 from debate_amp.trainer.rollout import (
@@ -87,7 +87,7 @@ from debate_amp.trainer.rollout import (
     amplified as is_amplified,
 )
 from debate_amp.trainer.rundir import apply_plan, plan_run_dir
-from debate_amp.trainer.sft import debate_imitation_examples, run_sft, seed_everything
+from debate_amp.trainer.sft import run_sft, seed_everything, warm_start_examples
 
 # ---------------------------------------------------------------------------------------------------------------
 # Setup
@@ -250,7 +250,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     task = make_task(cfg)
     store = LabelStore(run_dir / ("labels.sqlite" if main else f"labels.rank{accelerator.process_index}.sqlite"))
     human, expert = build_human(cfg.human, seed=cfg.run.seed + accelerator.process_index, store=store)
-    replay_human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)  # regenerates warm-start data
+    # The rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it).
+    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.replay_examples else []
     s = cfg.sampler
     sampler = build_sampler(
         s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed + accelerator.process_index
@@ -288,7 +289,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     )
     state = RunState(lagrange_multiplier=o.lagrange_init, amp_depth=min(cfg.amp.start_depth, task.max_depth))
     rng = random.Random(cfg.run.seed * 1000 + accelerator.process_index)
-    generators = _generators(rng, sampler, expert, replay_human)
+    generators = _generators(rng, sampler, expert)
     ckpt_root = run_dir / "checkpoints"
     if plan.resume_from is not None:
         _restore(plan.resume_from, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators)
@@ -357,8 +358,11 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         amp_examples = amplification_examples(amplified)
         n_targets = sum(e.kind == "amplified" for e in amp_examples)  # the distilled amplified answers
         examples = supervised_examples(debates) + amp_examples
-        if cfg.trainer.replay_examples:
-            replay = _rehearsal(task, replay_human, cfg, seed=rng.randrange(2**31))
+        rehearsal_calls = 0
+        if rehearsal_pool:
+            replay, rehearsal_calls = _rehearsal(
+                rehearsal_pool, cfg.trainer.replay_examples, update, accelerator, paid=cfg.trainer.warm_start
+            )
             examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
         sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
         rl = None
@@ -491,7 +495,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "objective/force_stop_p": force_stop_p,
                 "constraint/limit": limit if o.mode == "constrained" else float("nan"),
                 "constraint/violation": (_token_mean(stats) - limit) if o.mode == "constrained" else 0.0,
-                "amp/human_calls": float(expert.calls - calls_before),
+                "amp/human_calls": float(expert.calls - calls_before + rehearsal_calls),
                 "target/updates": float(state.target_updates),
                 "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
                 "perf/rollout_s": rollout_s,
@@ -694,7 +698,7 @@ def _close(writer, metrics_file, store: LabelStore, interrupt: _Interrupt) -> No
 
 def _generators(*owners: Any) -> dict[str, random.Random]:
     """The run's own ``random.Random`` generators by name (questions, sampler, humans), for checkpoints."""
-    names = ("questions", "sampler", "human", "replay_human")
+    names = ("questions", "sampler", "human")
     found: dict[str, random.Random] = {}
     for name, owner in zip(names, owners, strict=True):
         owner = getattr(owner, "inner", owner)  # a Budget wraps the sampler that draws
@@ -828,15 +832,15 @@ def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
     return Schedule(anneal.kind, start, start if anneal.end is None else anneal.end, tuple(anneal.step_milestones))
 
 
-def _rehearsal(task: PermTask, human: PermHuman, cfg: Config, seed: int) -> list:
-    """``trainer.replay_examples`` warm-start examples, in the warm start's proportions: the human's own answers,
-    steps and integrations, and (``sft.debate_fraction`` of them) its replies inside debates."""
-    n_debate = round(cfg.trainer.replay_examples * cfg.sft.debate_fraction)
-    own = imitation_examples(
-        task, human, cfg.trainer.replay_examples - n_debate, seed=seed, lookups=cfg.sft.lookup_rate
-    )
-    debate = debate_imitation_examples(task, n_debate, seed, cfg.debate.max_turns, cfg.human.error_rate)
-    return own + debate
+def _rehearsal(pool: list, n: int, update: int, accelerator: Any, paid: bool) -> tuple[list, int]:
+    """``n`` of the warm start's examples for this update and process, taken in turn from ``pool`` (every process
+    its own slice; the pool is walked through once before any example comes back), so that skills the updates do
+    not exercise are not forgotten. Returns them and the human calls they cost: none when the warm start ``paid``
+    for them (this run made A[0] from this pool), else each example's calls the first time it is used."""
+    start = (update * accelerator.num_processes + accelerator.process_index) * n
+    examples = [pool[(start + j) % len(pool)] for j in range(n)]
+    calls = 0 if paid else sum(pool[i].human_calls for i in range(start, min(start + n, len(pool))))
+    return examples, calls
 
 
 def _eval_questions(task: PermTask, cfg: Config):

@@ -28,7 +28,7 @@ from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
 from debate_amp.models import encode_prompts, load_model, peft_lora_config, save_model
-from debate_amp.protocol import Answer
+from debate_amp.protocol import Answer, Trace
 from debate_amp.samplers import Always
 from debate_amp.tasks import make_task
 from debate_amp.tasks.perm import (
@@ -40,6 +40,7 @@ from debate_amp.tasks.perm import (
     imitation_examples,
     parse_step,
     perfect_generate,
+    tree_calls,
 )
 from debate_amp.trainer.rollout import used_nodes
 
@@ -121,28 +122,10 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     save_config(cfg, run_dir / "config.yaml")
 
     # 1. Imitation data from the synthetic human, on training permutations only.
-    task = make_task(cfg)
-    human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
-    if cfg.sft.data == "gold":  # the supervised baseline: sigma^k(x) -> gold, for every k
-        n_debate = 0
-        rng = random.Random(cfg.run.seed)
-        examples = [
-            Example(answer_prompt(q), str(q.gold), "answer", q.k)
-            for q in (task.sample(rng) for _ in range(cfg.sft.n_examples))
-        ]
-    else:
-        n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
-        examples = imitation_examples(
-            task,
-            human,
-            cfg.sft.n_examples - n_debate,
-            seed=cfg.run.seed,
-            lookups=cfg.sft.lookup_rate,
-            integrated_answers=cfg.sft.integrated_answers,
-        )
-        examples += debate_imitation_examples(task, n_debate, cfg.run.seed, cfg.debate.max_turns, cfg.human.error_rate)
-    random.Random(cfg.run.seed).shuffle(examples)
+    examples = warm_start_examples(cfg)
+    n_debate = 0 if cfg.sft.data == "gold" else int(cfg.sft.n_examples * cfg.sft.debate_fraction)
     human_calls = 0 if cfg.sft.data == "gold" else sum(e.human_calls for e in examples)
+    task = make_task(cfg)
 
     # 2. Train with TRL's SFTTrainer (loss on the completion tokens only), on examples tokenized here the way the
     #    trainer and generate read them (a prompt with the tokenizer's special tokens, e.g. the prefix-LM's
@@ -227,8 +210,51 @@ def imitation_dataset(tokenizer, examples: list[Example]):
     )
 
 
+def warm_start_examples(cfg: Config) -> list[Example]:
+    """The warm start's examples, shuffled, exactly as :func:`run_sft` trains on them (a function of the recipe
+    and ``run.seed`` alone): the trainer's rehearsal draws from the same list, labels the warm start already paid.
+
+    ``sft.data: gold``: sigma^k(x) -> gold for every k. ``human``: the human's own answers, steps and integrations
+    (:func:`imitation_examples`) and, ``sft.debate_fraction`` of them, its replies inside debates.
+    """
+    task = make_task(cfg)
+    if cfg.sft.data == "gold":  # the supervised baseline: sigma^k(x) -> gold, for every k
+        rng = random.Random(cfg.run.seed)
+        examples = [
+            Example(answer_prompt(q), str(q.gold), "answer", q.k)
+            for q in (task.sample(rng) for _ in range(cfg.sft.n_examples))
+        ]
+    else:
+        human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
+        n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
+        examples = imitation_examples(
+            task,
+            human,
+            cfg.sft.n_examples - n_debate,
+            seed=cfg.run.seed,
+            lookups=cfg.sft.lookup_rate,
+            integrated_answers=cfg.sft.integrated_answers,
+        )
+        examples += debate_imitation_examples(
+            task,
+            n_debate,
+            cfg.run.seed,
+            cfg.debate.max_turns,
+            cfg.human.error_rate,
+            integrated_arguments=cfg.sft.integrated_arguments,
+        )
+    random.Random(cfg.run.seed).shuffle(examples)
+    return examples
+
+
 def debate_imitation_examples(
-    task: PermTask, n: int, seed: int, max_turns: int, error_rate: float = 0.0, heldout: bool = False
+    task: PermTask,
+    n: int,
+    seed: int,
+    max_turns: int,
+    error_rate: float = 0.0,
+    heldout: bool = False,
+    integrated_arguments: bool = False,
 ) -> list[Example]:
     """The human's replies inside debates: how it argues (with a model's values) and how it judges.
 
@@ -238,8 +264,14 @@ def debate_imitation_examples(
     same reply posed directly (``... W=`` rather than the step ``... SW=``) where the human gave it without asking
     the model anything: every verdict, continue and catastrophe judgment, and the arguments it makes alone
     (agreements, lookup-level claims). Amp~(H, M) poses the direct form to M on every call the sampler does not
-    give the human (measured: without these, 9% of the trained model's verdicts parsed). A reply that used the
-    model's values (an opening ``x^k=v via m``) is not repeated directly: the perfect model's values would be gold.
+    give the human (measured: without these, 9% of the trained model's verdicts parsed).
+
+    An argument that used the model's values (an opening ``x^k=v via m``, a dispute of a decomposed claim) is
+    posed directly only with ``integrated_arguments``, as the argument the human would make working those values
+    out alone (Amp(H, H)); the perfect model's values are exactly those, and the example is charged the human
+    calls of working them out (:func:`tree_calls` per value, plus the human's own steps). Without them the
+    direct argue prompt after a decomposed claim never appears in the data, and the trained model answered a
+    liar's false opening with ``agree`` (docs/training.md).
     """
     rng = random.Random(seed)
     human = SyntheticHuman(PermHuman(error_rate=error_rate, seed=seed))
@@ -251,14 +283,34 @@ def debate_imitation_examples(
         liar_side = rng.choice([None, "even", "odd"])
         even, odd = (liar if liar_side == "even" else None), (liar if liar_side == "odd" else None)
         for debate in run_debates(questions, amp, amp, max_turns, seed=rng.randrange(2**31), even=even, odd=odd):
+            q = debate.question
             for trace in debate.traces():
                 for node in used_nodes(trace):
                     if node.who == "human" and not node.op:
                         goal = node.posed.goal if node.posed.goal is not None else node.posed
-                        q = debate.question
                         examples.append(Example(node.posed.render(), node.text, goal.kind, q.k, q))
                         reply = parse_step(node.text)
                         if node.posed.kind == "step" and not node.posed.workspace and isinstance(reply, Answer):
                             examples.append(Example(goal.render(), reply.text, goal.kind, q.k, q))
+                    elif integrated_arguments and node.op and node.posed.kind == "argue" and _used_model(node):
+                        examples.append(
+                            Example(node.posed.render(), node.text, "argue", q.k, q, human_calls=_alone_calls(node))
+                        )
     rng.shuffle(examples)
     return examples[:n]
+
+
+def _used_model(amp_node: Trace) -> bool:
+    return amp_node.who == "human" and any(child.who != "human" for child in amp_node.children)
+
+
+def _alone_calls(amp_node: Trace) -> int:
+    """Human calls of an Amp(H, M) node's reply had the human worked the model's values out alone: its own steps,
+    and :func:`tree_calls` for every subquestion the model answered."""
+    calls = 0
+    for child in amp_node.children:
+        if child.who == "human":
+            calls += 1
+        else:
+            calls += tree_calls(child.posed.question.k)
+    return calls

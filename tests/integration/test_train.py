@@ -145,7 +145,12 @@ def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path, local_l
     """hf_lora.yaml on a small local Llama directory (saved like a downloaded one): LoRA on every projection the
     recipe names, bf16, EMA target adapter, adapter-only checkpoints. The GPU itself is untested."""
     small = ["trainer.warm_start=false", "trainer.questions_per_update=8", "trainer.eval_size=8"]
-    small += ["trainer.minibatch_size=16", "trainer.replay_examples=32", "generation.max_new_tokens=12"]
+    small += [
+        "trainer.minibatch_size=16",
+        "trainer.replay_examples=32",
+        "sft.n_examples=256",
+        "generation.max_new_tokens=12",
+    ]
     small += ["run.torch_threads=2", "trainer.updates=2", "trainer.save_every=1"]
     cfg = load_config("recipes/hf_lora.yaml", [f"model.path={local_llama_dir}", *small, f"run.output_dir={tmp_path}"])
     from debate_amp.trainer.loop import train
@@ -186,18 +191,34 @@ def test_the_probe_draws_exactly_one_level_deeper():
     assert not any(task.is_heldout(q.sigma) for q in _deeper(task, rng, 1, 200))  # training questions only
 
 
-def test_the_rehearsal_keeps_the_warm_starts_proportions_judgments_included():
-    # The warm start teaches the judge's direct replies (`` W=``); the rehearsal must keep them, or the trained
-    # model's verdicts stop parsing (measured: 9% parsed in `make run` before).
-    import random
+def test_the_rehearsal_walks_through_the_warm_starts_own_examples_and_charges_only_what_it_did_not_pay():
+    # The rehearsal draws the warm start's own examples (the judge's direct replies `` W=`` included: without them
+    # the trained model's verdicts stop parsing, measured 9% in `make run`), each process its own slice, the whole
+    # pool once before any example comes back. Labels the warm start paid for cost nothing again; without a warm
+    # start in the run, each example costs its human calls the first time it is used.
+    from types import SimpleNamespace
 
-    from debate_amp.tasks.perm import PermHuman, PermTask
     from debate_amp.trainer.loop import _rehearsal
+    from debate_amp.trainer.sft import warm_start_examples
 
-    cfg = load_config("recipes/default.yaml", ["trainer.replay_examples=400", "sft.debate_fraction=0.25"])
-    examples = _rehearsal(PermTask(n_elements=8, max_power=7), PermHuman(), cfg, seed=random.Random(0).randrange(9))
-    assert len(examples) == 400
-    kinds = {e.kind for e in examples}
+    cfg = load_config("recipes/default.yaml", ["sft.n_examples=1000", "sft.debate_fraction=0.25"])
+    pool = warm_start_examples(cfg)
+    assert pool == warm_start_examples(cfg) and len(pool) == 1000  # a function of the recipe: what A[0] saw
+    kinds = {e.kind for e in pool}
     assert {"answer", "step", "integrate"} <= kinds and {"winner", "sufficient", "catastrophe", "argue"} <= kinds
-    assert sum(e.kind in ("winner", "sufficient", "catastrophe", "argue") for e in examples) == 100
-    assert any(e.kind == "winner" and e.prompt.endswith(" W=") for e in examples)
+    assert any(e.kind == "winner" and e.prompt.endswith(" W=") for e in pool)
+
+    two = [SimpleNamespace(num_processes=2, process_index=r) for r in (0, 1)]
+    seen = []
+    for update in range(2):
+        for rank in two:
+            examples, calls = _rehearsal(pool, 200, update, rank, paid=True)
+            assert len(examples) == 200 and calls == 0
+            seen += examples
+    assert seen == pool[:800]  # disjoint slices, in turn
+
+    one = SimpleNamespace(num_processes=1, process_index=0)
+    charged = [_rehearsal(pool, 300, update, one, paid=False)[1] for update in range(5)]
+    assert charged[:3] == [sum(e.human_calls for e in pool[i : i + 300]) for i in (0, 300, 600)]
+    assert charged[3] == sum(e.human_calls for e in pool[900:]) and charged[4] == 0  # wrapped: nothing new
+    assert sum(charged) == sum(e.human_calls for e in pool)

@@ -241,6 +241,41 @@ def test_debate_imitation_repeats_the_humans_own_judgments_directly_and_never_a_
             assert argument is not None and (argument.agree or argument.k <= 1), e.completion
 
 
+def test_integrated_arguments_are_the_humans_own_argument_charged_for_working_the_values_out():
+    """With ``integrated_arguments`` an argument the human made with the model's values is also posed directly: the
+    argument the human would make working those values out alone, charged its own steps plus tree_calls(k) per
+    value. Known answers: an opening on k = 2 is ask (1) + two lookups (1 + 1) + the claim (1) = 4; on k = 7, ask
+    (1) + two sigma^3 (4 + 4) + the claim (1) = 10; a dispute of a claim about k = 6 checks two sigma^3 (1 + 4 + 4),
+    then makes its own claim about k = 3 (1 + 1 + 1 + 1) = 13."""
+    from debate_amp.tasks.perm import parse_argument, parse_prompt, power
+    from debate_amp.trainer.sft import debate_imitation_examples
+
+    task = PermTask(n_elements=8, max_power=7)
+    plain = debate_imitation_examples(task, 3000, seed=0, max_turns=4)
+    examples = debate_imitation_examples(task, 3000, seed=0, max_turns=4, integrated_arguments=True)
+    new = [e for e in examples if e.kind == "argue" and e.human_calls > 1]
+    assert len(new) >= 100 and all(e.human_calls == 1 for e in plain)
+    costs = Counter()
+    for e in new:
+        posed = parse_prompt(e.prompt)
+        assert posed is not None and posed.kind == "argue"  # the direct form, not a step
+        argument = parse_argument(e.completion, 8)
+        assert argument is not None
+        q = posed.question
+        if argument.agree:
+            continue
+        assert power(q.sigma, argument.x, argument.k) == argument.value  # the human's claims are true
+        if argument.k >= 2:
+            first, second = argument.subclaims(q.sigma)
+            assert power(q.sigma, first.x, first.k) == first.value == second.x
+        previous = parse_argument(posed.context[-1], 8) if posed.context else None
+        if previous is None:
+            costs[("open", q.k)] = e.human_calls
+        elif previous.k == 6:
+            costs[("dispute", 6)] = e.human_calls
+    assert costs[("open", 2)] == 4 and costs[("open", 7)] == 10 and costs[("dispute", 6)] == 13, costs
+
+
 def test_sampling_between_two_depths():
     task = PermTask(n_elements=8, max_power=7)
     rng = random.Random(0)
