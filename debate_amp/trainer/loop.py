@@ -495,7 +495,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 "objective/force_stop_p": force_stop_p,
                 "constraint/limit": limit if o.mode == "constrained" else float("nan"),
                 "constraint/violation": (_token_mean(stats) - limit) if o.mode == "constrained" else 0.0,
-                "amp/human_calls": float(expert.calls - calls_before + rehearsal_calls),
+                "amp/human_calls": float(expert.calls - calls_before),
+                "rehearsal/human_calls": float(rehearsal_calls),  # 0 when the warm start paid for them
                 "target/updates": float(state.target_updates),
                 "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
                 "perf/rollout_s": rollout_s,
@@ -519,7 +520,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             }
         )
         metrics = _gather(accelerator, metrics)
-        for total in ("amp/human_calls", "amp/subquestions", "amp/targets", "debate/count", "rl/segments"):
+        totals = ("amp/human_calls", "rehearsal/human_calls", "amp/subquestions", "amp/targets", "debate/count")
+        for total in (*totals, "rl/segments"):
             metrics[total] *= accelerator.num_processes  # totals over processes, not means
         if not bad:
             if o.mode == "constrained" and not math.isnan(metrics["loss/sup"]):
@@ -535,7 +537,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         metrics["perf/elapsed_s"] = time.perf_counter() - started  # since train() began (warm start included)
         if main and cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0 and not bad:
             metrics |= _heldout_metrics(unwrapped.policy, tokenizer, task, cfg)
-        state.human_calls += int(metrics["amp/human_calls"])
+        state.human_calls += int(metrics["amp/human_calls"] + metrics["rehearsal/human_calls"])
         state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
         records = [
             debate_to_record(

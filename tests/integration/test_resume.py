@@ -249,6 +249,14 @@ def test_a_resumed_run_keeps_its_human_budget(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2]
     assert rows[0]["amp/human_calls"] == 6.0 and rows[1]["amp/human_calls"] == 0.0  # the run's cap, spent in update 1
+    # No warm start of its own: the rehearsal's examples are charged apart from the sampler's budget, each the first
+    # time it is used, resumed or not (the pool is 256 examples, 32 an update).
+    from debate_amp.trainer.sft import warm_start_examples
+
+    pool = warm_start_examples(cfg)
+    charged = [sum(e.human_calls for e in pool[i : i + 32]) for i in (0, 32)]
+    assert [r["rehearsal/human_calls"] for r in rows] == charged and min(charged) >= 32
+    assert json.loads((run_dir / "final.json").read_text())["human_calls"] == 6 + sum(charged)
 
 
 def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_path):
