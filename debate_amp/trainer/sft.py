@@ -123,7 +123,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
 
     # 1. Imitation data from the synthetic human, on training permutations only.
     examples = warm_start_examples(cfg)
-    n_debate = 0 if cfg.sft.data == "gold" else int(cfg.sft.n_examples * cfg.sft.debate_fraction)
+    n_debate = _n_debate(cfg)
     human_calls = 0 if cfg.sft.data == "gold" else sum(e.human_calls for e in examples)
     task = make_task(cfg)
 
@@ -226,7 +226,7 @@ def warm_start_examples(cfg: Config) -> list[Example]:
         ]
     else:
         human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
-        n_debate = int(cfg.sft.n_examples * cfg.sft.debate_fraction)
+        n_debate = _n_debate(cfg)
         examples = imitation_examples(
             task,
             human,
@@ -245,6 +245,11 @@ def warm_start_examples(cfg: Config) -> list[Example]:
         )
     random.Random(cfg.run.seed).shuffle(examples)
     return examples
+
+
+def _n_debate(cfg: Config) -> int:
+    """How many of the warm start's examples come from debates (none for the gold baseline)."""
+    return 0 if cfg.sft.data == "gold" else int(cfg.sft.n_examples * cfg.sft.debate_fraction)
 
 
 def debate_imitation_examples(
