@@ -63,3 +63,20 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     assert "A: 32 debates in 2 files, updates 1-2" in out
     forced = next(line for line in out.splitlines() if line.startswith("  continue_0 forced false"))
     assert forced.split()[3:6] == ["100.0%", "0.0%", "-100.0%"]
+
+
+def test_judge_check_trains_on_verdicts_and_scores_them_by_ending():
+    proc = subprocess.run(
+        [sys.executable, "examples/judge_check.py", "--examples", "400", "--eval", "300", "--recent-first"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("training on ") and "'lookup false'" in lines[0] and "coin flip" not in lines[0]
+    assert lines[1] == "e.g. 's=41520376 x=6 k=3 |agree |6^3=7 via 6 W=' -> 'even'"  # newest argument first
+    assert lines[-1].split()[:3] == ["final", "11", "steps"]  # 381 debates without coin flips, in batches of 32
+    for ending in ("agree", "lookup false", "lookup true", "opening"):
+        assert f" {ending} " in lines[-1]
