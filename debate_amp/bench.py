@@ -29,10 +29,11 @@ from typing import Any
 import torch
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent, hf_generate_fn
+from debate_amp.agents.model import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, load_config
-from debate_amp.models import generate, load_model
+from debate_amp.generation import generate, hf_generate_fn
+from debate_amp.models import load_model
 from debate_amp.protocol import Posed
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks import make_task

@@ -224,7 +224,7 @@ def _question(args: argparse.Namespace, cfg: Config):
 def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, option: str = "model"):
     """The scripted perfect model, or a local model directory given by ``--<option>`` (each loaded once, shared
     by policy and target)."""
-    from debate_amp.agents.model import hf_generate_fn
+    from debate_amp.generation import hf_generate_fn
     from debate_amp.tasks.perm import perfect_generate
 
     path = getattr(args, option)

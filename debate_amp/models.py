@@ -20,15 +20,12 @@ from transformers import (
     GPT2LMHeadModel,
     GPT2Model,
     GPT2PreTrainedModel,
-    LogitsProcessor,
-    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 from transformers.pytorch_utils import Conv1D
 
-from debate_amp.agents.model import Generation
 from debate_amp.config import LoraConfig, ModelConfig
 
 PAD, EOS, UNK, PROMPT_END = "<pad>", "</s>", "<unk>", "<prompt_end>"
@@ -68,7 +65,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> li
     return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True).input_ids]
 
 
-def _prompt_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+def prompt_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
     vocab = tokenizer.get_vocab()
     return [vocab[PROMPT_END]] if PROMPT_END in vocab else None
 
@@ -325,78 +322,3 @@ class ValueHead(nn.Module):
 def hidden_size_of(model: nn.Module) -> int:
     config: Any = model.config
     return int(getattr(config, "hidden_size", None) or config.get_text_config().hidden_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Batched generation
-
-
-class RowLimits(LogitsProcessor):
-    """Ends row i after ``limits[i]`` new tokens by forcing end-of-sequence.
-
-    A batch runs until its longest reply ends; with per-row limits a reply that needs a few tokens (an element)
-    does not keep the whole wave waiting on a garbled one that runs to the global limit. The trainer scores a forced
-    end-of-sequence like any other token of the reply.
-    """
-
-    def __init__(self, prompt_length: int, limits: list[int], eos_token_id: int) -> None:
-        self.prompt_length = prompt_length
-        self.limits = torch.tensor(limits)
-        self.eos_token_id = eos_token_id
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        done = (input_ids.shape[1] - self.prompt_length) >= self.limits.to(scores.device) - 1
-        if done.any():
-            scores[done] = float("-inf")
-            scores[done, self.eos_token_id] = 0.0
-        return scores
-
-
-@torch.no_grad()
-def generate(
-    model: Any,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    row_limits: list[int] | None = None,
-) -> Generation:
-    """One batched ``generate`` call over ``prompts`` (left padding, KV cache). ``temperature=0`` is greedy.
-
-    Prompts are tokenized as :func:`encode_prompts` does (with the tokenizer's special tokens).
-
-    ``row_limits[i]`` below ``max_new_tokens`` caps reply i at that many tokens, its end-of-sequence included.
-    """
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
-    greedy = temperature == 0.0
-    processors = LogitsProcessorList()
-    if row_limits is not None:
-        # a row allowed max_new_tokens or more is left alone (no forced end-of-sequence), like an unlimited one
-        limits = [max(1, limit) if limit < max_new_tokens else max_new_tokens + 1 for limit in row_limits]
-        processors.append(RowLimits(batch["input_ids"].shape[1], limits, tokenizer.eos_token_id))
-    out = model.generate(
-        **batch,
-        logits_processor=processors,
-        max_new_tokens=max_new_tokens,
-        do_sample=not greedy,
-        temperature=None if greedy else temperature,
-        top_p=None if greedy else top_p,
-        top_k=None if greedy else 0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        suppress_tokens=_prompt_end_ids(tokenizer),  # a reply never ends a prompt
-        return_dict_in_generate=True,
-        output_scores=True,
-    )
-    new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
-    scores = torch.stack(out.scores, dim=1).float()  # [B, T_new, V], processed (temperature / top-p) logits
-    logprobs = torch.log_softmax(scores, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-    texts, token_ids, token_logprobs = [], [], []
-    for row, row_logprobs in zip(new_tokens.tolist(), logprobs.tolist(), strict=True):
-        n = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        texts.append(str(tokenizer.decode(row[:n], skip_special_tokens=True)))
-        token_ids.append(row[:n])
-        token_logprobs.append(row_logprobs[:n])
-    return Generation(texts, token_ids, token_logprobs)

@@ -9,53 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from debate_amp.generation import GenerateFn
 from debate_amp.protocol import Posed, Reply, Trace
-
-
-@dataclass
-class Generation:
-    """One batch of replies. ``token_ids[i]`` and ``logprobs[i]`` cover the generated tokens of reply i, up to and
-    including its end-of-sequence token when it emitted one; logprobs are under the sampling distribution (empty for
-    a scripted model)."""
-
-    texts: list[str]
-    token_ids: list[list[int]]
-    logprobs: list[list[float]]
-
-
-# generate_fn(prompts, limits): ``limits[i]`` caps reply i in tokens (None: the function's own limit).
-GenerateFn = Callable[[list[str], list[int | None]], Generation]
-
-
-def hf_generate_fn(
-    model, tokenizer, max_new_tokens: int = 32, temperature: float = 1.0, top_p: float = 1.0
-) -> GenerateFn:
-    """A generate function over a Hugging Face causal LM (left padding, KV cache; temperature 0 is greedy)."""
-    from debate_amp.models import generate
-
-    def run(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
-        was_training = model.training
-        model.eval()
-        row_limits = None
-        if limits is not None and any(limit is not None for limit in limits):
-            row_limits = [max_new_tokens if limit is None else limit for limit in limits]
-        try:
-            return generate(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                row_limits=row_limits,
-            )
-        finally:
-            model.train(was_training)
-
-    return run
 
 
 class _Waves:

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent, hf_generate_fn
+from debate_amp.agents.model import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport
 from debate_amp.eval.protocols import honest_vs_liar
+from debate_amp.generation import hf_generate_fn
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks.perm import PermHuman
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from debate_amp.models import generate
+from debate_amp.generation import generate
 from debate_amp.tasks.perm import (
     Ask,
     Example,

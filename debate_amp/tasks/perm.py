@@ -24,9 +24,12 @@ import random
 import re
 import zlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from debate_amp.agents.model import Generation
 from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step, Unparsed
+
+if TYPE_CHECKING:
+    from debate_amp.generation import Generation
 
 # ---------------------------------------------------------------------------------------------------------------
 # Questions
@@ -643,7 +646,9 @@ def perfect_reply(prompt: str) -> str:
 
 
 def perfect_generate(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
-    """A generate function (see ``debate_amp.agents.model``) for the perfect scripted model."""
+    """A generate function (see ``debate_amp.generation``) for the perfect scripted model."""
+    from debate_amp.generation import Generation  # torch and transformers only once a model is run
+
     texts = [perfect_reply(p) for p in prompts]
     return Generation(texts, [[] for _ in texts], [[] for _ in texts])
 

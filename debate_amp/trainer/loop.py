@@ -33,13 +33,14 @@ from tqdm.auto import tqdm
 
 from debate_amp.agents.humans import build_human
 from debate_amp.agents.labels import LabelStore
-from debate_amp.agents.model import ModelAgent, hf_generate_fn
+from debate_amp.agents.model import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import AnnealConfig, Config, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation, parse_rates
 from debate_amp.eval.heldout import evaluate_heldout
+from debate_amp.generation import hf_generate_fn
 from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
     AdaptiveKLController,

@@ -157,7 +157,7 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 def test_debate_says_so_when_the_verdict_does_not_parse(monkeypatch, capsys):
     from debate_amp import cli
-    from debate_amp.agents.model import Generation
+    from debate_amp.generation import Generation
 
     def babble(prompts, limits=None):  # a model whose every reply parses as nothing
         return Generation(["%%"] * len(prompts), [[] for _ in prompts], [[] for _ in prompts])

@@ -5,8 +5,9 @@ import asyncio
 import pytest
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import Generation, ModelAgent
+from debate_amp.agents.model import ModelAgent
 from debate_amp.combinators import Amp, Approx, amp_approx
+from debate_amp.generation import Generation
 from debate_amp.protocol import UNKNOWN, Posed
 from debate_amp.samplers import Always, Bernoulli, Budget, Confidence, Never, build_sampler
 from debate_amp.tasks.perm import (
@@ -193,7 +194,7 @@ def test_samplers():
 
 
 def test_tiny_model_64_concurrent_amp_approx_one_generate_per_wave(tiny_model):
-    from debate_amp.agents.model import hf_generate_fn
+    from debate_amp.generation import hf_generate_fn
 
     model, tokenizer = tiny_model
     policy = ModelAgent(Counting(hf_generate_fn(model, tokenizer, max_new_tokens=8)), role="policy")

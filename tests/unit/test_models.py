@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from debate_amp.config import LoraConfig, ModelConfig
+from debate_amp.generation import generate
 from debate_amp.models import (
     PROMPT_END,
     ValueHead,
@@ -9,7 +10,6 @@ from debate_amp.models import (
     build_tiny_model,
     byte_tokenizer,
     encode_prompts,
-    generate,
     hidden_size_of,
     load_model,
     prefix_lm_mask,

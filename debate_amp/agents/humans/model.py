@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from debate_amp.agents.model import GenerateFn, ModelAgent
+from debate_amp.agents.model import ModelAgent
+from debate_amp.generation import GenerateFn
 from debate_amp.protocol import Posed, Reply, Trace
 
 
@@ -39,8 +40,8 @@ def load_model_human(
     """The frozen LM in ``model_path`` (greedy decoding, on the GPU when there is one) as H."""
     import torch
 
-    from debate_amp.agents.model import hf_generate_fn
     from debate_amp.config import ModelConfig
+    from debate_amp.generation import hf_generate_fn
     from debate_amp.models import load_model
 
     model, tokenizer = load_model(ModelConfig(path=model_path, dtype=dtype))  # type: ignore[arg-type]
