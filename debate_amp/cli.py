@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         summary = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
-    except (RunDirError, CheckpointError, ModelLoadError) as e:
+    except (ConfigError, RunDirError, CheckpointError, ModelLoadError) as e:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as e:

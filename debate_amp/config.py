@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import os
 import typing
@@ -28,6 +29,21 @@ PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 
+# accelerate's experiment trackers (``accelerate.tracking.LOGGER_TYPE_TO_CLASS``) and the modules each needs
+# (``accelerate.utils.is_<name>_available``), listed here so that a recipe is checked without importing torch.
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "trackio": ("trackio",),
+    "comet_ml": ("comet_ml",),
+    "aim": ("aim",),
+    "clearml": ("clearml",),
+    "dvclive": ("dvclive",),
+    "swanlab": ("swanlab",),
+}
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab"]
+
 
 class ConfigError(ValueError):
     """A recipe problem, stated in one line that names the key or path and what is allowed."""
@@ -43,6 +59,12 @@ class RunConfig:
     """Seed for Python, NumPy and torch; question generation and sampling derive from it."""
     torch_threads: NonNegativeInt = 0
     """Intra-op CPU threads for torch; 0 keeps torch's default (all cores)."""
+    log_with: list[Tracker] = dataclasses.field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers the trainer's scalars go to, through accelerate (``Accelerator(log_with=...)``):
+    ``tensorboard`` (events in ``<run>/tensorboard/``), ``wandb``, ``mlflow``, ``trackio``, ``comet_ml``, ``aim``,
+    ``clearml``, ``dvclive``, ``swanlab`` (project ``debate-amp``; each needs its package installed and is set up by
+    its own environment variables). ``[]``: none; ``metrics.jsonl`` is always written. The warm start (``sft``)
+    logs to ``<run>/tensorboard/sft/`` regardless."""
 
     def __post_init__(self) -> None:
         # ``--overwrite`` deletes <output_dir>/<name>: a name that is not one plain folder name could point it at
@@ -50,6 +72,9 @@ class RunConfig:
         name = self.name
         if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)) or "\0" in name:
             raise ValueError(f"name={name!r} must be one plain folder name (no '/', not '.' or '..')")
+        twice = sorted({t for t in self.log_with if self.log_with.count(t) > 1})
+        if twice:
+            raise ValueError(f"log_with names {', '.join(twice)} twice")
 
 
 @dataclass(config=_STRICT)
@@ -448,7 +473,8 @@ def load_config(
     """Read a recipe (or the defaults when ``recipe`` is None), apply ``a.b=value`` overrides and validate.
 
     Raises :class:`ConfigError` with one line naming the key or path at fault. ``check_paths=False`` skips the
-    existence checks of model and label paths (to validate a GPU recipe on a machine without its model).
+    existence checks of model and label paths and of the trackers' packages (to validate a GPU recipe on a machine
+    without its model).
     """
     data: dict[str, Any] = {}
     if recipe is not None:
@@ -587,6 +613,8 @@ def _describe(error: ValidationError, recipe: Any) -> str:
         return f"{key}={value!r}: expected true or false"
     if kind in ("string_type",):
         return f"{key}={value!r}: expected a string"
+    if kind == "list_type":
+        return f"{key}={value!r}: expected a list, e.g. [{value}]"
     if kind in ("dataclass_type", "dataclass_args_type", "model_type"):
         return f"{key}: expected a section (a mapping of keys), got {value!r}"
     if kind == "value_error":
@@ -622,6 +650,12 @@ def _check_paths(cfg: Config) -> None:
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
     if cfg.human.model_path is not None:
         _check_model_dir("human.model_path", Path(cfg.human.model_path))
+    for tracker in cfg.run.log_with:
+        if not any(importlib.util.find_spec(module) for module in TRACKER_MODULES[tracker]):
+            raise ConfigError(
+                f"run.log_with: {tracker} is not installed here (pip install {TRACKER_MODULES[tracker][0]}), "
+                "or leave it out of run.log_with"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ for name, overrides in SWEEP.items():
     rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     results[name] = {
-        "alpha": [first["objective/weight"], last["objective/weight"]],
+        "alpha": [first["objective/alpha"], last["objective/alpha"]],
         "force_stop_p": [first["objective/force_stop_p"], last["objective/force_stop_p"]],
         "heldout_k_ge_2": summary["final"]["heldout_k_ge_2"],
         "mean_turns": sum(r["debate/mean_turns"] for r in rows) / len(rows),

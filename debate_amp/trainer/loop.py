@@ -6,7 +6,7 @@ One update, as in DESIGN.md section 1:
   3. advantages  values and reference log-probs of every RL segment, GAE, whitening
   4. optimise    PPO epochs over minibatches: L_rl (clipped policy + value loss) combined with L_sup by the mode
   5. target      M_target follows M (hard copy every sync_every updates, or EMA with tau)
-  6. log         TensorBoard, metrics.jsonl, transcripts, progress bar
+  6. log         accelerate's trackers (TensorBoard by default), metrics.jsonl, transcripts, progress bar
   7. faults       a non-finite loss skips the update; checkpoints every save_every updates, on SIGINT and at the end
 Setup lives in small functions above the loop; the math lives in ``debate_amp.objectives``.
 """
@@ -35,7 +35,7 @@ from debate_amp.agents.humans import build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model import ModelAgent
 from debate_amp.combinators import amp_approx
-from debate_amp.config import AnnealConfig, Config, config_to_dict, save_config
+from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation, parse_rates
@@ -87,7 +87,7 @@ from debate_amp.trainer.rollout import (
 from debate_amp.trainer.rollout import (
     amplified as is_amplified,
 )
-from debate_amp.trainer.rundir import apply_plan, plan_run_dir
+from debate_amp.trainer.rundir import apply_plan, flatten_recipe, plan_run_dir
 from debate_amp.trainer.sft import run_sft, seed_everything, warm_start_examples
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def _score(model: Any, batch: Batch, chunk: int, with_values: bool):
 
 def token_nll(model: nn.Module, batch: Batch) -> float:
     """The supervised distance L_sup of a batch: NLL per response token over the whole batch (a token mean, the
-    definition :func:`~debate_amp.objectives.supervised_nll` and the ``loss/sup`` tag use)."""
+    definition :func:`~debate_amp.objectives.supervised_nll` and the ``objective/sup_loss`` tag use)."""
     logprobs = score_batch(model, batch)
     return float(-(logprobs * batch.action_mask).sum() / batch.action_mask.sum().clamp(min=1))
 
@@ -196,9 +196,10 @@ class TrainingDiverged(RuntimeError):
 def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run a recipe. ``resume`` continues from the run directory's latest whole checkpoint; ``overwrite`` deletes
     the run directory first. Raises :class:`~debate_amp.trainer.rundir.RunDirError` (before any work) when the
-    directory holds another run, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
+    directory holds another run, :class:`~debate_amp.config.ConfigError` (before any work) when accelerate cannot
+    use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
     from accelerate import Accelerator
-    from torch.utils.tensorboard import SummaryWriter
+    from accelerate.tracking import TensorBoardTracker
 
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
     started = time.perf_counter()
@@ -206,6 +207,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Writing model shards" when saving
+    run_dir = cfg.run_dir
+    # TensorBoard by instance so that its events stay in <run>/tensorboard/ (by name, accelerate would put them in
+    # <project_dir>/<project name>/); the other trackers by name, under the project "debate-amp".
+    trackers = [TensorBoardTracker("tensorboard", run_dir) if t == "tensorboard" else t for t in cfg.run.log_with]
     # accelerate's DDP kwargs only know torch's older name (forward_sync_buffers); the meaning is the same here
     warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
     # Processes make different numbers of frozen scoring passes (their rollouts differ), so those go through the
@@ -214,11 +219,16 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        log_with=trackers or None,
+        project_dir=str(run_dir),
     )
+    # accelerate leaves out, with no error, a tracker whose package it does not find (load_config checked already)
+    dropped = [t for t in cfg.run.log_with if t != "tensorboard" and t not in map(str, accelerator.log_with)]
+    if dropped:
+        raise ConfigError(f"run.log_with: accelerate cannot use {dropped[0]} here (is its package installed?)")
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     seed_everything(cfg.run.seed + accelerator.process_index)
-    run_dir = cfg.run_dir
     main = accelerator.is_main_process
     if main:
         apply_plan(plan)
@@ -294,7 +304,9 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     ckpt_root = run_dir / "checkpoints"
     if plan.resume_from is not None:
         _restore(plan.resume_from, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators)
-    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
+    names = {"wandb": {"name": cfg.run.name}, "trackio": {"name": cfg.run.name}, "mlflow": {"run_name": cfg.run.name}}
+    recipe = {k: v for k, v in flatten_recipe(config_to_dict(cfg)).items() if isinstance(v, (bool, int, float, str))}
+    accelerator.init_trackers("debate-amp", config=recipe, init_kwargs=names)  # on the main process only
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed at the end)
     local_questions = max(1, cfg.trainer.questions_per_update // accelerator.num_processes)
     local_amp_questions = -(-cfg.amp.questions_per_update // accelerator.num_processes)
@@ -491,8 +503,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         )
         metrics.update(
             {
+                # the annealed parameter of the mode (objective.anneal): alpha, the relative limit (logged as
+                # constraint/limit, absolute) or the imitation coefficient folded into the reward
                 "objective/alpha": weight if o.mode == "weighted" else float("nan"),
-                "objective/weight": weight,
+                "objective/reward_coef": weight if o.mode == "reward" else float("nan"),
                 "objective/force_stop_p": force_stop_p,
                 "constraint/limit": limit if o.mode == "constrained" else float("nan"),
                 "constraint/violation": (_token_mean(stats) - limit) if o.mode == "constrained" else 0.0,
@@ -525,9 +539,9 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         for total in (*totals, "rl/segments"):
             metrics[total] *= accelerator.num_processes  # totals over processes, not means
         if not bad:
-            if o.mode == "constrained" and not math.isnan(metrics["loss/sup"]):
+            if o.mode == "constrained" and not math.isnan(metrics["objective/sup_loss"]):
                 state.lagrange_multiplier = lagrange_update(
-                    state.lagrange_multiplier, metrics["loss/sup"], limit, o.lagrange_lr
+                    state.lagrange_multiplier, metrics["objective/sup_loss"], limit, o.lagrange_lr
                 )
             if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
                 # the KL averaged over the processes that had segments; the step counts every process's segments
@@ -557,10 +571,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         if accelerator.num_processes > 1:
             records = gather_object(records)
         if main:
-            assert writer is not None and metrics_file is not None
-            for tag, value in metrics.items():
-                if not math.isnan(value):
-                    writer.add_scalar(tag, value, state.update)
+            assert metrics_file is not None
+            accelerator.log({tag: value for tag, value in metrics.items() if not math.isnan(value)}, step=state.update)
             metrics_file.write(json.dumps({"update": state.update, **metrics}) + "\n")
             metrics_file.flush()
             os.fsync(metrics_file.fileno())
@@ -568,11 +580,11 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 record["question_id"] = f"u{state.update}-q{i}"
             write_transcripts(run_dir / "transcripts" / f"update_{state.update:06d}.jsonl", records)
             if update == 0 or state.update == cfg.trainer.updates:
-                writer.add_text("transcripts", _transcript_text(debates[:3]), state.update)
+                accelerator.log({"transcripts": _transcript_text(debates[:3])}, step=state.update)
             bar.set_postfix(
                 reward_even=f"{metrics['objective/reward_even']:+.2f}",
                 turns=f"{metrics['debate/mean_turns']:.1f}",
-                sup=f"{metrics['loss/sup']:.3f}",
+                sup=f"{metrics['objective/sup_loss']:.3f}",
                 humans=int(metrics["amp/human_calls"]),
             )
 
@@ -587,7 +599,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 stacklevel=1,
             )
             if bad_in_a_row >= cfg.trainer.max_bad_updates:
-                _close(writer, metrics_file, store, interrupt)
+                _close(accelerator, metrics_file, store, interrupt)
                 raise TrainingDiverged(
                     f"{bad_in_a_row} updates in a row had a non-finite loss (the last at update {state.update}); "
                     f"the last good checkpoint is {last_good or 'none (no update finished)'}"
@@ -619,12 +631,10 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             latest = checkpoint.latest_checkpoint(ckpt_root)
             print(f"\ninterrupted after update {state.update}; latest checkpoint: {latest}; continue with --resume")
         summary = {"interrupted": True, "update": state.update, "run_dir": run_dir} if main else {}
-        _close(writer, metrics_file, store, interrupt)
-        accelerator.wait_for_everyone()
+        _close(accelerator, metrics_file, store, interrupt)
         return summary
     fingerprints = gather_object([_fingerprint(unwrapped)])
     if main:
-        assert writer is not None and metrics_file is not None
         model_dir = run_dir / "model"
         _save_policy(unwrapped.policy, tokenizer, model_dir)
         save_file(
@@ -638,8 +648,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         report = evaluate_heldout(
             unwrapped.policy, tokenizer, questions, max_new_tokens=g.max_new_tokens, progress=progress
         )
-        for key, value in report.as_dict()["answer"].items():
-            writer.add_scalar(f"eval/answer_accuracy_k{key}", value, state.update)
+        answers = report.as_dict()["answer"].items()
+        accelerator.log({f"eval/answer_accuracy_k{key}": value for key, value in answers}, step=state.update)
         last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
         final = final_evaluation(unwrapped.policy, tokenizer, cfg, questions, report, last_length)
         final["human_calls"] = state.human_calls
@@ -654,15 +664,14 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         }
         (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
         (run_dir / "final.json").write_text(json.dumps(final, indent=2))
-    _close(writer, metrics_file, store, interrupt)
-    accelerator.wait_for_everyone()
+    _close(accelerator, metrics_file, store, interrupt)
     return summary
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints, faults and processes
 
-_HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls", "loss/sup")
+_HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls", "objective/sup_loss")
 
 
 class _Interrupt:
@@ -690,13 +699,13 @@ class _Interrupt:
         self._previous = {}
 
 
-def _close(writer, metrics_file, store: LabelStore, interrupt: _Interrupt) -> None:
-    if writer is not None:
-        writer.close()
+def _close(accelerator, metrics_file, store: LabelStore, interrupt: _Interrupt) -> None:
     if metrics_file is not None:
         metrics_file.close()
     store.close()
     interrupt.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers, then the process group: no collective may follow
 
 
 def _generators(*owners: Any) -> dict[str, random.Random]:
@@ -982,7 +991,6 @@ def _metrics(debates, stats, segments, rl, values, returns, kl) -> dict[str, flo
         "policy/entropy": _mean(stats.get("entropy", [])),
         "loss/policy": _mean(stats.get("pg_loss", [])),
         "loss/value": _mean(stats.get("v_loss", [])),
-        "loss/sup": _token_mean(stats),
         "loss/total": _mean(stats.get("total", [])),
         "value/explained_variance": explained_variance,
         "debate/mean_turns": _mean([len(d.turns) for d in debates]),

@@ -66,6 +66,7 @@ RESUME_MAY_CHANGE = (
     "trainer.eval_size",
     "trainer.max_bad_updates",
     "run.torch_threads",
+    "run.log_with",  # where the scalars are also sent; metrics.jsonl is the record
 )
 
 
@@ -199,10 +200,10 @@ def _resume_changes(cfg: Config, saved: Path) -> str:
     if not saved.is_file():
         return ""
     try:
-        old = _flatten(config_to_dict(load_config(saved)))
+        old = flatten_recipe(config_to_dict(load_config(saved)))
     except ConfigError as e:
         raise RunDirError(f"--resume: {saved} no longer loads ({e}); cannot check the recipe against it") from None
-    new = _flatten(config_to_dict(cfg))
+    new = flatten_recipe(config_to_dict(cfg))
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
     updates = "trainer.updates"
@@ -223,10 +224,10 @@ def _recipe_changes(cfg: Config, saved: Path) -> str:
     if not saved.is_file():
         return ""
     try:
-        old = _flatten(config_to_dict(load_config(saved)))
+        old = flatten_recipe(config_to_dict(load_config(saved)))
     except ConfigError as e:
         return f"its config.yaml no longer loads: {e}"
-    new = _flatten(config_to_dict(cfg))
+    new = flatten_recipe(config_to_dict(cfg))
     diffs = [
         f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
     ]
@@ -235,11 +236,12 @@ def _recipe_changes(cfg: Config, saved: Path) -> str:
     return "; ".join(diffs)
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+def flatten_recipe(data: dict, prefix: str = "") -> dict[str, object]:
+    """A nested recipe dict as ``{"section.key": value}``."""
     flat: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_recipe(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

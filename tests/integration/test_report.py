@@ -57,7 +57,12 @@ def run_dir(tmp_path_factory):
         records[1]["turns"][0]["text"] = EVIL  # an argument with markup in it: data, shown escaped
         write_transcripts(run / "transcripts" / f"update_{update:06d}.jsonl", records)
         metrics.append(
-            {"update": update, "objective/alpha": 0.1 * update, "loss/policy": 0.5 / update, "loss/sup": float("nan")}
+            {
+                "update": update,
+                "objective/alpha": 0.1 * update,
+                "loss/policy": 0.5 / update,
+                "objective/sup_loss": float("nan"),
+            }
             | {"debate/mean_turns": 1.0 + update, "amp/human_call_fraction": 0.3, "perf/rollout_s": 1.5}
         )
     for m in metrics:  # held-out accuracy every other update, as trainer.eval_every writes it

@@ -259,6 +259,24 @@ def test_a_resumed_run_keeps_its_human_budget(tmp_path):
     assert json.loads((run_dir / "final.json").read_text())["human_calls"] == 6 + sum(charged)
 
 
+def test_a_resumed_run_appends_to_its_tensorboard_events(tmp_path):
+    from debate_amp.trainer import loop
+    from tests.integration.test_train import logged_steps, tensorboard_steps
+
+    def cfg(updates):
+        overrides = [*TINY, f"run.output_dir={tmp_path}", "run.name=tb", f"trainer.updates={updates}"]
+        return load_config(ROOT / "recipes" / "default.yaml", overrides)
+
+    loop.train(cfg(1), progress=False)
+    summary = loop.train(cfg(2), progress=False, resume=True)
+    run_dir = tmp_path / "tb"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+    # one event file per start, in the same folder; the final table was logged at the end of each
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert tensorboard_steps(run_dir) == logged_steps(rows, summary["report"].ks(), final_steps=[1, 2])
+
+
 def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_path):
     # Killed after the warm start and before the first checkpoint, a run restarts from A[0] on disk; the global
     # RNGs the warm start drew from must not make it a different run.

@@ -26,6 +26,24 @@ def metrics(cfg):
     return [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def tensorboard_steps(run_dir):
+    """{tag: [step, ...]} of the scalars in the run's TensorBoard event files (all of them, a resumed run's too)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def logged_steps(rows, ks, final_steps):
+    """The steps each tag should have in TensorBoard: every metrics.jsonl value but NaN, and the final held-out
+    accuracy for each k in ``ks`` (``eval/answer_accuracy_k<k>``) at each of ``final_steps`` (where a run ended)."""
+    tags = sorted({tag for row in rows for tag in row} - {"update"})
+    steps = {tag: [r["update"] for r in rows if not math.isnan(r.get(tag, math.nan))] for tag in tags}
+    steps |= {f"eval/answer_accuracy_k{k}": list(final_steps) for k in ks}
+    return {tag: s for tag, s in steps.items() if s}
+
+
 def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     cfg, summary = run(
         tmp_path, "one", "trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"
@@ -34,6 +52,8 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     trained, _ = load_model(cfg.model, cfg.run_dir / "model")
     assert parameter_distance(initial, trained) > 1e-4
     assert (cfg.run_dir / "config.yaml").is_file() and list((cfg.run_dir / "tensorboard").glob("events.*"))
+    # run.log_with=[tensorboard] (the default): through accelerate, every tag of metrics.jsonl at its update
+    assert tensorboard_steps(cfg.run_dir) == logged_steps(metrics(cfg), summary["report"].ks(), final_steps=[2])
     files = sorted((cfg.run_dir / "transcripts").glob("update_*.jsonl"))
     assert [f.name for f in files] == ["update_000001.jsonl", "update_000002.jsonl"]
     assert len(list(read_transcripts(files[0]))) == 8
@@ -42,7 +62,7 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     for tag in (
         "objective/reward_even",
         "loss/policy",
-        "loss/sup",
+        "objective/sup_loss",
         "debate/mean_turns",
         "amp/human_calls",
         "target/policy_target_kl",
@@ -51,7 +71,7 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
         "value/explained_variance",
     ):
         assert tag in rows[0], tag
-    assert rows[0]["rl/segments"] > 0 and rows[0]["loss/sup"] > 0
+    assert rows[0]["rl/segments"] > 0 and rows[0]["objective/sup_loss"] > 0
     assert summary["report"].ks() == list(range(8))
 
 
@@ -110,7 +130,7 @@ def test_pure_amplification_has_one_argument_and_no_rl_loss(tmp_path):
         assert all(len(r["turns"]) == 1 and r["continues"][0]["forced"] for r in read_transcripts(path))
     for row in metrics(cfg):
         assert row["rl/segments"] == 0 and row["loss/policy"] != row["loss/policy"]  # NaN: no RL loss
-        assert row["loss/sup"] > 0 and row["debate/mean_turns"] == 1.0
+        assert row["objective/sup_loss"] > 0 and row["debate/mean_turns"] == 1.0
 
 
 def test_hard_target_sync_copies_the_policy(tmp_path):
@@ -132,13 +152,15 @@ def test_every_training_recipe_runs_an_update(tmp_path, recipe):
         # lambda_u = max(0, lambda_{u-1} + lr (L_sup,u - limit)), on the logged L_sup and limit
         o, previous = cfg.objective, cfg.objective.lagrange_init
         for r in rows:
-            expected = max(0.0, previous + o.lagrange_lr * (r["loss/sup"] - r["constraint/limit"]))
+            expected = max(0.0, previous + o.lagrange_lr * (r["objective/sup_loss"] - r["constraint/limit"]))
             assert r["constraint/lagrange_multiplier"] == pytest.approx(expected, abs=1e-9)
             previous = expected
-        # the relative limit is 1.1 x L_sup before the first update, the same token mean as loss/sup
-        assert 0.7 < rows[0]["loss/sup"] / (rows[0]["constraint/limit"] / o.limit) < 1.3
+        # the relative limit is 1.1 x L_sup before the first update, the same token mean as objective/sup_loss
+        assert 0.7 < rows[0]["objective/sup_loss"] / (rows[0]["constraint/limit"] / o.limit) < 1.3
     if cfg.objective.mode == "reward":
-        assert rows[0]["objective/weight"] == pytest.approx(0.2) and rows[1]["objective/weight"] == pytest.approx(0.05)
+        assert rows[0]["objective/reward_coef"] == pytest.approx(0.2) and rows[1][
+            "objective/reward_coef"
+        ] == pytest.approx(0.05)
 
 
 def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path, local_llama_dir):
@@ -222,3 +244,27 @@ def test_the_rehearsal_walks_through_the_warm_starts_own_examples_and_charges_on
     assert charged[:3] == [sum(e.human_calls for e in pool[i : i + 300]) for i in (0, 300, 600)]
     assert charged[3] == sum(e.human_calls for e in pool[900:]) and charged[4] == 0  # wrapped: nothing new
     assert sum(charged) == sum(e.human_calls for e in pool)
+
+
+def test_log_with_nothing_writes_metrics_jsonl_and_no_events(tmp_path):
+    cfg, _ = run(tmp_path, "quiet", "trainer.updates=1", "run.log_with=[]")
+    assert [r["update"] for r in metrics(cfg)] == [1]
+    assert not list(cfg.run_dir.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.filterwarnings("ignore:`log_with=:UserWarning")  # accelerate's own, before ours
+def test_a_tracker_accelerate_cannot_use_stops_the_run_before_any_work(tmp_path):
+    from importlib.util import find_spec
+
+    from debate_amp.config import TRACKER_MODULES, ConfigError
+    from debate_amp.trainer.loop import train
+
+    missing = [t for t, modules in TRACKER_MODULES.items() if not any(find_spec(m) for m in modules)]
+    if not missing:
+        pytest.skip("every tracker accelerate knows is installed here")
+    # load_config refuses it; a Config made without that check (check_paths=False) is refused by train()
+    overrides = [*TINY, f"run.output_dir={tmp_path}", "run.name=t", f"run.log_with=[{missing[0]}]"]
+    cfg = load_config("recipes/default.yaml", overrides, check_paths=False)
+    with pytest.raises(ConfigError, match=rf"^run.log_with: accelerate cannot use {missing[0]} here"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "t").exists()

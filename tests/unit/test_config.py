@@ -1,11 +1,13 @@
 import subprocess
 import sys
+import typing
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import yaml
 
-from debate_amp.config import Config, ConfigError, describe_fields, load_config, save_config
+from debate_amp.config import TRACKER_MODULES, Config, ConfigError, Tracker, describe_fields, load_config, save_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -73,6 +75,9 @@ def test_overrides_apply_and_coerce():
         ("trainer.updates=true", ["trainer.updates=True", "expected a number, not true/false"]),
         ("objective.alpha=false", ["objective.alpha=False", "expected a number"]),
         ("trainer.max_minutes=true", ["trainer.max_minutes=True", "expected a number"]),
+        ("run.log_with=[tensorbord]", ["run.log_with.0='tensorbord'", "allowed values are 'tensorboard', 'wandb'"]),
+        ("run.log_with=tensorboard", ["run.log_with='tensorboard'", "expected a list, e.g. [tensorboard]"]),
+        ("run.log_with=[tensorboard, tensorboard]", ["log_with names tensorboard twice"]),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
@@ -151,6 +156,37 @@ def test_cli_rejects_bad_recipe_with_exit_2_one_line_and_no_heavy_imports(overri
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("debate-amp: error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_trackers_are_accelerates():
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    assert set(typing.get_args(Tracker)) == set(TRACKER_MODULES) == set(LOGGER_TYPE_TO_CLASS)
+    assert load_config(None).run.log_with == ["tensorboard"]
+    assert load_config(None, ["run.log_with=[]"]).run.log_with == []
+
+
+NOT_INSTALLED = [t for t, modules in TRACKER_MODULES.items() if not any(find_spec(m) for m in modules)]
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["not-installed", "unknown"])
+def test_cli_train_rejects_a_tracker_it_cannot_use_in_one_line(known, tmp_path):
+    if known and not NOT_INSTALLED:
+        pytest.skip("every tracker accelerate knows is installed here")
+    tracker = NOT_INSTALLED[0] if known else "tensorbored"
+    proc = subprocess.run(
+        [sys.executable, "-m", "debate_amp.cli", "train", "recipes/default.yaml", f"run.log_with=[{tracker}]"]
+        + [f"run.output_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    needle = f"{tracker} is not installed here (pip install" if known else "allowed values are 'tensorboard'"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("debate-amp: error: run.log_with") and needle in lines[0], lines
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_missing_recipe_file():

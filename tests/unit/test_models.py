@@ -248,8 +248,9 @@ def test_a_rollout_is_scored_without_dropout_and_the_mode_is_restored(tiny_model
 
 
 def test_the_constraints_baseline_and_its_value_are_one_token_mean(tiny_model):
-    # The relative limit is limit * L_sup(theta_0); the constraint compares it with loss/sup. Both must be the same
-    # average: a 20-token and a 2-token response, scored whole (the baseline) and as two minibatches (the update).
+    # The relative limit is limit * L_sup(theta_0); the constraint compares it with objective/sup_loss. Both must be
+    # the same average: a 20-token and a 2-token response, scored whole (the baseline) and as two minibatches (the
+    # update).
     from debate_amp.objectives import supervised_nll
     from debate_amp.trainer.loop import _record, _token_mean, token_nll
     from debate_amp.trainer.rollout import make_batch
