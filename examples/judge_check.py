@@ -9,9 +9,9 @@ The verdict that decides a debate against the scripted liar is the judge's check
 (``judge_winner``: the last argument ``no 4^1=7`` wins if sigma(4) = 7). This trains the default tiny model
 (``recipes/default.yaml``'s ``model.*``, any ``key=value`` overrides after the options) on nothing but winner
 judgments ``... W=`` of debates between the honest debater and ``PermLiar`` (liar on a random side or none, 1-4
-arguments, cut where the judge's ``sufficient`` rule would stop), in batches of 32 at AdamW 1e-3, and prints held-out
-accuracy (exact reply) by how the debate ended, every 500 steps. Debates cut off before a lookup, whose verdict is
-the transcript's coin flip, are left out of both sets.
+arguments, cut where the judge's ``sufficient`` rule would stop), in batches of 32 at AdamW 1e-3 (one thread unless
+``--threads``), and prints held-out accuracy (exact reply) by how the debate ended, every 500 steps. Debates cut
+off before a lookup, whose verdict is the transcript's coin flip, are left out of both sets.
 
 - ``--recent-first``: the arguments listed newest first, so the argument the judge checks sits at a fixed position;
 - ``--show-check``: the judge's reply to a lookup-level claim starts with the value it looked up (``5 odd``), an
@@ -107,10 +107,11 @@ def main() -> None:
     parser.add_argument("--lookups-only", action="store_true")
     parser.add_argument("--mix-answers", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for the model, e.g. model.shared_layers=false")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     cfg = load_config("recipes/default.yaml", args.overrides)
     task = make_task(cfg)
 
