@@ -19,7 +19,8 @@ off before a lookup, whose verdict is the transcript's coin flip, are left out o
 - ``--lookups-only``: only debates that end on a lookup-level claim;
 - ``--mix-answers``: as many direct lookups ``s=... x=4 k=1 A=`` mixed in (the warm start teaches those).
 
-Last seen: docs/training.md ("The judge's lookup check", 2026-12-01): no variant of the looped default learned it.
+Last seen: docs/training.md ("The judge's lookup check", 2026-12-01): no variant of the width-64 default learned it;
+width 128 with ``--show-check --recent-first`` did (100% from step 2,500), in today's format not within 2,500 steps.
 """
 
 import argparse
