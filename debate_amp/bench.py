@@ -28,16 +28,14 @@ from typing import Any
 
 import torch
 
-from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
-from debate_amp.combinators import amp_approx
+from debate_amp.agents.humans import build_human
+from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.config import Config, load_config
-from debate_amp.generation import generate, hf_generate_fn
+from debate_amp.generation import generate
 from debate_amp.models import load_model
 from debate_amp.protocol import Posed
-from debate_amp.samplers import build_sampler
 from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import PermHuman, score
+from debate_amp.tasks.perm import score
 from debate_amp.trainer.rollout import amplification_examples, amplify
 from debate_amp.trainer.rundir import apply_plan, plan_sft_dir
 from debate_amp.trainer.sft import run_sft
@@ -61,15 +59,9 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
     questions = make_task(cfg).eval_questions(n, seed=cfg.run.seed)
 
     def agent():
-        human = SyntheticHuman(PermHuman())
-        policy = ModelAgent(
-            hf_generate_fn(model, tokenizer, g.max_new_tokens, g.temperature, g.top_p),
-            "policy",
-            cfg.amp.max_batch,
-            {"answer": g.max_answer_tokens},
-        )
-        sampler = build_sampler(cfg.sampler.kind, cfg.sampler.p, cfg.sampler.threshold, seed=cfg.run.seed)
-        return amp_approx(human, policy, sampler, cfg.amp.max_rounds), policy
+        human = build_human(cfg.human, seed=cfg.run.seed).agent
+        policy = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, g.temperature, g.top_p), "policy")
+        return recipe_amp(cfg, human, policy, recipe_sampler(cfg, cfg.run.seed)), policy
 
     async def concurrent(amp):
         return await asyncio.gather(*(amp(Posed("answer", q)) for q in questions))
@@ -115,14 +107,9 @@ def bench_amplification_speed(cfg: Config, model_dir: Path, n: int = 1024, repea
             generate(model, tokenizer, prompts[start : start + cfg.amp.max_batch], max_new_tokens=g.max_answer_tokens)
 
     def amplified() -> list:
-        policy = ModelAgent(
-            hf_generate_fn(model, tokenizer, g.max_new_tokens, 0.0),
-            "policy",
-            cfg.amp.max_batch,
-            {"answer": g.max_answer_tokens},
-        )
-        sampler = build_sampler(cfg.sampler.kind, cfg.sampler.p, cfg.sampler.threshold, seed=cfg.run.seed)
-        amp = amp_approx(SyntheticHuman(PermHuman()), policy, sampler, cfg.amp.max_rounds, cfg.amp.levels)
+        policy = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
+        human = build_human(cfg.human, seed=cfg.run.seed).agent
+        amp = recipe_amp(cfg, human, policy, recipe_sampler(cfg, cfg.run.seed), cfg.amp.levels)
         return amplify(questions, amp)
 
     timings: dict[str, list[float]] = {"bare": [], "amplified": []}

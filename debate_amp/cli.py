@@ -224,7 +224,7 @@ def _question(args: argparse.Namespace, cfg: Config):
 def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, option: str = "model"):
     """The scripted perfect model, or a local model directory given by ``--<option>`` (each loaded once, shared
     by policy and target)."""
-    from debate_amp.generation import hf_generate_fn
+    from debate_amp.agents.wiring import recipe_generate_fn
     from debate_amp.tasks.perm import perfect_generate
 
     path = getattr(args, option)
@@ -242,18 +242,14 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
         except (ModelLoadError, FileNotFoundError) as e:
             _fail(f"--{option.replace('_', '-')}: {e}")
     model, tokenizer = args._loaded[path]
-    return hf_generate_fn(model, tokenizer, cfg.generation.max_new_tokens, temperature, cfg.generation.top_p)
+    return recipe_generate_fn(cfg, model, tokenizer, temperature, cfg.generation.top_p)
 
 
 def _amp_approx(cfg: Config, human, generate_fn, role: str):
-    from debate_amp.agents.model import ModelAgent
-    from debate_amp.combinators import amp_approx
-    from debate_amp.samplers import build_sampler
+    """Amp~(H, M) for a command: M from ``generate_fn``, the recipe's sampler (its own per agent, as in training)."""
+    from debate_amp.agents.wiring import recipe_amp, recipe_model_agent, recipe_sampler
 
-    s = cfg.sampler
-    sampler = build_sampler(s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed)
-    limits = {"answer": cfg.generation.max_answer_tokens}
-    return amp_approx(human, ModelAgent(generate_fn, role, cfg.amp.max_batch, limits), sampler, cfg.amp.max_rounds)
+    return recipe_amp(cfg, human, recipe_model_agent(cfg, generate_fn, role), recipe_sampler(cfg, cfg.run.seed))
 
 
 def cmd_amp(args: argparse.Namespace) -> int:
@@ -269,11 +265,11 @@ def cmd_amp(args: argparse.Namespace) -> int:
     generate_fn = _generate_fn(args, cfg, cfg.generation.temperature)
     try:
         store = LabelStore(args.labels, create_parents=False) if args.labels else None
-        human, expert = build_human(cfg.human, seed=cfg.run.seed, store=store)
+        human = build_human(cfg.human, seed=cfg.run.seed, store=store)
     except LabelStoreError as e:
         print(f"debate-amp: error: --labels {e}" if args.labels else f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    agent = _amp_approx(cfg, human, generate_fn, "policy")
+    agent = _amp_approx(cfg, human.agent, generate_fn, "policy")
     try:
         reply = asyncio.run(agent(Posed("answer", question)))
     except UnseenQuestion as e:
@@ -281,7 +277,7 @@ def cmd_amp(args: argparse.Namespace) -> int:
         return 1
     print(render_tree(reply.trace))
     verdict = "correct" if reply.text == str(question.gold) else f"wrong (gold {question.gold})"
-    print(f"\nanswer {reply.text}: {verdict}; human calls {expert.calls}")
+    print(f"\nanswer {reply.text}: {verdict}; human calls {human.calls}")
     return 0
 
 
@@ -295,9 +291,9 @@ def cmd_debate(args: argparse.Namespace) -> int:
     if max_turns < 1:
         _fail(f"--max-turns: must be at least 1, got {max_turns}")
     question = _question(args, cfg)
-    human, expert = build_human(cfg.human, seed=cfg.run.seed)
-    policy = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
-    target = _amp_approx(cfg, human, _generate_fn(args, cfg, 0.0), "target")
+    human = build_human(cfg.human, seed=cfg.run.seed)
+    policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
+    target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, 0.0), "target")
     liar = {args.liar: ScriptedDebater(PermLiar(seed=cfg.run.seed))} if args.liar else {}
     (debate,) = run_debates(
         [question],
@@ -340,7 +336,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
         honest = "odd" if args.liar == "even" else "even"
         verdict = "the forfeit went to" if debate.forfeit is not None else "the judge picked"
         print(f"{verdict} the {'honest side' if debate.winner.value == honest else 'liar'}")
-    print(f"human calls {expert.calls}")
+    print(f"human calls {human.calls}")
     return 0
 
 
@@ -477,24 +473,24 @@ def _eval_liar(args: argparse.Namespace) -> int:
     cfg = _load(args.recipe, args.overrides)
     t = cfg.task
     questions = PermTask(t.n_elements, t.max_power, t.balance, t.heldout_fraction).eval_questions(args.n)
-    human, expert = build_human(cfg.human, seed=cfg.run.seed)
-    policy = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
+    human = build_human(cfg.human, seed=cfg.run.seed)
+    policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     if args.judge_model == "human":
-        target, judge = human, "the synthetic human alone"
+        target, judge = human.agent, "the synthetic human alone"
     else:
         option = "model" if args.judge_model is None else "judge_model"
-        target = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.target.temperature, option), "target")
+        target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.target.temperature, option), "target")
         judge = f"Amp~(H, M_target) with M_target = {getattr(args, option)}"
     rows = honest_vs_liar(questions, policy, target, args.max_turns, cfg.debate.forfeit_unparsed)
     if args.json:
-        print(json.dumps({"questions": args.n, "rows": [row.as_dict() for row in rows], "human_calls": expert.calls}))
+        print(json.dumps({"questions": args.n, "rows": [row.as_dict() for row in rows], "human_calls": human.calls}))
         return 0
     print(
         f"{args.n} held-out questions, k = 0..{t.max_power}, N = {t.n_elements}; the policy ({args.model}) against "
         f"the scripted liar on each side, judged by {judge}; accuracy = how often the honest side wins"
     )
     print(liar_table(rows))
-    print(f"human calls {expert.calls}")
+    print(f"human calls {human.calls}")
     return 0
 
 
@@ -507,11 +503,11 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
     if args.judge_model is None:
         _fail("--rejudge needs --judge-model DIR|perfect|human")
     cfg = _load(args.recipe, args.overrides)
-    human, expert = build_human(cfg.human, seed=cfg.run.seed)
+    human = build_human(cfg.human, seed=cfg.run.seed)
     if args.judge_model == "human":
-        judge = human
+        judge = human.agent
     else:
-        judge = _amp_approx(cfg, human, _generate_fn(args, cfg, cfg.target.temperature, "judge_model"), "target")
+        judge = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.target.temperature, "judge_model"), "target")
     result = rejudge(transcripts.rows, judge)
     if args.json:
         print(
@@ -520,7 +516,7 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
                     "paths": args.paths,
                     "skipped": len(transcripts.skipped),
                     **result.as_dict(),
-                    "human_calls": expert.calls,
+                    "human_calls": human.calls,
                 }
             )
         )
@@ -533,7 +529,7 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
     )
     print(f"re-judged by {who}")
     print(result.table())
-    print(f"human calls {expert.calls}")
+    print(f"human calls {human.calls}")
     return 0
 
 

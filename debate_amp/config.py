@@ -398,11 +398,12 @@ class TrainerConfig:
     """Normalise advantages over the update."""
     max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping."""
-    replay_examples: NonNegativeInt = 256
+    rehearsal_examples: NonNegativeInt = 256
     """Warm-start imitation examples added to each update's supervised examples (the rehearsal), so that skills the
     updates do not exercise are not forgotten; 0 turns it off. They are the warm start's own examples
     (``sft.*``: the human's answers, steps and integrations and its replies inside debates), taken in turn: the
-    warm start paid their human calls; a run without a warm start of its own is charged each the first time."""
+    warm start paid their human calls; a run without a warm start of its own is charged each the first time.
+    Formerly ``replay_examples`` (a recipe or a saved run with that name still loads)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10
@@ -452,7 +453,7 @@ TINY_OVERRIDES = (
     "trainer.questions_per_update=8",
     "trainer.eval_size=8",
     "trainer.minibatch_size=16",
-    "trainer.replay_examples=32",
+    "trainer.rehearsal_examples=32",
     "sft.n_examples=256",  # the rehearsal's pool is the warm start's examples
     "amp.questions_per_update=16",
     "amp.curriculum_probe=8",
@@ -481,6 +482,7 @@ def load_config(
         data = _read_yaml(Path(recipe))
     for override in overrides:
         _apply_override(data, override)
+    _rename_old_keys(data)
     _reject_booleans_for_numbers(data)
     try:
         cfg = TypeAdapter(Config).validate_python(data)
@@ -489,6 +491,20 @@ def load_config(
     if check_paths:
         _check_paths(cfg)
     return cfg
+
+
+# Keys that were renamed: (section, old name) -> new name. A recipe or a saved run's config.yaml with the old name
+# still loads (and resumes), as the new key.
+RENAMED_KEYS = {("trainer", "replay_examples"): "rehearsal_examples"}
+
+
+def _rename_old_keys(data: dict[str, Any]) -> None:
+    for (section, old), new in RENAMED_KEYS.items():
+        values = data.get(section)
+        if isinstance(values, dict) and old in values:
+            if new in values:
+                raise ConfigError(f"{section}.{old} is the old name of {section}.{new}; give only {section}.{new}")
+            values[new] = values.pop(old)
 
 
 def _reject_booleans_for_numbers(data: Any, cls: Any = Config, prefix: str = "") -> None:

@@ -40,15 +40,15 @@ class Bernoulli:
 
     p: float
     seed: int = 0
-    _rng: random.Random = field(init=False, repr=False)
+    rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"bernoulli p must be in [0, 1], got {self.p}")
-        self._rng = random.Random(self.seed)
+        self.rng = random.Random(self.seed)
 
     def __call__(self, posed: Posed, model_reply: Reply) -> bool:
-        return self._rng.random() < self.p
+        return self.rng.random() < self.p
 
 
 @dataclass

@@ -14,7 +14,7 @@ Last seen (2026-11-23, 2-core CPU): answer 7: correct; human calls 1 (the openin
 import asyncio
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
+from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.cli import render_tree
 from debate_amp.combinators import amp_approx
 from debate_amp.protocol import Posed

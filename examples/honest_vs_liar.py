@@ -11,7 +11,7 @@ Last seen (2026-11-23, 2-core CPU): 56.2% with one argument (the judge believes 
 """
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
+from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.eval.protocols import honest_vs_liar, liar_table
 from debate_amp.samplers import Never

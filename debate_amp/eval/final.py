@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
-from debate_amp.combinators import amp_approx
+from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent
 from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport
 from debate_amp.eval.protocols import honest_vs_liar
-from debate_amp.generation import hf_generate_fn
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks.perm import PermHuman
 
@@ -50,14 +48,11 @@ def final_evaluation(
     model: Any, tokenizer: Any, cfg: Config, questions: list[Any], report: HeldoutReport, mean_debate_length: float
 ) -> dict[str, Any]:
     """The final table of a run whose trained policy is ``model`` (see the module docstring)."""
-    g = cfg.generation
     human = SyntheticHuman(PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, seed=cfg.run.seed + 7)
-    agent = ModelAgent(
-        hf_generate_fn(model, tokenizer, g.max_new_tokens, 0.0), "policy", cfg.amp.max_batch, {"answer": 8}
-    )
-    amp = amp_approx(human, agent, sampler, cfg.amp.max_rounds)
+    agent = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
+    amp = recipe_amp(cfg, human, agent, sampler)
     forfeit = cfg.debate.forfeit_unparsed
     debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7, forfeit_unparsed=forfeit)
     rates = parse_rates(debates)

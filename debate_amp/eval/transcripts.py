@@ -25,7 +25,7 @@ from typing import Any
 
 from debate_amp.debate.transcript import TranscriptError, parse_record
 from debate_amp.protocol import EVEN, ODD
-from debate_amp.tasks.perm import PermQuestion, parse_argument, parse_question
+from debate_amp.tasks.perm import PermQuestion, opening_claims_gold, parse_argument, parse_question
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
@@ -215,15 +215,7 @@ def to_row(record: dict[str, Any], source: str) -> Row:
     continues = record["continues"]
     gold = record["gold"]
     q = _question(record["question"])
-    even_right = None
-    if gold is not None and q is not None:
-        opening = parse_argument(arguments[0], len(q.sigma))
-        even_right = (
-            opening is not None
-            and not (opening.agree or opening.no)
-            and (opening.x, opening.k) == (q.x, q.k)
-            and str(opening.value) == gold.strip()
-        )
+    even_right = opening_claims_gold(q, arguments[0]) if gold is not None and q is not None else None
     winner = record["winner"]["side"]
     return Row(
         source=source,

@@ -1,14 +1,19 @@
 """The training loop: PPO (or Lagrangian constrained PPO) on debates, mixed with supervised imitation.
 
-One update, as in DESIGN.md section 1:
-  1. rollout     debates of Amp~(H, M) judged by Amp~(H, M_target), all questions under one event loop
+One update, as in DESIGN.md section 1 (``train`` calls one function per step; each returns a small record):
+  1. rollout     debates of Amp~(H, M) judged by Amp~(H, M_target), all questions under one event loop, and
+                 Amp~(H, M)'s answers to training questions                                 collect -> Rollout
   2. rewards     side rewards +1 / -1, minus catastrophe_coef * cost_t, minus the per-token KL to the reference
-  3. advantages  values and reference log-probs of every RL segment, GAE, whitening
-  4. optimise    PPO epochs over minibatches: L_rl (clipped policy + value loss) combined with L_sup by the mode
-  5. target      M_target follows M (hard copy every sync_every updates, or EMA with tau)
+  3. advantages  values and reference log-probs of every RL segment, GAE, whitening   score_rollout -> ScoredBatch
+  4. optimise    PPO epochs over minibatches: L_rl (clipped policy + value loss) combined with L_sup by the
+                 objective's mode (debate_amp.trainer.modes)                             optimise -> UpdateStats
+  5. target      M_target follows M (hard copy every sync_every updates, or EMA with tau)       follow_policy
   6. log         accelerate's trackers (TensorBoard by default), metrics.jsonl, transcripts, progress bar
-  7. faults       a non-finite loss skips the update; checkpoints every save_every updates, on SIGINT and at the end
-Setup lives in small functions above the loop; the math lives in ``debate_amp.objectives``.
+                                                                                       update_metrics, adapt
+  7. faults      a non-finite loss skips the update; checkpoints every save_every updates, on SIGINT / SIGTERM and
+                 at the end                                                                 checkpoint_if_due
+Setup (:func:`_setup`: A[0], the models, the agents) builds a :class:`Run` once and a :class:`TrainState`, the one
+object checkpoints save (debate_amp.trainer.state); the math lives in ``debate_amp.objectives``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -31,26 +36,22 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from debate_amp.agents.humans import build_human
+from debate_amp.agents.humans import Human, build_human
 from debate_amp.agents.labels import LabelStore
-from debate_amp.agents.model import ModelAgent
-from debate_amp.combinators import amp_approx
+from debate_amp.agents.model_agent import ModelAgent
+from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
+from debate_amp.combinators import Amp
 from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
-from debate_amp.eval.final import final_evaluation, parse_rates
+from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import evaluate_heldout
-from debate_amp.generation import hf_generate_fn
 from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
     AdaptiveKLController,
     FixedKLController,
-    combine_constrained,
-    combine_weighted,
-    fold_supervised_into_reward,
     gae,
     kl_penalty,
-    lagrange_update,
     masked_mean,
     policy_loss,
     supervised_nll,
@@ -58,22 +59,24 @@ from debate_amp.objectives import (
     value_loss,
     whiten,
 )
-from debate_amp.protocol import UNKNOWN
-from debate_amp.samplers import Budget, build_sampler
+from debate_amp.protocol import UNKNOWN, Reply
+from debate_amp.samplers import Budget, Sampler
 from debate_amp.schedules import Schedule
-from debate_amp.target import (
-    is_peft,
-    load_target_tensors,
-    load_trained_tensors,
-    make_target_and_reference,
-    sync_target,
-    target_tensors,
-    trained_tensors,
-)
+from debate_amp.target import is_peft, make_target_and_reference, sync_target
 from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import PermTask, parse_argument, render_question
+from debate_amp.tasks.perm import PermTask, render_question
 from debate_amp.tasks.perm import score as task_score
 from debate_amp.trainer import checkpoint
+from debate_amp.trainer.metrics import (
+    debate_metrics,
+    gather,
+    mean,
+    optimisation_metrics,
+    record,
+    token_mean,
+    transcript_text,
+)
+from debate_amp.trainer.modes import ObjectiveMode, objective_mode
 from debate_amp.trainer.rollout import (
     Batch,
     SupervisedExample,
@@ -87,11 +90,12 @@ from debate_amp.trainer.rollout import (
 from debate_amp.trainer.rollout import (
     amplified as is_amplified,
 )
-from debate_amp.trainer.rundir import apply_plan, flatten_recipe, plan_run_dir
+from debate_amp.trainer.rundir import RunPlan, apply_plan, flatten_recipe, plan_run_dir
 from debate_amp.trainer.sft import run_sft, seed_everything, warm_start_examples
+from debate_amp.trainer.state import TrainState, restore_state, save_state
 
 # ---------------------------------------------------------------------------------------------------------------
-# Setup
+# The policy with its value head, and frozen scoring passes
 
 
 class PolicyWithValue(nn.Module):
@@ -152,37 +156,85 @@ def token_nll(model: nn.Module, batch: Batch) -> float:
     return float(-(logprobs * batch.action_mask).sum() / batch.action_mask.sum().clamp(min=1))
 
 
-def judge_accuracy(debate: Debate) -> float | None:
-    """Did the verdict go to the side gold supports? The even side opens with an answer; it should win exactly
-    when that answer is right: a claim about the question's own x and k, of the gold value (the same definition as
-    ``debate-amp eval``, docs/eval.md). None without a verdict, or when a forfeit decided (the judge was not
-    asked)."""
-    q = debate.question
-    gold = getattr(q, "gold", None)
-    if gold is None or debate.winner is None or debate.winner.value is None or debate.forfeit is not None:
-        return None
-    opening = parse_argument(debate.turns[0].text)
-    even_right = (
-        opening is not None
-        and not opening.agree
-        and not opening.no
-        and (opening.x, opening.k) == (q.x, q.k)
-        and opening.value == gold
-    )
-    return float((debate.winner.value == "even") == even_right)
+# ---------------------------------------------------------------------------------------------------------------
+# Records: what a run builds once, and what each step of an update hands to the next
 
 
 @dataclass
-class RunState:
-    """What changes from update to update (and goes into checkpoints)."""
+class Run:
+    """What a run builds once (:func:`_setup`) and every update uses."""
 
-    update: int = 0
-    lagrange_multiplier: float = 0.0
-    sup_baseline: float | None = None
-    target_updates: int = 0
-    human_calls: int = 0
-    amp_depth: int = 0  # the amplification curriculum's current depth
-    history: list[dict[str, float]] = field(default_factory=list)
+    cfg: Config
+    accelerator: Any
+    model: Any  # the PolicyWithValue as accelerate prepared it (DDP / DeepSpeed / FSDP); TrainState.model unwrapped
+    ref_policy: nn.Module
+    tokenizer: Any
+    task: PermTask
+    store: LabelStore
+    human: Human
+    debater: Amp  # Amp~(H, M): the arguments
+    judge: Amp  # Amp~(H, M_target): continue_t, the winner, the catastrophe costs
+    amplifier: Amp  # Amp~(H, M) with M greedy: the answers distilled in step 4
+    amplifier_agent: ModelAgent  # that M
+    mode: ObjectiveMode
+    schedules: dict[str, Schedule]  # weight (the mode's annealed parameter), force_stop_p, learning_rate
+    rng: random.Random  # questions
+    rehearsal_pool: list[Any]  # the warm start's examples, rehearsed every update
+    questions: int  # this process's share of each update's debates, amplified questions and curriculum probe
+    amp_questions: int
+    probe_questions: int
+    started: float  # perf_counter when train() began
+
+
+@dataclass
+class Knobs:
+    """This update's annealed values (``objective.anneal``, ``debate.force_stop_anneal``, ``trainer.lr_anneal``)."""
+
+    weight: float  # alpha (weighted), the limit (constrained) or the reward coefficient (reward)
+    force_stop_p: float
+    learning_rate: float
+
+
+@dataclass
+class Rollout:
+    """Step 1: debates of Amp~(H, M) judged by Amp~(H, M_target), and Amp~(H, M)'s answers to training questions."""
+
+    debates: list[Debate]
+    amp_questions: list[Any]
+    amplified: list[Reply]  # Amp~(H, M)'s answers to amp_questions, distilled in step 4
+    probe: list[Any]  # one level deeper than the curriculum's depth: amplified, scored, never distilled
+    probed: list[Reply]
+    agreement: float  # M's direct answer equal to the amplified one (no gold used); NaN without targets
+    human_calls: int
+    rollout_s: float
+    amplify_s: float
+
+
+@dataclass
+class ScoredBatch:
+    """Steps 2 and 3: the RL segments as a batch with their rewards' advantages and returns, and the supervised
+    examples as a batch. The RL fields are None when no debate had a segment to learn from."""
+
+    segments: list[Any]
+    sup: Batch | None
+    n_targets: int  # distilled amplified answers among the supervised examples
+    rehearsal_calls: int  # human calls the rehearsed examples cost (0 when this run's warm start paid for them)
+    limit: float  # the constraint on L_sup (constrained mode), else NaN
+    rl: Batch | None = None
+    old_logprobs: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+
+
+@dataclass
+class UpdateStats:
+    """Step 4: the minibatches' statistics (lists by name), whether a non-finite loss skipped the update, its time."""
+
+    stats: dict[str, list[float]]
+    skipped: bool
+    update_s: float
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,19 +250,356 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     the run directory first. Raises :class:`~debate_amp.trainer.rundir.RunDirError` (before any work) when the
     directory holds another run, :class:`~debate_amp.config.ConfigError` (before any work) when accelerate cannot
     use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
-    from accelerate import Accelerator
-    from accelerate.tracking import TensorBoardTracker
-
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
+    run, state = _setup(cfg, plan, progress)
+    main = run.accelerator.is_main_process
+    log = _Log(run, progress)
+    interrupt = _Interrupt()
+    bad_in_a_row, interrupted = 0, False
+    for update in log.bar(state.update):
+        knobs = _knobs(run, state, update)
+        rollout = collect(run, state, knobs)  # 1. debates and amplified answers
+        scored = score_rollout(run, state, rollout, knobs)  # 2. rewards and 3. advantages
+        result = optimise(run, state, scored, knobs)  # 4. PPO epochs, L_rl and L_sup combined by the mode
+        if not result.skipped:
+            follow_policy(run, state, update)  # 5. M_target follows M
+        state.update = update + 1
+        metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
+        adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
+        log.write(state, metrics, rollout.debates, knobs)
+        # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
+        if result.skipped:
+            bad_in_a_row += 1
+            _warn_skipped(run, state, bad_in_a_row)
+            if bad_in_a_row >= cfg.trainer.max_bad_updates:
+                _close(run, log, interrupt)
+                raise _diverged(run, state, bad_in_a_row)
+            if interrupted := _any_process(run.accelerator, interrupt.requested):
+                break  # a skipped update is not saved: the last good checkpoint stays the one to resume
+            continue
+        bad_in_a_row = 0
+        stop = checkpoint_if_due(run, state, interrupt)
+        if stop:
+            interrupted = stop == "interrupted"
+            break
+    summary = _interrupted(run, state) if interrupted else _finish(run, state, progress)
+    _close(run, log, interrupt)
+    return summary if main else {}
+
+
+def _knobs(run: Run, state: TrainState, update: int) -> Knobs:
+    """The annealed values at this point of training; sets the learning rate and opens the sampler's budget."""
+    updates = run.cfg.trainer.updates
+    progress = update / max(1, updates - 1) if updates > 1 else 0.0
+    knobs = Knobs(*(run.schedules[name](progress) for name in ("weight", "force_stop_p", "learning_rate")))
+    for group in state.optimizer.param_groups:
+        group["lr"] = knobs.learning_rate
+    if isinstance(state.sampler, Budget):
+        state.sampler.new_update()
+    return knobs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The steps of one update
+
+
+def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
+    """1. Rollout: debates of Amp~(H, M), judged by Amp~(H, M_target), all questions under one event loop; and
+    Amp~(H, M)'s answers to training questions, distilled in step 4. With the curriculum (``amp.curriculum``), past
+    depth 0 those questions are drawn from depths 1..d (at depth 0 Amp~ adds only the human's own answers, which the
+    rehearsal already teaches, and M's direct replies are not distilled), and a probe one level deeper is amplified
+    and scored against gold to decide when to go deeper."""
+    cfg, task, rng = run.cfg, run.task, run.rng
+    calls_before = run.human.calls
+    t0 = time.perf_counter()
+    questions = [task.sample(rng) for _ in range(run.questions)]
+    state.model.eval()
+    debates = run_debates(
+        questions,
+        run.debater,
+        run.judge,
+        cfg.debate.max_turns,
+        knobs.force_stop_p,
+        seed=rng.randrange(2**31),
+        forfeit_unparsed=cfg.debate.forfeit_unparsed,
+    )
+    rollout_s = time.perf_counter() - t0
+    curriculum = cfg.amp.curriculum
+    depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
+    amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(run.amp_questions)]
+    probe = _deeper(task, rng, state.amp_depth, run.probe_questions) if curriculum else []
+    replies = amplify(amp_questions + probe, run.amplifier) if amp_questions or probe else []
+    amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
+    agreement = _agreement(run.amplifier_agent, amplified, amp_questions, state.amp_depth)
+    state.model.train()
+    amplify_s = time.perf_counter() - t0 - rollout_s
+    human_calls = run.human.calls - calls_before
+    return Rollout(debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s)
+
+
+def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -> ScoredBatch:
+    """2. Rewards: the terminal side reward minus catastrophe_coef * cost_t (the reward mode also folds in the
+    arguments' imitation distance), and the per-token KL penalty to the reference. 3. Advantages: values and
+    reference log-probs of every RL segment, GAE over its tokens, whitened over the update. The supervised examples
+    (the debates' amplified outputs, the amplified answers, the rehearsal) become one batch beside them."""
+    cfg, o, device = run.cfg, run.cfg.objective, run.accelerator.device
+    segments = policy_segments(rollout.debates, o.catastrophe_coef, skip_uncontested=True)
+    amp_examples = amplification_examples(rollout.amplified)
+    t = cfg.trainer
+    rehearsed, rehearsal_calls = _rehearsal(
+        run.rehearsal_pool, t.rehearsal_examples, state.update, run.accelerator, paid=t.warm_start
+    )
+    examples = supervised_examples(rollout.debates) + amp_examples
+    examples += [SupervisedExample(e.prompt, e.completion, f"rehearsal:{e.kind}") for e in rehearsed]
+    sup = supervised_batch(run.tokenizer, examples).to(device) if examples else None
+    scored = ScoredBatch(
+        segments,
+        sup,
+        n_targets=sum(e.kind == "amplified" for e in amp_examples),
+        rehearsal_calls=rehearsal_calls,
+        limit=run.mode.limit(state, lambda: _sup_loss(run, state, sup), knobs.weight),
+    )
+    if not segments:
+        return scored
+    rl = make_batch(
+        run.tokenizer, [sg.prompt for sg in segments], [sg.response_ids for sg in segments], run.tokenizer.pad_token_id
+    ).to(device)
+    old_logprobs, old_values = score_batch(state.model, rl, with_values=True)
+    mask = rl.action_mask
+    kl = torch.where(mask > 0, kl_penalty(old_logprobs, score_batch(run.ref_policy, rl), o.kl.estimator), 0.0)
+    terminal = torch.tensor([sg.reward for sg in segments], device=old_logprobs.device)
+    terminal = run.mode.reward(
+        terminal, lambda: _segment_distances(run, state, rollout.debates, segments), knobs.weight
+    )
+    rewards = token_rewards(terminal, kl, mask, state.kl_ctl.value)
+    advantages, returns = gae(rewards, old_values, mask, cfg.trainer.gamma, cfg.trainer.gae_lambda)
+    if cfg.trainer.whiten_advantages and mask.sum() >= 2:
+        advantages = whiten(advantages, mask)
+    return replace(
+        scored, rl=rl, old_logprobs=old_logprobs, old_values=old_values, advantages=advantages, returns=returns, kl=kl
+    )
+
+
+def optimise(run: Run, state: TrainState, scored: ScoredBatch, knobs: Knobs) -> UpdateStats:
+    """4. Optimise: PPO epochs over minibatches, L_rl combined with L_sup by the objective's mode. Every process
+    takes the same number of steps; a non-finite loss on any of them skips the rest of the update."""
+    cfg, accelerator = run.cfg, run.accelerator
+    t0 = time.perf_counter()
+    stats: dict[str, list[float]] = {}
+    n_rl = len(scored.segments)
+    n_sup = len(scored.sup) if scored.sup is not None else 0
+    t = cfg.trainer
+    n_minibatches = _max_over_processes(
+        accelerator, max(1, math.ceil(n_rl / t.minibatch_size), math.ceil(n_sup / t.sup_minibatch_size))
+    )
+    for _epoch in range(t.ppo_epochs):
+        rl_order = torch.randperm(n_rl) if n_rl else None
+        sup_order = _by_length(scored.sup.attention_mask.sum(1), n_minibatches) if scored.sup is not None else None
+        for mb in range(n_minibatches):
+            rl_loss, anchor = _rl_loss(run, scored, _rows(rl_order, mb, n_minibatches), stats)
+            sup_loss, sup_anchor = _imitation_loss(run, scored, _rows(sup_order, mb, n_minibatches), stats)
+            anchor = anchor + sup_anchor  # touches every parameter (DDP needs them all)
+            if anchor.grad_fn is None:  # nothing of this process's in this minibatch
+                anchor = _idle_pass(run, scored)
+            loss = run.mode.loss(rl_loss, sup_loss, knobs.weight, state) + anchor
+            if not _step(run, state, loss):
+                return UpdateStats(stats, True, time.perf_counter() - t0)
+            record(stats, total=loss)
+    return UpdateStats(stats, False, time.perf_counter() - t0)
+
+
+def follow_policy(run: Run, state: TrainState, update: int) -> None:
+    """5. Target: M_target follows M, a hard copy every ``sync_every`` updates or an EMA step every update."""
+    target = run.cfg.target
+    if target.mode == "hard" and (update + 1) % target.sync_every == 0:
+        sync_target(state.model.policy, state.target_policy, "hard")
+    elif target.mode == "ema":
+        sync_target(state.model.policy, state.target_policy, "ema", target.tau)
+    else:
+        return
+    state.target_updates += 1
+
+
+def update_metrics(
+    run: Run, state: TrainState, knobs: Knobs, rollout: Rollout, scored: ScoredBatch, result: UpdateStats
+) -> dict[str, float]:
+    """6. Log: this update's scalars (docs/training.md lists the tags), averaged over processes (totals summed)."""
+    sup_loss = token_mean(result.stats)  # this process's: the constraint's violation is logged per process
+    n_targets = scored.n_targets
+    metrics = {
+        **debate_metrics(rollout.debates),
+        **optimisation_metrics(result.stats, scored),
+        **run.mode.tags(knobs.weight, scored.limit, sup_loss),
+        "objective/force_stop_p": knobs.force_stop_p,
+        "objective/kl_coef": state.kl_ctl.value,
+        "amp/human_calls": float(rollout.human_calls),
+        "rehearsal/human_calls": float(scored.rehearsal_calls),  # 0 when the warm start paid for them
+        "amp/targets": float(n_targets),
+        "amp/target_accuracy": _accuracy(rollout.amplified, rollout.amp_questions),
+        "amp/teacher_accuracy": _accuracy(rollout.amplified, rollout.amp_questions, depth=state.amp_depth),
+        "amp/probe_accuracy": _accuracy(rollout.probed, rollout.probe),
+        "amp/depth": float(state.amp_depth),
+        "amp/agreement": rollout.agreement,
+        "target/updates": float(state.target_updates),
+        "target/policy_target_kl": _policy_target_kl(state.model, state.target_policy, scored.rl),
+        "perf/rollout_s": rollout.rollout_s,
+        "perf/amplify_s": rollout.amplify_s,
+        "perf/amp_targets_per_s": n_targets / rollout.amplify_s if rollout.amplified else float("nan"),
+        "perf/update_s": result.update_s,
+        "perf/debates_per_s": len(rollout.debates) / max(rollout.rollout_s, 1e-9),
+        "perf/tokens_per_s": (float(scored.rl.attention_mask.sum()) if scored.rl is not None else 0.0)
+        * run.cfg.trainer.ppo_epochs
+        / max(result.update_s, 1e-9),
+        "train/skipped": float(result.skipped),
+    }
+    return gather(run.accelerator, metrics)
+
+
+def adapt(run: Run, state: TrainState, scored: ScoredBatch, result: UpdateStats, metrics: dict[str, float]) -> None:
+    """What moves on the averaged numbers, so that every process agrees (not after a skipped update): the mode's
+    multiplier, the adaptive KL coefficient, and the curriculum's depth."""
+    if not result.skipped:
+        run.mode.after_update(state, metrics["objective/sup_loss"], scored.limit)
+        if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
+            # the KL averaged over the processes that had segments; the step counts every process's segments
+            state.kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"]))
+        amp = run.cfg.amp
+        if amp.curriculum and metrics["amp/probe_accuracy"] >= amp.curriculum_threshold:
+            state.amp_depth = min(state.amp_depth + 1, run.task.max_depth)
+    metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
+    state.human_calls += int(metrics["amp/human_calls"] + metrics["rehearsal/human_calls"])
+
+
+def checkpoint_if_due(run: Run, state: TrainState, interrupt: _Interrupt) -> str | None:
+    """7. Checkpoints every ``save_every`` updates, at the last, on a signal and when ``max_minutes`` runs out; says
+    why the loop stops (``interrupted``, ``out of time``) or None. A signal to any process stops every one."""
+    cfg, accelerator = run.cfg, run.accelerator
+    interrupted = _any_process(accelerator, interrupt.requested)
+    max_minutes = cfg.trainer.max_minutes
+    out_of_time = max_minutes is not None and _any_process(
+        accelerator, time.perf_counter() - run.started > 60 * max_minutes
+    )
+    final_update = state.update == cfg.trainer.updates or out_of_time
+    if interrupted or final_update or state.update % cfg.trainer.save_every == 0:
+        save_state(cfg.run_dir / "checkpoints", accelerator, state, cfg)
+    if interrupted:
+        return "interrupted"
+    if out_of_time:
+        if accelerator.is_main_process:
+            print(f"\ntrainer.max_minutes={max_minutes} reached after update {state.update}: training stops here")
+        return "out of time"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Setup: the accelerator, A[0] and the models, the agents, the state
+
+
+def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]:
+    """Everything before the first update: the accelerator and trackers, the run directory, A[0] (trained here
+    unless on disk), the value head, the reference and target policies, the optimizer, the human and the agents,
+    and the state (restored from ``plan.resume_from`` when resuming)."""
     started = time.perf_counter()
     if not progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # "Writing model shards" when saving
-    run_dir = cfg.run_dir
+    accelerator = _accelerator(cfg)
+    if cfg.run.torch_threads:
+        torch.set_num_threads(cfg.run.torch_threads)
+    seed_everything(cfg.run.seed + accelerator.process_index)
+    rank = accelerator.process_index
+    if accelerator.is_main_process:
+        apply_plan(plan)
+        if plan.note:
+            print(f"debate-amp: {plan.note}", flush=True)
+        save_config(cfg, cfg.run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    policy, target_policy, ref_policy, tokenizer = _models(cfg, accelerator, progress)
+    model = PolicyWithValue(policy, ValueHead(hidden_size_of(policy)))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.learning_rate)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    for frozen in (ref_policy, target_policy):
+        if isinstance(frozen, nn.Module):
+            frozen.to(accelerator.device)
+    unwrapped: PolicyWithValue = accelerator.unwrap_model(prepared)
+
+    task = make_task(cfg)
+    store = LabelStore(cfg.run_dir / ("labels.sqlite" if rank == 0 else f"labels.rank{rank}.sqlite"))
+    human = build_human(cfg.human, seed=cfg.run.seed + rank, store=store)
+    # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it)
+    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples else []
+    sampler = recipe_sampler(cfg, seed=cfg.run.seed + rank)  # one for the debaters, the judge and the amplifier
+    g = cfg.generation
+    debater_agent = recipe_model_agent(
+        cfg, recipe_generate_fn(cfg, unwrapped.policy, tokenizer, g.temperature, g.top_p), "policy"
+    )
+    judge_agent = recipe_model_agent(
+        cfg, recipe_generate_fn(cfg, target_policy, tokenizer, cfg.target.temperature), "target"
+    )
+    amplifier_agent = recipe_model_agent(
+        cfg, recipe_generate_fn(cfg, unwrapped.policy, tokenizer, cfg.amp.temperature), "policy"
+    )
+    mode = objective_mode(cfg.objective)
+    o = cfg.objective
+    kl_ctl = (
+        AdaptiveKLController(o.kl.coef, o.kl.target, o.kl.horizon) if o.kl.adaptive else FixedKLController(o.kl.coef)
+    )
+    rng = random.Random(cfg.run.seed * 1000 + rank)
+    generators = {"questions": rng, "sampler": _sampler_rng(sampler), "human": human.rng}
+    state = TrainState(
+        model=unwrapped,
+        target_policy=target_policy,
+        optimizer=optimizer,
+        kl_ctl=kl_ctl,
+        sampler=sampler,
+        generators={name: rng_ for name, rng_ in generators.items() if rng_ is not None},
+        lagrange_multiplier=o.lagrange_init,
+        amp_depth=min(cfg.amp.start_depth, task.max_depth),
+    )
+    if plan.resume_from is not None:
+        restore_state(plan.resume_from, accelerator, state)
+    n = accelerator.num_processes
+    run = Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=prepared,
+        ref_policy=ref_policy,
+        tokenizer=tokenizer,
+        task=task,
+        store=store,
+        human=human,
+        debater=recipe_amp(cfg, human.agent, debater_agent, sampler),
+        judge=recipe_amp(cfg, human.agent, judge_agent, sampler),
+        amplifier=recipe_amp(cfg, human.agent, amplifier_agent, sampler, cfg.amp.levels),
+        amplifier_agent=amplifier_agent,
+        mode=mode,
+        schedules={
+            "weight": _schedule(o.anneal, mode.start()),
+            "force_stop_p": _schedule(cfg.debate.force_stop_anneal, cfg.debate.force_stop_p),
+            "learning_rate": _schedule(cfg.trainer.lr_anneal, cfg.trainer.learning_rate),
+        },
+        rng=rng,
+        rehearsal_pool=rehearsal_pool,
+        questions=max(1, cfg.trainer.questions_per_update // n),
+        amp_questions=-(-cfg.amp.questions_per_update // n),
+        probe_questions=-(-cfg.amp.curriculum_probe // n) if cfg.amp.curriculum else 0,
+        started=started,
+    )
+    names = {"wandb": {"name": cfg.run.name}, "trackio": {"name": cfg.run.name}, "mlflow": {"run_name": cfg.run.name}}
+    recipe = {k: v for k, v in flatten_recipe(config_to_dict(cfg)).items() if isinstance(v, (bool, int, float, str))}
+    accelerator.init_trackers("debate-amp", config=recipe, init_kwargs=names)  # on the main process only
+    return run, state
+
+
+def _accelerator(cfg: Config):
+    """accelerate's Accelerator for this run, with the recipe's trackers (``run.log_with``)."""
+    from accelerate import Accelerator
+    from accelerate.tracking import TensorBoardTracker
+
     # TensorBoard by instance so that its events stay in <run>/tensorboard/ (by name, accelerate would put them in
     # <project_dir>/<project name>/); the other trackers by name, under the project "debate-amp".
-    trackers = [TensorBoardTracker("tensorboard", run_dir) if t == "tensorboard" else t for t in cfg.run.log_with]
+    trackers = [TensorBoardTracker("tensorboard", cfg.run_dir) if t == "tensorboard" else t for t in cfg.run.log_with]
     # accelerate's DDP kwargs only know torch's older name (forward_sync_buffers); the meaning is the same here
     warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
     # Processes make different numbers of frozen scoring passes (their rollouts differ), so those go through the
@@ -220,339 +609,154 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         log_with=trackers or None,
-        project_dir=str(run_dir),
+        project_dir=str(cfg.run_dir),
     )
     # accelerate leaves out, with no error, a tracker whose package it does not find (load_config checked already)
     dropped = [t for t in cfg.run.log_with if t != "tensorboard" and t not in map(str, accelerator.log_with)]
     if dropped:
         raise ConfigError(f"run.log_with: accelerate cannot use {dropped[0]} here (is its package installed?)")
-    if cfg.run.torch_threads:
-        torch.set_num_threads(cfg.run.torch_threads)
-    seed_everything(cfg.run.seed + accelerator.process_index)
-    main = accelerator.is_main_process
-    if main:
-        apply_plan(plan)
-        if plan.note:
-            print(f"debate-amp: {plan.note}", flush=True)
-        save_config(cfg, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
+    return accelerator
 
-    # Setup: A[0] (warm start), value head, reference and target policies, optimizer.
-    a0_dir = run_dir / cfg.sft.output_subdir
+
+def _models(cfg: Config, accelerator, progress: bool):
+    """-> the policy (A[0], with LoRA when the recipe says), the target policy, the reference policy, the tokenizer.
+    A[0] is the warm start (trained here by the main process unless already on disk) or ``model.path``."""
+    a0_dir = cfg.run_dir / cfg.sft.output_subdir
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
-        if main:
+        if accelerator.is_main_process:
             run_sft(cfg, progress=progress)
         accelerator.wait_for_everyone()
     # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
     seed_everything(cfg.run.seed + accelerator.process_index)
-    start_dir = a0_dir if cfg.trainer.warm_start else cfg.model.path
-    policy, tokenizer = load_model(cfg.model, start_dir, seed=cfg.run.seed)
+    policy, tokenizer = load_model(cfg.model, a0_dir if cfg.trainer.warm_start else cfg.model.path, seed=cfg.run.seed)
     if cfg.model.lora.enabled:
         policy = apply_lora(policy, cfg.model.lora)  # type: ignore[assignment]
     target_policy, ref_policy = make_target_and_reference(policy)
-    model = PolicyWithValue(policy, ValueHead(hidden_size_of(policy)))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.learning_rate)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    for frozen in (ref_policy, target_policy):
-        if isinstance(frozen, nn.Module):
-            frozen.to(accelerator.device)
-    unwrapped: PolicyWithValue = accelerator.unwrap_model(model)
+    return policy, target_policy, ref_policy, tokenizer
 
-    task = make_task(cfg)
-    store = LabelStore(run_dir / ("labels.sqlite" if main else f"labels.rank{accelerator.process_index}.sqlite"))
-    human, expert = build_human(cfg.human, seed=cfg.run.seed + accelerator.process_index, store=store)
-    # The rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it).
-    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.replay_examples else []
-    s = cfg.sampler
-    sampler = build_sampler(
-        s.kind, s.p, s.threshold, s.per_update, s.per_run, seed=cfg.run.seed + accelerator.process_index
+
+def _sampler_rng(sampler: Sampler) -> random.Random | None:
+    """The generator a sampler draws from (a Budget wraps the sampler that draws), for checkpoints."""
+    return getattr(getattr(sampler, "inner", sampler), "rng", None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers of the steps
+
+
+def _rl_loss(run: Run, scored: ScoredBatch, rows: torch.Tensor | None, stats) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_rl on the RL batch's ``rows``: the clipped policy loss plus ``vf_coef`` times the clipped value loss; and
+    a zero with a gradient path to every parameter (:func:`_zero_weight`). Zeros without rows."""
+    zero = torch.zeros((), device=run.accelerator.device)
+    if rows is None:
+        return zero, zero
+    assert scored.rl is not None and scored.old_logprobs is not None and scored.old_values is not None
+    assert scored.advantages is not None and scored.returns is not None
+    t = run.cfg.trainer
+    part = scored.rl[rows]
+    logits, values = run.model(part.input_ids, part.attention_mask)
+    m = part.action_mask
+    pg_loss, clipfrac, approx_kl = policy_loss(
+        action_logprobs(logits, part.input_ids), scored.old_logprobs[rows], scored.advantages[rows], m, t.clip_range
     )
-    g = cfg.generation
-    policy_agent = ModelAgent(
-        hf_generate_fn(unwrapped.policy, tokenizer, g.max_new_tokens, g.temperature, g.top_p),
-        "policy",
-        cfg.amp.max_batch,
-        {"answer": g.max_answer_tokens},
-    )
-    target_agent = ModelAgent(
-        hf_generate_fn(target_policy, tokenizer, g.max_new_tokens, cfg.target.temperature, 1.0),
-        "target",
-        cfg.amp.max_batch,
-        {"answer": g.max_answer_tokens},
-    )
-    amp_policy = amp_approx(human, policy_agent, sampler, cfg.amp.max_rounds)
-    amp_target = amp_approx(human, target_agent, sampler, cfg.amp.max_rounds)
-    amplifier_agent = ModelAgent(  # M inside the amplification trees whose answers are distilled (greedy)
-        hf_generate_fn(unwrapped.policy, tokenizer, g.max_new_tokens, cfg.amp.temperature, 1.0),
-        "policy",
-        cfg.amp.max_batch,
-        {"answer": g.max_answer_tokens},
-    )
-    amplifier = amp_approx(human, amplifier_agent, sampler, cfg.amp.max_rounds, cfg.amp.levels)
+    v_loss, _ = value_loss(values[:, :-1].float(), scored.old_values[rows], scored.returns[rows], m, t.clip_range_value)
+    with torch.no_grad():
+        entropy = masked_mean(torch.distributions.Categorical(logits=logits[:, :-1].float()).entropy(), m)
+    record(stats, pg_loss=pg_loss, v_loss=v_loss, clipfrac=clipfrac, approx_kl=approx_kl, entropy=entropy)
+    return pg_loss + t.vf_coef * v_loss, _zero_weight(logits, values)
 
-    o = cfg.objective
-    mode_start = {"weighted": o.alpha, "constrained": o.limit, "reward": o.reward_coef}[o.mode]
-    weight_schedule = _schedule(o.anneal, mode_start)
-    force_stop_schedule = _schedule(cfg.debate.force_stop_anneal, cfg.debate.force_stop_p)
-    lr_schedule = _schedule(cfg.trainer.lr_anneal, cfg.trainer.learning_rate)
-    kl_ctl = (
-        AdaptiveKLController(o.kl.coef, o.kl.target, o.kl.horizon) if o.kl.adaptive else FixedKLController(o.kl.coef)
-    )
-    state = RunState(lagrange_multiplier=o.lagrange_init, amp_depth=min(cfg.amp.start_depth, task.max_depth))
-    rng = random.Random(cfg.run.seed * 1000 + accelerator.process_index)
-    generators = _generators(rng, sampler, expert)
-    ckpt_root = run_dir / "checkpoints"
-    if plan.resume_from is not None:
-        _restore(plan.resume_from, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators)
-    names = {"wandb": {"name": cfg.run.name}, "trackio": {"name": cfg.run.name}, "mlflow": {"run_name": cfg.run.name}}
-    recipe = {k: v for k, v in flatten_recipe(config_to_dict(cfg)).items() if isinstance(v, (bool, int, float, str))}
-    accelerator.init_trackers("debate-amp", config=recipe, init_kwargs=names)  # on the main process only
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None  # noqa: SIM115 (closed at the end)
-    local_questions = max(1, cfg.trainer.questions_per_update // accelerator.num_processes)
-    local_amp_questions = -(-cfg.amp.questions_per_update // accelerator.num_processes)
-    local_probe = -(-cfg.amp.curriculum_probe // accelerator.num_processes) if cfg.amp.curriculum else 0
-    bar = tqdm(
-        range(state.update, cfg.trainer.updates),
-        desc="train",
-        initial=state.update,
-        total=cfg.trainer.updates,
-        disable=not (progress and main),
-    )
-    interrupt = _Interrupt()
-    interrupted = False
-    bad_in_a_row = 0
 
-    for update in bar:
-        progress_frac = update / max(1, cfg.trainer.updates - 1) if cfg.trainer.updates > 1 else 0.0
-        weight = weight_schedule(progress_frac)
-        force_stop_p = force_stop_schedule(progress_frac)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_schedule(progress_frac)
-        if isinstance(sampler, Budget):
-            sampler.new_update()
-        calls_before = expert.calls
+def _imitation_loss(
+    run: Run, scored: ScoredBatch, rows: torch.Tensor | None, stats
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_sup on the supervised batch's ``rows``: the token-mean NLL of the amplified outputs; and the zero with a
+    gradient path to every parameter. Zeros without rows."""
+    zero = torch.zeros((), device=run.accelerator.device)
+    if rows is None:
+        return zero, zero
+    assert scored.sup is not None
+    part = scored.sup[rows].trimmed()
+    logits, values = run.model(part.input_ids, part.attention_mask)
+    labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
+    sup_loss, _ = supervised_nll(logits[:, :-1].float(), labels)
+    record(stats, sup_loss=sup_loss, sup_tokens=(labels != -100).sum())
+    return sup_loss, _zero_weight(logits, values)
 
-        # 1. Rollout: debates of Amp~(H, M), judged by Amp~(H, M_target).
-        t0 = time.perf_counter()
-        questions = [task.sample(rng) for _ in range(local_questions)]
-        unwrapped.eval()
-        debates = run_debates(
-            questions,
-            amp_policy,
-            amp_target,
-            cfg.debate.max_turns,
-            force_stop_p,
-            seed=rng.randrange(2**31),
-            forfeit_unparsed=cfg.debate.forfeit_unparsed,
+
+def _idle_pass(run: Run, scored: ScoredBatch) -> torch.Tensor:
+    """A zero-weight pass on one row, for a minibatch in which this process has nothing: DDP averages gradients
+    only once every process has given every parameter one."""
+    any_batch = scored.sup if scored.sup is not None else scored.rl
+    assert any_batch is not None
+    return _zero_weight(*run.model(any_batch.input_ids[:1], any_batch.attention_mask[:1]))
+
+
+def _step(run: Run, state: TrainState, loss: torch.Tensor) -> bool:
+    """One optimizer step on ``loss`` with gradient clipping; False (no step) when the loss or the gradient norm is
+    not finite on any process."""
+    accelerator = run.accelerator
+    if _any_process(accelerator, not bool(torch.isfinite(loss))):
+        return False
+    state.optimizer.zero_grad()
+    accelerator.backward(loss)
+    grad_norm = accelerator.clip_grad_norm_(run.model.parameters(), run.cfg.trainer.max_grad_norm)
+    if grad_norm is not None and not bool(torch.isfinite(torch.as_tensor(grad_norm))):
+        state.optimizer.zero_grad()  # the same on every process: gradients are already averaged
+        return False
+    state.optimizer.step()
+    return True
+
+
+def _sup_loss(run: Run, state: TrainState, sup: Batch | None) -> float | None:
+    """L_sup of the whole supervised batch under the current policy, averaged over processes (None without one)."""
+    if sup is None:
+        return None
+    return _mean_over_processes(run.accelerator, token_nll(state.model, sup))
+
+
+def _segment_distances(run: Run, state: TrainState, debates: list[Debate], segments: list) -> torch.Tensor:
+    """d(arg_t, M(""arg_t)) of each RL segment's argument (the reward mode's imitation distance)."""
+    distances = _argument_distances(state.model, run.tokenizer, debates, run.accelerator.device)
+    return torch.tensor([distances[(sg.debate, sg.turn)] for sg in segments], device=run.accelerator.device)
+
+
+def _accuracy(replies: list[Reply], questions: list, depth: int | None = None) -> float:
+    """The share of ``replies`` equal to gold (at ``depth`` only, when given); NaN for none."""
+    pairs = zip(replies, questions, strict=True)
+    return mean([task_score(r.text, q) for r, q in pairs if depth is None or q.depth == depth])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging, the end of a run, faults
+
+
+_HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls", "objective/sup_loss")
+
+
+class _Log:
+    """Where step 6 writes (the main process): accelerate's trackers, ``metrics.jsonl``, the update's transcripts
+    and the progress bar. Every process keeps ``state.history``."""
+
+    def __init__(self, run: Run, progress: bool) -> None:
+        self.run = run
+        self.main = run.accelerator.is_main_process
+        self.progress = progress
+        self.file = open(run.cfg.run_dir / "metrics.jsonl", "a") if self.main else None  # noqa: SIM115 (close())
+        self.tqdm: Any = None
+
+    def bar(self, start: int) -> Any:
+        updates = self.run.cfg.trainer.updates
+        self.tqdm = tqdm(
+            range(start, updates), desc="train", initial=start, total=updates, disable=not (self.progress and self.main)
         )
-        rollout_s = time.perf_counter() - t0
-        #    Amplification: Amp~(H, M) answers training questions; its answers are distilled in step 4.
-        #    Past depth 0 the questions are drawn from depths 1..d: at depth 0 Amp~ adds only the human's own answers
-        #    (the rehearsal's), and M's direct replies are not distilled.
-        depth = state.amp_depth if cfg.amp.curriculum else None
-        lowest = min(1, state.amp_depth) if cfg.amp.curriculum else 0
-        amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(local_amp_questions)]
-        #    and a probe one level deeper (amplified, scored against gold, never distilled) for the curriculum.
-        probe = _deeper(task, rng, state.amp_depth, local_probe) if cfg.amp.curriculum else []
-        replies = amplify(amp_questions + probe, amplifier) if amp_questions or probe else []
-        amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
-        agreement = (
-            _agreement(amplifier_agent, amplified, amp_questions, state.amp_depth) if amplified else float("nan")
-        )
-        teacher = _mean(
-            [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True) if q.depth == state.amp_depth]
-        )
-        unwrapped.train()
-        amplify_s = time.perf_counter() - t0 - rollout_s
+        return self.tqdm
 
-        # 2. Rewards: terminal side reward - catastrophe penalty, per-token KL penalty to the reference.
-        t1 = time.perf_counter()
-        segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
-        amp_examples = amplification_examples(amplified)
-        n_targets = sum(e.kind == "amplified" for e in amp_examples)  # the distilled amplified answers
-        examples = supervised_examples(debates) + amp_examples
-        rehearsal_calls = 0
-        if rehearsal_pool:
-            replay, rehearsal_calls = _rehearsal(
-                rehearsal_pool, cfg.trainer.replay_examples, update, accelerator, paid=cfg.trainer.warm_start
-            )
-            examples += [SupervisedExample(e.prompt, e.completion, f"replay:{e.kind}") for e in replay]
-        sup = supervised_batch(tokenizer, examples).to(accelerator.device) if examples else None
-        rl = None
-        if segments:
-            rl = make_batch(
-                tokenizer, [sg.prompt for sg in segments], [sg.response_ids for sg in segments], tokenizer.pad_token_id
-            ).to(accelerator.device)
-            old_logprobs, old_values = score_batch(unwrapped, rl, with_values=True)
-            ref_logprobs = score_batch(ref_policy, rl)
-            mask = rl.action_mask
-            kl = torch.where(mask > 0, kl_penalty(old_logprobs, ref_logprobs, o.kl.estimator), 0.0)
-            terminal = torch.tensor([sg.reward for sg in segments], device=old_logprobs.device)
-            if o.mode == "reward" and sup is not None:
-                # r <- r - c * d(arg_t, M(""arg_t)): the supervised distance of the segment's argument
-                distances = _argument_distances(unwrapped, tokenizer, debates, accelerator.device)
-                terminal = fold_supervised_into_reward(
-                    terminal,
-                    torch.tensor([distances[(sg.debate, sg.turn)] for sg in segments], device=terminal.device),
-                    weight,
-                )
-            rewards = token_rewards(terminal, kl, mask, kl_ctl.value)
-
-            # 3. Advantages: GAE over each segment's tokens, whitened over the update.
-            advantages, returns = gae(rewards, old_values, mask, cfg.trainer.gamma, cfg.trainer.gae_lambda)
-            if cfg.trainer.whiten_advantages and mask.sum() >= 2:
-                advantages = whiten(advantages, mask)
-
-        if o.mode == "constrained" and state.sup_baseline is None and sup is not None:
-            state.sup_baseline = _mean_over_processes(accelerator, token_nll(unwrapped, sup))
-        limit = (
-            weight * state.sup_baseline
-            if (o.mode == "constrained" and o.limit_kind == "relative" and state.sup_baseline is not None)
-            else weight
-        )
-
-        # 4. Optimise: PPO epochs over minibatches, L_rl combined with L_sup by the objective's mode. Every process
-        #    takes the same number of steps; a non-finite loss on any of them skips the rest of the update.
-        stats: dict[str, list[float]] = {}
-        n_rl = len(segments)
-        n_sup = len(sup) if sup is not None else 0
-        n_minibatches = _max_over_processes(
-            accelerator,
-            max(1, math.ceil(n_rl / cfg.trainer.minibatch_size), math.ceil(n_sup / cfg.trainer.sup_minibatch_size)),
-        )
-        bad = False
-        for _epoch in range(cfg.trainer.ppo_epochs):
-            rl_order = torch.randperm(n_rl) if n_rl else None
-            sup_order = _by_length(sup.attention_mask.sum(1), n_minibatches) if sup is not None else None
-            for mb in range(n_minibatches):
-                anchor = torch.zeros((), device=accelerator.device)  # touches every parameter (DDP needs them all)
-                rl_loss = torch.zeros((), device=accelerator.device)
-                if (rl_idx := _rows(rl_order, mb, n_minibatches)) is not None:
-                    part = rl[rl_idx]  # type: ignore[index]
-                    logits, values = model(part.input_ids, part.attention_mask)
-                    anchor = anchor + _zero_weight(logits, values)
-                    logprobs = action_logprobs(logits, part.input_ids)
-                    m = part.action_mask
-                    pg_loss, clipfrac, approx_kl = policy_loss(
-                        logprobs, old_logprobs[rl_idx], advantages[rl_idx], m, cfg.trainer.clip_range
-                    )
-                    v_loss, _ = value_loss(
-                        values[:, :-1].float(), old_values[rl_idx], returns[rl_idx], m, cfg.trainer.clip_range_value
-                    )
-                    rl_loss = pg_loss + cfg.trainer.vf_coef * v_loss
-                    with torch.no_grad():
-                        dist = torch.distributions.Categorical(logits=logits[:, :-1].float())
-                        entropy = masked_mean(dist.entropy(), m)
-                    _record(
-                        stats, pg_loss=pg_loss, v_loss=v_loss, clipfrac=clipfrac, approx_kl=approx_kl, entropy=entropy
-                    )
-                sup_loss = torch.zeros((), device=accelerator.device)
-                if (sup_idx := _rows(sup_order, mb, n_minibatches)) is not None:
-                    part = sup[sup_idx].trimmed()  # type: ignore[index]
-                    logits, values = model(part.input_ids, part.attention_mask)
-                    anchor = anchor + _zero_weight(logits, values)
-                    labels = torch.where(part.action_mask > 0, part.input_ids[:, 1:], -100)
-                    sup_loss, _ = supervised_nll(logits[:, :-1].float(), labels)
-                    _record(stats, sup_loss=sup_loss, sup_tokens=(labels != -100).sum())
-                elif anchor.grad_fn is None:  # nothing of this process's in this minibatch: a zero-weight pass
-                    any_batch = sup if sup is not None else rl
-                    assert any_batch is not None
-                    anchor = _zero_weight(*model(any_batch.input_ids[:1], any_batch.attention_mask[:1]))
-                if o.mode == "weighted":
-                    loss = combine_weighted(rl_loss, sup_loss, weight)
-                elif o.mode == "constrained":
-                    loss = combine_constrained(rl_loss, sup_loss, state.lagrange_multiplier)
-                else:
-                    loss = rl_loss
-                loss = loss + anchor
-                if _any_process(accelerator, not bool(torch.isfinite(loss))):
-                    bad = True
-                    break
-                optimizer.zero_grad()
-                accelerator.backward(loss)
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.trainer.max_grad_norm)
-                if grad_norm is not None and not bool(torch.isfinite(torch.as_tensor(grad_norm))):
-                    optimizer.zero_grad()  # the same on every process: gradients are already averaged
-                    bad = True
-                    break
-                optimizer.step()
-                _record(stats, total=loss)
-            if bad:
-                break
-        update_s = time.perf_counter() - t1
-
-        # 5. Target: M_target follows M (not after a skipped update).
-        if not bad and cfg.target.mode == "hard" and (update + 1) % cfg.target.sync_every == 0:
-            sync_target(unwrapped.policy, target_policy, "hard")
-            state.target_updates += 1
-        elif not bad and cfg.target.mode == "ema":
-            sync_target(unwrapped.policy, target_policy, "ema", cfg.target.tau)
-            state.target_updates += 1
-
-        # 6. Log: the same scalars to TensorBoard and metrics.jsonl (averaged over processes), transcripts of every
-        #    debate; lambda and the KL coefficient move on the averaged numbers, so every process agrees.
-        state.update = update + 1
-        metrics = _metrics(
-            debates,
-            stats,
-            segments,
-            rl,
-            old_values if rl is not None else None,
-            returns if rl is not None else None,
-            kl if rl is not None else None,
-        )
-        metrics.update(
-            {
-                # the annealed parameter of the mode (objective.anneal): alpha, the relative limit (logged as
-                # constraint/limit, absolute) or the imitation coefficient folded into the reward
-                "objective/alpha": weight if o.mode == "weighted" else float("nan"),
-                "objective/reward_coef": weight if o.mode == "reward" else float("nan"),
-                "objective/force_stop_p": force_stop_p,
-                "constraint/limit": limit if o.mode == "constrained" else float("nan"),
-                "constraint/violation": (_token_mean(stats) - limit) if o.mode == "constrained" else 0.0,
-                "amp/human_calls": float(expert.calls - calls_before),
-                "rehearsal/human_calls": float(rehearsal_calls),  # 0 when the warm start paid for them
-                "target/updates": float(state.target_updates),
-                "target/policy_target_kl": _policy_target_kl(unwrapped, target_policy, rl),
-                "perf/rollout_s": rollout_s,
-                "perf/amplify_s": amplify_s,
-                "perf/amp_targets_per_s": n_targets / amplify_s if amplified else float("nan"),
-                "amp/targets": float(n_targets),
-                "amp/target_accuracy": _mean(
-                    [task_score(r.text, q) for r, q in zip(amplified, amp_questions, strict=True)]
-                ),
-                "amp/depth": float(state.amp_depth),
-                "amp/agreement": agreement,
-                "amp/teacher_accuracy": teacher,
-                "amp/probe_accuracy": _mean([task_score(r.text, q) for r, q in zip(probed, probe, strict=True)]),
-                "perf/update_s": update_s,
-                "perf/debates_per_s": len(debates) / max(rollout_s, 1e-9),
-                "perf/tokens_per_s": (float(rl.attention_mask.sum()) if rl is not None else 0.0)
-                * cfg.trainer.ppo_epochs
-                / max(update_s, 1e-9),
-                "objective/kl_coef": kl_ctl.value,
-                "train/skipped": float(bad),
-            }
-        )
-        metrics = _gather(accelerator, metrics)
-        totals = ("amp/human_calls", "rehearsal/human_calls", "amp/subquestions", "amp/targets", "debate/count")
-        for total in (*totals, "rl/segments"):
-            metrics[total] *= accelerator.num_processes  # totals over processes, not means
-        if not bad:
-            if o.mode == "constrained" and not math.isnan(metrics["objective/sup_loss"]):
-                state.lagrange_multiplier = lagrange_update(
-                    state.lagrange_multiplier, metrics["objective/sup_loss"], limit, o.lagrange_lr
-                )
-            if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
-                # the KL averaged over the processes that had segments; the step counts every process's segments
-                kl_ctl.update(metrics["objective/kl"], int(metrics["rl/segments"]))
-        metrics["constraint/lagrange_multiplier"] = state.lagrange_multiplier
-        if cfg.amp.curriculum and not bad and metrics["amp/probe_accuracy"] >= cfg.amp.curriculum_threshold:
-            state.amp_depth = min(state.amp_depth + 1, task.max_depth)  # on the gathered number: every process agrees
-        metrics["perf/elapsed_s"] = time.perf_counter() - started  # since train() began (warm start included)
-        if main and cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0 and not bad:
-            metrics |= _heldout_metrics(unwrapped.policy, tokenizer, task, cfg)
-        state.human_calls += int(metrics["amp/human_calls"] + metrics["rehearsal/human_calls"])
+    def write(self, state: TrainState, metrics: dict[str, float], debates: list[Debate], knobs: Knobs) -> None:
+        run, cfg, accelerator = self.run, self.run.cfg, self.run.accelerator
+        metrics["perf/elapsed_s"] = time.perf_counter() - run.started  # since train() began (warm start included)
+        due = cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0
+        if self.main and due and not metrics["train/skipped"]:
+            metrics |= _heldout_metrics(state.model.policy, run.tokenizer, run.task, cfg)
         state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
         records = [
             debate_to_record(
@@ -562,116 +766,105 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 question_id="",  # numbered below, over every process's debates
                 question=render_question(d.question),
                 gold=str(d.question.gold),
-                force_stop_p=force_stop_p,
-                alpha=weight if o.mode == "weighted" else None,
-                lagrange_multiplier=state.lagrange_multiplier if o.mode == "constrained" else None,
+                force_stop_p=knobs.force_stop_p,
+                **run.mode.transcript_fields(knobs.weight, state),
             )
             for d in debates
         ]
         if accelerator.num_processes > 1:
             records = gather_object(records)
-        if main:
-            assert metrics_file is not None
-            accelerator.log({tag: value for tag, value in metrics.items() if not math.isnan(value)}, step=state.update)
-            metrics_file.write(json.dumps({"update": state.update, **metrics}) + "\n")
-            metrics_file.flush()
-            os.fsync(metrics_file.fileno())
-            for i, record in enumerate(records):
-                record["question_id"] = f"u{state.update}-q{i}"
-            write_transcripts(run_dir / "transcripts" / f"update_{state.update:06d}.jsonl", records)
-            if update == 0 or state.update == cfg.trainer.updates:
-                accelerator.log({"transcripts": _transcript_text(debates[:3])}, step=state.update)
-            bar.set_postfix(
-                reward_even=f"{metrics['objective/reward_even']:+.2f}",
-                turns=f"{metrics['debate/mean_turns']:.1f}",
-                sup=f"{metrics['objective/sup_loss']:.3f}",
-                humans=int(metrics["amp/human_calls"]),
-            )
-
-        # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
-        if bad:
-            bad_in_a_row += 1
-            last_good = checkpoint.latest_checkpoint(ckpt_root)
-            warnings.warn(
-                f"update {state.update}: non-finite loss, update skipped ({bad_in_a_row} in a row, "
-                f"stopping at {cfg.trainer.max_bad_updates})",
-                RuntimeWarning,
-                stacklevel=1,
-            )
-            if bad_in_a_row >= cfg.trainer.max_bad_updates:
-                _close(accelerator, metrics_file, store, interrupt)
-                raise TrainingDiverged(
-                    f"{bad_in_a_row} updates in a row had a non-finite loss (the last at update {state.update}); "
-                    f"the last good checkpoint is {last_good or 'none (no update finished)'}"
-                )
-            if _any_process(accelerator, interrupt.requested):
-                interrupted = True  # a skipped update is not saved: the last good checkpoint stays the one to resume
-                break
-            continue
-        bad_in_a_row = 0
-        interrupted = _any_process(accelerator, interrupt.requested)  # a signal to any process stops every one
-        max_minutes = cfg.trainer.max_minutes
-        out_of_time = max_minutes is not None and _any_process(
-            accelerator, time.perf_counter() - started > 60 * max_minutes
+        if not self.main:
+            return
+        assert self.file is not None
+        accelerator.log({tag: value for tag, value in metrics.items() if not math.isnan(value)}, step=state.update)
+        self.file.write(json.dumps({"update": state.update, **metrics}) + "\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        for i, rec in enumerate(records):
+            rec["question_id"] = f"u{state.update}-q{i}"
+        write_transcripts(cfg.run_dir / "transcripts" / f"update_{state.update:06d}.jsonl", records)
+        if state.update == 1 or state.update == cfg.trainer.updates:
+            accelerator.log({"transcripts": transcript_text(debates[:3])}, step=state.update)
+        self.tqdm.set_postfix(
+            reward_even=f"{metrics['objective/reward_even']:+.2f}",
+            turns=f"{metrics['debate/mean_turns']:.1f}",
+            sup=f"{metrics['objective/sup_loss']:.3f}",
+            humans=int(metrics["amp/human_calls"]),
         )
-        final_update = state.update == cfg.trainer.updates or out_of_time
-        if interrupted or final_update or state.update % cfg.trainer.save_every == 0:
-            _save(ckpt_root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg)
-        if interrupted:
-            break
-        if out_of_time:
-            if main:
-                print(f"\ntrainer.max_minutes={max_minutes} reached after update {state.update}: training stops here")
-            break
 
-    # The end: save M, and the final table (held-out accuracy by k, human calls, debate length).
-    summary: dict[str, Any] = {}
-    if interrupted:
-        if main:
-            latest = checkpoint.latest_checkpoint(ckpt_root)
-            print(f"\ninterrupted after update {state.update}; latest checkpoint: {latest}; continue with --resume")
-        summary = {"interrupted": True, "update": state.update, "run_dir": run_dir} if main else {}
-        _close(accelerator, metrics_file, store, interrupt)
-        return summary
-    fingerprints = gather_object([_fingerprint(unwrapped)])
-    if main:
-        model_dir = run_dir / "model"
-        _save_policy(unwrapped.policy, tokenizer, model_dir)
-        save_file(
-            {k: v.contiguous() for k, v in unwrapped.value_head.state_dict().items()},
-            str(model_dir / "value_head.safetensors"),
-        )
-        (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
-        if len(set(fingerprints)) > 1:
-            raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
-        questions = _eval_questions(task, cfg)
-        report = evaluate_heldout(
-            unwrapped.policy, tokenizer, questions, max_new_tokens=g.max_new_tokens, progress=progress
-        )
-        answers = report.as_dict()["answer"].items()
-        accelerator.log({f"eval/answer_accuracy_k{key}": value for key, value in answers}, step=state.update)
-        last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
-        final = final_evaluation(unwrapped.policy, tokenizer, cfg, questions, report, last_length)
-        final["human_calls"] = state.human_calls
-        final["updates"] = state.update
-        summary = {
-            "report": report,
-            "final": final,
-            "human_calls": state.human_calls,
-            "mean_turns": _mean([h["debate/mean_turns"] for h in state.history]),
-            "history": state.history,
-            "run_dir": run_dir,
-        }
-        (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
-        (run_dir / "final.json").write_text(json.dumps(final, indent=2))
-    _close(accelerator, metrics_file, store, interrupt)
-    return summary
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoints, faults and processes
+def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
+    """The end: save M and its value head, and the final table (held-out accuracy by k, parse rates, the judge
+    against the scripted liar, human calls, debate length) in ``final.json``."""
+    cfg, accelerator = run.cfg, run.accelerator
+    fingerprints = gather_object([_fingerprint(state.model)])
+    if not accelerator.is_main_process:
+        return {}
+    model_dir = cfg.run_dir / "model"
+    _save_policy(state.model.policy, run.tokenizer, model_dir)
+    save_file(
+        {k: v.contiguous() for k, v in state.model.value_head.state_dict().items()},
+        str(model_dir / "value_head.safetensors"),
+    )
+    (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
+    if len(set(fingerprints)) > 1:
+        raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
+    questions = _eval_questions(run.task, cfg)
+    report = evaluate_heldout(
+        state.model.policy, run.tokenizer, questions, max_new_tokens=cfg.generation.max_new_tokens, progress=progress
+    )
+    answers = report.as_dict()["answer"].items()
+    accelerator.log({f"eval/answer_accuracy_k{key}": value for key, value in answers}, step=state.update)
+    last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
+    final = final_evaluation(state.model.policy, run.tokenizer, cfg, questions, report, last_length)
+    final["human_calls"] = state.human_calls
+    final["updates"] = state.update
+    (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
+    (cfg.run_dir / "final.json").write_text(json.dumps(final, indent=2))
+    return {
+        "report": report,
+        "final": final,
+        "human_calls": state.human_calls,
+        "mean_turns": mean([h["debate/mean_turns"] for h in state.history]),
+        "history": state.history,
+        "run_dir": cfg.run_dir,
+    }
 
-_HISTORY_KEYS = ("debate/mean_turns", "debate/judge_accuracy", "amp/human_calls", "objective/sup_loss")
+
+def _interrupted(run: Run, state: TrainState) -> dict[str, Any]:
+    if run.accelerator.is_main_process:
+        latest = checkpoint.latest_checkpoint(run.cfg.run_dir / "checkpoints")
+        print(f"\ninterrupted after update {state.update}; latest checkpoint: {latest}; continue with --resume")
+    return {"interrupted": True, "update": state.update, "run_dir": run.cfg.run_dir}
+
+
+def _diverged(run: Run, state: TrainState, bad_in_a_row: int) -> TrainingDiverged:
+    last_good = checkpoint.latest_checkpoint(run.cfg.run_dir / "checkpoints")
+    return TrainingDiverged(
+        f"{bad_in_a_row} updates in a row had a non-finite loss (the last at update {state.update}); "
+        f"the last good checkpoint is {last_good or 'none (no update finished)'}"
+    )
+
+
+def _warn_skipped(run: Run, state: TrainState, bad_in_a_row: int) -> None:
+    warnings.warn(
+        f"update {state.update}: non-finite loss, update skipped ({bad_in_a_row} in a row, "
+        f"stopping at {run.cfg.trainer.max_bad_updates})",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def _close(run: Run, log: _Log, interrupt: _Interrupt) -> None:
+    log.close()
+    run.store.close()
+    interrupt.close()
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()  # closes the trackers, then the process group: no collective may follow
 
 
 class _Interrupt:
@@ -697,106 +890,6 @@ class _Interrupt:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
-
-
-def _close(accelerator, metrics_file, store: LabelStore, interrupt: _Interrupt) -> None:
-    if metrics_file is not None:
-        metrics_file.close()
-    store.close()
-    interrupt.close()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # closes the trackers, then the process group: no collective may follow
-
-
-def _generators(*owners: Any) -> dict[str, random.Random]:
-    """The run's own ``random.Random`` generators by name (questions, sampler, humans), for checkpoints."""
-    names = ("questions", "sampler", "human")
-    found: dict[str, random.Random] = {}
-    for name, owner in zip(names, owners, strict=True):
-        owner = getattr(owner, "inner", owner)  # a Budget wraps the sampler that draws
-        generator = owner if isinstance(owner, random.Random) else getattr(owner, "_rng", None)
-        if isinstance(generator, random.Random):
-            found[name] = generator
-    return found
-
-
-def _save(root, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators, cfg) -> None:
-    """One checkpoint: every process writes its RNG states, the main process the rest (atomically)."""
-    if accelerator.is_main_process:
-        checkpoint.begin(root, state.update)
-    accelerator.wait_for_everyone()
-    partial = checkpoint.partial_dir(root, state.update)
-    local = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # budgets count per process
-    checkpoint.save_rng(partial, accelerator.process_index, generators, local)
-    sharded = _sharded(accelerator)
-    if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
-        accelerator.save_state(str(partial / checkpoint.ACCELERATE_STATE))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        modules = {"target_policy": target_tensors(unwrapped.policy, target_policy)}
-        if not sharded:
-            modules |= {"policy": trained_tensors(unwrapped.policy), "value_head": unwrapped.value_head.state_dict()}
-        checkpoint.finish(
-            root,
-            state.update,
-            modules=modules,
-            optimizer=None if sharded else optimizer,
-            state={
-                "update": state.update,
-                "lagrange_multiplier": state.lagrange_multiplier,
-                "sup_baseline": state.sup_baseline,
-                "target_updates": state.target_updates,
-                "human_calls": state.human_calls,
-                "amp_depth": state.amp_depth,
-                "history": state.history,
-                "kl": kl_ctl.state_dict(),
-                "num_processes": accelerator.num_processes,
-                "lora": is_peft(unwrapped.policy),
-                "sharded": sharded,
-                "recipe": config_to_dict(cfg),
-            },
-            keep_last=cfg.trainer.keep_last,
-        )
-    accelerator.wait_for_everyone()
-
-
-def _restore(path, accelerator, unwrapped, target_policy, optimizer, state, kl_ctl, sampler, generators) -> None:
-    saved = checkpoint.load_state(path)
-    if saved["lora"] != is_peft(unwrapped.policy):
-        raise checkpoint.CheckpointError(
-            f"{path}: saved {'with' if saved['lora'] else 'without'} LoRA, the recipe says model.lora.enabled="
-            f"{str(is_peft(unwrapped.policy)).lower()}"
-        )
-    if saved.get("sharded", False) != _sharded(accelerator):
-        raise checkpoint.CheckpointError(
-            f"{path}: saved {'with' if saved.get('sharded') else 'without'} DeepSpeed / FSDP sharding; resume it with "
-            "the topology it was saved with"
-        )
-    if saved.get("sharded", False):
-        accelerator.load_state(str(path / checkpoint.ACCELERATE_STATE))
-    else:
-        load_trained_tensors(unwrapped.policy, checkpoint.load_tensors(path, "policy"))
-        unwrapped.value_head.load_state_dict(checkpoint.load_tensors(path, "value_head"))
-        checkpoint.load_optimizer(path, optimizer)
-    load_target_tensors(unwrapped.policy, target_policy, checkpoint.load_tensors(path, "target_policy"))
-    state.update = saved["update"]
-    state.lagrange_multiplier = saved["lagrange_multiplier"]
-    state.sup_baseline = saved["sup_baseline"]
-    state.target_updates = saved["target_updates"]
-    state.human_calls = saved["human_calls"]
-    state.amp_depth = saved.get("amp_depth", state.amp_depth)
-    state.history = saved["history"]
-    kl_ctl.load_state_dict(saved["kl"])
-    local = checkpoint.load_rng(path, accelerator.process_index, generators)  # last: nothing draws after it
-    if isinstance(sampler, Budget):
-        sampler.load_state_dict(local["sampler"])
-
-
-def _sharded(accelerator) -> bool:
-    """DeepSpeed and FSDP shard parameters and optimizer state; their checkpoints go through accelerate."""
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
 def _save_policy(policy: nn.Module, tokenizer, model_dir) -> None:
@@ -835,10 +928,6 @@ def _mean_over_processes(accelerator, value: float) -> float:
     return float(accelerator.gather(torch.tensor([value], device=accelerator.device, dtype=torch.float64)).mean())
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Helpers of the loop
-
-
 def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
     """A recipe value and its annealing: from ``start`` to ``anneal.end`` (or constant) over training."""
     return Schedule(anneal.kind, start, start if anneal.end is None else anneal.end, tuple(anneal.step_milestones))
@@ -849,6 +938,8 @@ def _rehearsal(pool: list, n: int, update: int, accelerator: Any, paid: bool) ->
     its own slice; the pool is walked through once before any example comes back), so that skills the updates do
     not exercise are not forgotten. Returns them and the human calls they cost: none when the warm start ``paid``
     for them (this run made A[0] from this pool), else each example's calls the first time it is used."""
+    if not pool or not n:
+        return [], 0
     start = (update * accelerator.num_processes + accelerator.process_index) * n
     examples = [pool[(start + j) % len(pool)] for j in range(n)]
     calls = 0 if paid else sum(pool[i].human_calls for i in range(start, min(start + n, len(pool))))
@@ -867,7 +958,7 @@ def _deeper(task: PermTask, rng: random.Random, depth: int, n: int) -> list:
     return [task.sample(rng, k=rng.randint(lo, hi)) for _ in range(n)]
 
 
-def _agreement(model_agent: ModelAgent, amplified: list, questions: list, depth: int) -> float:
+def _agreement(model_agent: ModelAgent, amplified: list[Reply], questions: list, depth: int) -> float:
     """How often M's direct answer equals the amplified answer it is distilled towards, over this update's targets
     at the curriculum's current depth: no gold answer is used (NaN when there is none at that depth)."""
     pairs = [(r, q) for r, q in zip(amplified, questions, strict=True) if q.depth == depth and r.text != UNKNOWN]
@@ -918,24 +1009,6 @@ def _zero_weight(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return 0.0 * (logits.sum() + values.sum())
 
 
-def _record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
-    for key, value in values.items():
-        stats.setdefault(key, []).append(float(value.detach()))
-
-
-def _token_mean(stats: dict[str, list[float]]) -> float:
-    """L_sup over the update: the minibatches' token means weighted by their tokens (one token mean, as the
-    constraint's relative baseline is)."""
-    tokens = sum(stats.get("sup_tokens", []))
-    if not tokens:
-        return float("nan")
-    return sum(loss * n for loss, n in zip(stats["sup_loss"], stats["sup_tokens"], strict=True)) / tokens
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
 @torch.no_grad()
 def _argument_distances(model, tokenizer, debates: list[Debate], device) -> dict[tuple[int, int], float]:
     """d(arg_t, M(""arg_t)) for every argument: the NLL of the amplified argument asked directly."""
@@ -960,67 +1033,3 @@ def _policy_target_kl(model, target_policy, rl: Batch | None) -> float:
     policy_lp = score_batch(model, rl, with_values=True)[0]
     target_lp = score_batch(target_policy, rl)
     return float(masked_mean(policy_lp - target_lp, rl.action_mask))
-
-
-def _metrics(debates, stats, segments, rl, values, returns, kl) -> dict[str, float]:
-    n = len(debates)
-    rewards = [d.rewards for d in debates]
-    accuracies = [a for a in (judge_accuracy(d) for d in debates) if a is not None]
-    human_nodes = model_nodes = subquestions = 0
-    for d in debates:
-        for trace in d.traces():
-            for node in trace.walk():
-                if node.op:
-                    continue
-                human_nodes += node.human_calls
-                model_nodes += node.source.startswith("model:")
-                subquestions += node.posed.kind == "answer"
-    explained_variance = float("nan")
-    if rl is not None:
-        m = rl.action_mask > 0
-        var_returns = returns[m].var()
-        explained_variance = float(1 - (returns[m] - values[m]).var() / var_returns) if var_returns > 0 else 0.0
-    return {
-        "objective/reward_even": _mean([r["even"] for r in rewards]),
-        "objective/reward_odd": _mean([r["odd"] for r in rewards]),
-        "objective/catastrophe_cost": _mean([c.value for d in debates for c in d.costs]),
-        "objective/kl": float(kl.sum(1).mean()) if kl is not None else float("nan"),  # none: not a zero KL
-        "objective/sup_loss": _token_mean(stats),
-        "policy/approx_kl": _mean(stats.get("approx_kl", [])),
-        "policy/clipfrac": _mean(stats.get("clipfrac", [])),
-        "policy/entropy": _mean(stats.get("entropy", [])),
-        "loss/policy": _mean(stats.get("pg_loss", [])),
-        "loss/value": _mean(stats.get("v_loss", [])),
-        "loss/total": _mean(stats.get("total", [])),
-        "value/explained_variance": explained_variance,
-        "debate/mean_turns": _mean([len(d.turns) for d in debates]),
-        "debate/continue0_rate": _mean([float(bool(d.continues and d.continues[0].value)) for d in debates]),
-        "debate/even_win_rate": _mean([float(d.winner is not None and d.winner.value == "even") for d in debates]),
-        "debate/judge_accuracy": _mean(accuracies),
-        "debate/forfeit_rate": _mean([float(d.forfeit is not None) for d in debates]),
-        **{f"debate/{k}": v for k, v in parse_rates(debates).items()},
-        "debate/count": float(n),
-        "amp/human_call_fraction": human_nodes / max(1, human_nodes + model_nodes),
-        "amp/subquestions": float(subquestions),
-        "rl/segments": float(len(segments)),
-    }
-
-
-def _gather(accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Average every scalar over processes (NaN where a process had none), once per update."""
-    if accelerator.num_processes == 1:
-        return metrics
-    keys = sorted(metrics)
-    local = torch.tensor([metrics[k] for k in keys], device=accelerator.device, dtype=torch.float64)
-    gathered = accelerator.gather(local.unsqueeze(0))
-    return {k: float(torch.nanmean(gathered[:, i])) for i, k in enumerate(keys)}
-
-
-def _transcript_text(debates: list[Debate]) -> str:
-    lines = []
-    for d in debates:
-        lines.append(f"**{render_question(d.question)}** (gold {d.question.gold})  ")
-        for t, turn in enumerate(d.turns):
-            lines.append(f"{t} {turn.side}: `{turn.text}`  ")
-        lines.append(f"verdict: {None if d.winner is None else d.winner.value}\n")
-    return "\n".join(lines)

@@ -22,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
+from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates

@@ -57,8 +57,8 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
 
 def test_processes_whose_rollouts_differ_do_not_deadlock(tmp_path):
     """With force_stop_p 0.9 most debates have no RL segment, so in some updates one process has segments to score
-    and the other none (with these seeds, update 2: before the fix its extra DDP forward waited forever for a
-    buffer broadcast the other process never joined)."""
+    and the other none (with these seeds, update 2). A DDP forward on one process only would wait forever for a
+    buffer broadcast the other never joins: frozen scoring goes through the unwrapped module."""
     overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
     overrides += ["trainer.updates=3", "debate.force_stop_anneal.end=null", f"run.output_dir={tmp_path}"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
+from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts

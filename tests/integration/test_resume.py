@@ -165,13 +165,13 @@ def test_a_non_finite_loss_skips_the_update_then_stops_the_run(tmp_path, monkeyp
 
     poisoned.active = False
     monkeypatch.setattr(loop, "supervised_nll", poisoned)
-    original_save = loop._save
+    original_save = loop.save_state
 
     def save_then_poison(*args, **kwargs):  # every update after the first checkpoint has a NaN loss
         original_save(*args, **kwargs)
         poisoned.active = True
 
-    monkeypatch.setattr(loop, "_save", save_then_poison)
+    monkeypatch.setattr(loop, "save_state", save_then_poison)
     cfg = load_config(
         ROOT / "recipes" / "default.yaml",
         [*TINY, f"run.output_dir={tmp_path}", "run.name=nan", "trainer.updates=6", "trainer.save_every=1"]
@@ -216,9 +216,9 @@ def test_lora_runs_save_adapters_only_and_resume(tmp_path):
 def test_the_accelerate_state_path_for_sharded_topologies_resumes_exactly(tmp_path, monkeypatch):
     """DeepSpeed / FSDP checkpoints go through ``Accelerator.save_state``; no GPU here, so the path is forced on
     one CPU process (the sharding itself is accelerate's and untested here)."""
-    from debate_amp.trainer import loop
+    from debate_amp.trainer import loop, state
 
-    monkeypatch.setattr(loop, "_sharded", lambda accelerator: True)
+    monkeypatch.setattr(state, "is_sharded", lambda accelerator: True)
 
     def cfg(name, updates):
         overrides = [*TINY, f"run.output_dir={tmp_path}", f"run.name={name}", f"trainer.updates={updates}"]

@@ -169,7 +169,7 @@ def test_the_gpu_recipe_runs_on_a_local_model_directory_on_cpu(tmp_path, local_l
     small = ["trainer.warm_start=false", "trainer.questions_per_update=8", "trainer.eval_size=8"]
     small += [
         "trainer.minibatch_size=16",
-        "trainer.replay_examples=32",
+        "trainer.rehearsal_examples=32",
         "sft.n_examples=256",
         "generation.max_new_tokens=12",
     ]

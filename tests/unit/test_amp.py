@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from debate_amp.agents.humans.synthetic import SyntheticHuman
-from debate_amp.agents.model import ModelAgent
+from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import Amp, Approx, amp_approx
 from debate_amp.generation import Generation
 from debate_amp.protocol import UNKNOWN, Posed
@@ -216,11 +216,11 @@ def test_a_frozen_local_model_can_be_the_human(tiny_model, tmp_path):
     model, tokenizer = tiny_model
     save_model(model, tokenizer, tmp_path / "judge")
     store = LabelStore(tmp_path / "labels.sqlite")
-    human, expert = build_human(HumanConfig(kind="model", model_path=str(tmp_path / "judge")), store=store)
-    replies = run_all(amp_approx(human, perfect_policy(), Always()), QUESTIONS[:8])
+    human = build_human(HumanConfig(kind="model", model_path=str(tmp_path / "judge")), store=store)
+    replies = run_all(amp_approx(human.agent, perfect_policy(), Always()), QUESTIONS[:8])
     human_nodes = [n for r in replies for n in r.trace.walk() if n.who == "human" and not n.op]
     assert human_nodes and all(n.source == "human:model" and n.human_calls == 1 for n in human_nodes)
-    assert expert.calls == len(human_nodes) == len(store)  # every answer counted and stored before use
+    assert human.calls == len(human_nodes) == len(store)  # every answer counted and stored before use
     store.close()
 
 
@@ -236,3 +236,18 @@ def test_every_amplified_answer_in_a_tree_is_distilled_and_each_is_right(levels)
         posed = parse_prompt(example.prompt)
         assert posed is not None and example.completion == str(posed.question.gold)
     assert sorted(parse_prompt(e.prompt).question.k for e in examples) == ([6] if levels == 1 else [3, 3, 6])
+
+
+def test_every_command_gets_the_recipes_sampler_with_its_budgets_and_one_human_record():
+    from debate_amp.agents.humans import build_human
+    from debate_amp.agents.wiring import recipe_sampler
+    from debate_amp.config import HumanConfig, load_config
+
+    cfg = load_config(None, ["sampler.kind=always", "sampler.per_update=3", "sampler.per_run=5"])
+    sampler = recipe_sampler(cfg, seed=0)
+    assert isinstance(sampler, Budget) and (sampler.per_update, sampler.per_run) == (3, 5)
+    human = build_human(HumanConfig(error_rate=0.5), seed=3)
+    replies = run_all(amp_approx(human.agent, perfect_policy(), sampler), QUESTIONS[:4])
+    human_nodes = [n for r in replies for n in r.trace.walk() if n.who == "human" and not n.op]
+    assert human.calls == len(human_nodes) == 3  # the per-update cap
+    assert human.rng is human.source.rng  # the generator behind error_rate, which checkpoints save

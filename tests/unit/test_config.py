@@ -210,3 +210,14 @@ def test_an_empty_recipe_says_the_built_in_defaults_are_used(tmp_path, capsys):
     assert "empty.yaml changes nothing: the built-in defaults are used" in capsys.readouterr().err
     assert cli.main(["config", str(ROOT / "recipes" / "default.yaml")]) == 0
     assert "changes nothing" not in capsys.readouterr().err
+
+
+def test_a_renamed_key_still_loads_under_its_old_name_and_both_names_at_once_are_refused(tmp_path):
+    # trainer.replay_examples is now trainer.rehearsal_examples ("replay" is the recorded-labels human): recipes
+    # and saved runs' config.yaml files with the old name load (and resume) as the new key.
+    old = tmp_path / "old.yaml"
+    old.write_text("trainer:\n  replay_examples: 17\n")
+    assert load_config(old).trainer.rehearsal_examples == 17
+    assert load_config(None, ["trainer.replay_examples=5"]).trainer.rehearsal_examples == 5
+    with pytest.raises(ConfigError, match="trainer.replay_examples is the old name of trainer.rehearsal_examples"):
+        load_config(old, ["trainer.rehearsal_examples=3"])

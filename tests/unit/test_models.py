@@ -252,7 +252,9 @@ def test_the_constraints_baseline_and_its_value_are_one_token_mean(tiny_model):
     # the same average: a 20-token and a 2-token response, scored whole (the baseline) and as two minibatches (the
     # update).
     from debate_amp.objectives import supervised_nll
-    from debate_amp.trainer.loop import _record, _token_mean, token_nll
+    from debate_amp.trainer.loop import token_nll
+    from debate_amp.trainer.metrics import record as _record
+    from debate_amp.trainer.metrics import token_mean as _token_mean
     from debate_amp.trainer.rollout import make_batch
 
     model, tokenizer = tiny_model

@@ -391,3 +391,58 @@ def test_adaptive_kl_controller_by_hand():
         ctl.update(0.0, n_steps=50000)  # error -1 -> -0.2; mult = 1 - 0.2 * 50000 / 10000 = 0: the sign would flip
     with pytest.raises(ValueError):
         AdaptiveKLController(0.1, target=0.0, horizon=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The three modes as the loop uses them (debate_amp.trainer.modes): one table, chosen once
+
+
+def _mode_state(**counters):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**({"lagrange_multiplier": 0.0, "sup_baseline": None} | counters))
+
+
+def test_each_mode_combines_the_losses_and_anneals_its_own_parameter():
+    from debate_amp.config import ObjectiveConfig
+    from debate_amp.trainer.modes import OBJECTIVE_MODES, objective_mode
+
+    assert set(OBJECTIVE_MODES) == {"weighted", "constrained", "reward"}
+    rl, sup = torch.tensor(2.0), torch.tensor(4.0)
+    o = ObjectiveConfig(mode="weighted", alpha=0.25)
+    weighted = objective_mode(o)
+    assert weighted.start() == 0.25 and float(weighted.loss(rl, sup, 0.25, _mode_state())) == 0.25 * 2 + 0.75 * 4
+    assert weighted.tags(0.25, float("nan"), 3.0)["objective/alpha"] == 0.25
+    constrained = objective_mode(ObjectiveConfig(mode="constrained", limit=1.5))
+    state = _mode_state(lagrange_multiplier=3.0)
+    assert constrained.start() == 1.5 and float(constrained.loss(rl, sup, 1.5, state)) == (2 + 3 * 4) / (1 + 3)
+    reward = objective_mode(ObjectiveConfig(mode="reward", reward_coef=0.5))
+    assert reward.start() == 0.5 and float(reward.loss(rl, sup, 0.5, _mode_state())) == 2.0  # L_rl alone
+    terminal = torch.tensor([1.0, -1.0])
+    folded = reward.reward(terminal, lambda: torch.tensor([0.2, 0.4]), 0.5)
+    assert torch.allclose(folded, torch.tensor([0.9, -1.2]))
+    assert weighted.reward(terminal, lambda: 1 / 0, 0.5) is terminal  # distances are not even computed
+
+
+def test_the_constrained_limit_is_relative_to_the_first_measured_sup_loss_and_lambda_moves_on_the_violation():
+    from debate_amp.config import ObjectiveConfig
+    from debate_amp.trainer.modes import objective_mode
+
+    mode = objective_mode(ObjectiveConfig(mode="constrained", limit=1.1, limit_kind="relative", lagrange_lr=0.5))
+    state, measured = _mode_state(), []
+
+    def sup_loss():
+        measured.append(1)
+        return 2.0
+
+    assert mode.limit(state, sup_loss, 1.1) == pytest.approx(2.2) and state.sup_baseline == 2.0
+    assert mode.limit(state, sup_loss, 1.0) == pytest.approx(2.0) and len(measured) == 1  # measured once, kept
+    mode.after_update(state, 3.2, 2.0)  # violated by 1.2: lambda <- 0 + 0.5 * 1.2
+    assert state.lagrange_multiplier == pytest.approx(0.6)
+    mode.after_update(state, float("nan"), 2.0)  # no supervised examples this update: lambda stays
+    assert state.lagrange_multiplier == pytest.approx(0.6)
+    tags = mode.tags(1.0, 2.0, 2.5)
+    assert tags["constraint/limit"] == 2.0 and tags["constraint/violation"] == 0.5
+    absolute = objective_mode(ObjectiveConfig(mode="constrained", limit=0.7, limit_kind="absolute"))
+    assert absolute.limit(_mode_state(), lambda: 1 / 0, 0.7) == 0.7
+    assert mode.transcript_fields(1.0, state) == {"alpha": None, "lagrange_multiplier": pytest.approx(0.6)}

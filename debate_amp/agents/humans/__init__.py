@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
-from debate_amp.agents.humans.model import ModelHuman
+from debate_amp.agents.humans.frozen_model import ModelHuman
 from debate_amp.agents.humans.replay import ReplayHuman, load_jsonl_labels
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.labels import LabeledHuman, LabelStore
@@ -13,26 +15,39 @@ from debate_amp.protocol import Agent
 from debate_amp.tasks.perm import PermHuman
 
 
-def build_human(
-    cfg: HumanConfig, seed: int = 0, store: LabelStore | None = None
-) -> tuple[Agent, PermHuman | ModelHuman]:
-    """The human a recipe names, behind ``store`` when given (every new answer recorded before use).
+@dataclass
+class Human:
+    """H as a recipe builds it. ``agent`` answers posed questions (through the label store when there is one);
+    ``source`` is what actually works them out and counts them: its ``calls`` are the real human calls (the
+    synthetic human's or the frozen model's; a ``replay`` human without a fallback never calls it)."""
 
-    Returns the agent and the expert that counts real human calls (for ``replay`` with no fallback the synthetic
-    expert is never called; for ``model`` the frozen LM is both).
-    """
-    expert = PermHuman(error_rate=cfg.error_rate, seed=seed)
-    human: Agent = SyntheticHuman(expert)
+    agent: Agent
+    source: PermHuman | ModelHuman
+
+    @property
+    def calls(self) -> int:
+        return self.source.calls
+
+    @property
+    def rng(self) -> random.Random | None:
+        """The generator behind the source's noise (``human.error_rate``), which checkpoints save."""
+        return getattr(self.source, "rng", None)
+
+
+def build_human(cfg: HumanConfig, seed: int = 0, store: LabelStore | None = None) -> Human:
+    """The human a recipe names, behind ``store`` when given (every new answer recorded before use)."""
+    source: PermHuman | ModelHuman = PermHuman(error_rate=cfg.error_rate, seed=seed)
+    agent: Agent = SyntheticHuman(source)
     if cfg.kind == "model":
-        from debate_amp.agents.humans.model import load_model_human
+        from debate_amp.agents.humans.frozen_model import load_model_human
 
         assert cfg.model_path is not None
-        human = expert = load_model_human(cfg.model_path)  # type: ignore[assignment]
+        agent = source = load_model_human(cfg.model_path)
     if cfg.kind == "replay":
         assert cfg.replay_from is not None
         path = Path(cfg.replay_from)
         labels = load_jsonl_labels(path) if path.suffix == ".jsonl" else LabelStore(path)
-        human = ReplayHuman(labels, fallback=human if cfg.fallback == "synthetic" else None)
+        agent = ReplayHuman(labels, fallback=agent if cfg.fallback == "synthetic" else None)
     if store is not None:
-        human = LabeledHuman(human, store, name=cfg.kind)
-    return human, expert
+        agent = LabeledHuman(agent, store, name=cfg.kind)
+    return Human(agent, source)

@@ -1,0 +1,123 @@
+"""The scalars an update logs (DESIGN.md section 1, step 6), computed from its records, and their averaging over
+processes. Tags are documented in docs/training.md; every tag is written once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from debate_amp.debate.engine import Debate
+from debate_amp.eval.final import parse_rates
+from debate_amp.tasks.perm import opening_claims_gold, render_question
+
+# Per-update scalars that are totals over processes, not means.
+TOTALS = ("amp/human_calls", "rehearsal/human_calls", "amp/subquestions", "amp/targets", "debate/count", "rl/segments")
+
+
+def judge_accuracy(debate: Debate) -> float | None:
+    """Did the verdict go to the side gold supports (:func:`~debate_amp.tasks.perm.opening_claims_gold`, the
+    definition ``debate-amp eval`` uses, docs/eval.md)? None without gold or a verdict, or when a forfeit decided
+    (the judge was not asked)."""
+    q = debate.question
+    if getattr(q, "gold", None) is None or debate.winner is None or debate.winner.value is None:
+        return None
+    if debate.forfeit is not None:
+        return None
+    return float((debate.winner.value == "even") == opening_claims_gold(q, debate.turns[0].text))
+
+
+def record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
+    """Append each minibatch statistic to its list."""
+    for key, value in values.items():
+        stats.setdefault(key, []).append(float(value.detach()))
+
+
+def token_mean(stats: dict[str, list[float]]) -> float:
+    """L_sup over the update: the minibatches' token means weighted by their tokens (one token mean, as the
+    constraint's relative baseline is)."""
+    tokens = sum(stats.get("sup_tokens", []))
+    if not tokens:
+        return float("nan")
+    return sum(loss * n for loss, n in zip(stats["sup_loss"], stats["sup_tokens"], strict=True)) / tokens
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def debate_metrics(debates: list[Debate]) -> dict[str, float]:
+    """``debate/``, ``amp/human_call_fraction`` and ``amp/subquestions``: what this process's debates did."""
+    rewards = [d.rewards for d in debates]
+    accuracies = [a for a in (judge_accuracy(d) for d in debates) if a is not None]
+    human_nodes = model_nodes = subquestions = 0
+    for d in debates:
+        for trace in d.traces():
+            for node in trace.walk():
+                if node.op:
+                    continue
+                human_nodes += node.human_calls
+                model_nodes += node.source.startswith("model:")
+                subquestions += node.posed.kind == "answer"
+    return {
+        "objective/reward_even": mean([r["even"] for r in rewards]),
+        "objective/reward_odd": mean([r["odd"] for r in rewards]),
+        "objective/catastrophe_cost": mean([c.value for d in debates for c in d.costs]),
+        "debate/mean_turns": mean([len(d.turns) for d in debates]),
+        "debate/continue0_rate": mean([float(bool(d.continues and d.continues[0].value)) for d in debates]),
+        "debate/even_win_rate": mean([float(d.winner is not None and d.winner.value == "even") for d in debates]),
+        "debate/judge_accuracy": mean(accuracies),
+        "debate/forfeit_rate": mean([float(d.forfeit is not None) for d in debates]),
+        **{f"debate/{k}": v for k, v in parse_rates(debates).items()},
+        "debate/count": float(len(debates)),
+        "amp/human_call_fraction": human_nodes / max(1, human_nodes + model_nodes),
+        "amp/subquestions": float(subquestions),
+    }
+
+
+def optimisation_metrics(stats: dict[str, list[float]], scored: Any) -> dict[str, float]:
+    """``objective/sup_loss``, ``objective/kl``, ``policy/``, ``loss/``, ``value/`` and ``rl/segments``: what the PPO
+    epochs of step 4 did with a :class:`~debate_amp.trainer.loop.ScoredBatch`."""
+    explained_variance = float("nan")
+    if scored.rl is not None:
+        m = scored.rl.action_mask > 0
+        returns, values = scored.returns[m], scored.old_values[m]
+        var_returns = returns.var()
+        explained_variance = float(1 - (returns - values).var() / var_returns) if var_returns > 0 else 0.0
+    return {
+        "objective/kl": float(scored.kl.sum(1).mean()) if scored.rl is not None else float("nan"),  # not a zero KL
+        "objective/sup_loss": token_mean(stats),
+        "policy/approx_kl": mean(stats.get("approx_kl", [])),
+        "policy/clipfrac": mean(stats.get("clipfrac", [])),
+        "policy/entropy": mean(stats.get("entropy", [])),
+        "loss/policy": mean(stats.get("pg_loss", [])),
+        "loss/value": mean(stats.get("v_loss", [])),
+        "loss/total": mean(stats.get("total", [])),
+        "value/explained_variance": explained_variance,
+        "rl/segments": float(len(scored.segments)),
+    }
+
+
+def gather(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Average every scalar over processes (NaN where a process had none), once per update; :data:`TOTALS` are
+    summed instead."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    local = torch.tensor([metrics[k] for k in keys], device=accelerator.device, dtype=torch.float64)
+    gathered = accelerator.gather(local.unsqueeze(0))
+    averaged = {k: float(torch.nanmean(gathered[:, i])) for i, k in enumerate(keys)}
+    for total in TOTALS:
+        averaged[total] *= accelerator.num_processes  # the mean times the processes: the total
+    return averaged
+
+
+def transcript_text(debates: list[Debate]) -> str:
+    """A few debates as Markdown, for the trackers' text panel."""
+    lines = []
+    for d in debates:
+        lines.append(f"**{render_question(d.question)}** (gold {d.question.gold})  ")
+        for t, turn in enumerate(d.turns):
+            lines.append(f"{t} {turn.side}: `{turn.text}`  ")
+        lines.append(f"verdict: {None if d.winner is None else d.winner.value}\n")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""What a run carries from update to update, how a checkpoint saves it and how a resume restores it.
+
+A checkpoint (:mod:`debate_amp.trainer.checkpoint` writes it atomically) holds the trained policy and value head, the
+target policy, the optimizer, the counters below, the KL controller, the sampler's budgets and every process's random
+generators; a resumed run then draws and computes exactly what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from debate_amp.config import Config, config_to_dict
+from debate_amp.samplers import Budget, Sampler
+from debate_amp.target import (
+    is_peft,
+    load_target_tensors,
+    load_trained_tensors,
+    target_tensors,
+    trained_tensors,
+)
+from debate_amp.trainer import checkpoint
+
+# The counters a checkpoint keeps (and a resume restores), in TrainState's own names.
+COUNTERS = (
+    "update",
+    "lagrange_multiplier",
+    "sup_baseline",
+    "target_updates",
+    "human_calls",
+    "amp_depth",
+    "history",
+)
+
+
+@dataclass
+class TrainState:
+    """Everything the next update starts from. ``model`` is the policy with its value head as the loop trains it
+    (not wrapped by accelerate); ``generators`` are the run's own ``random.Random`` by name (questions, sampler,
+    human)."""
+
+    model: Any  # PolicyWithValue
+    target_policy: nn.Module
+    optimizer: torch.optim.Optimizer
+    kl_ctl: Any  # AdaptiveKLController | FixedKLController
+    sampler: Sampler
+    generators: dict[str, random.Random]
+    update: int = 0
+    lagrange_multiplier: float = 0.0
+    sup_baseline: float | None = None  # L_sup before the first update (the constrained mode's relative limit)
+    target_updates: int = 0
+    human_calls: int = 0
+    amp_depth: int = 0  # the amplification curriculum's current depth
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
+    """One checkpoint of ``state`` under ``root``: every process writes its RNG states, the main process the rest."""
+    if accelerator.is_main_process:
+        checkpoint.begin(root, state.update)
+    accelerator.wait_for_everyone()
+    partial = checkpoint.partial_dir(root, state.update)
+    sampler = state.sampler
+    local = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # budgets count per process
+    checkpoint.save_rng(partial, accelerator.process_index, state.generators, local)
+    sharded = is_sharded(accelerator)
+    if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
+        accelerator.save_state(str(partial / checkpoint.ACCELERATE_STATE))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        policy = state.model.policy
+        modules = {"target_policy": target_tensors(policy, state.target_policy)}
+        if not sharded:
+            modules |= {"policy": trained_tensors(policy), "value_head": state.model.value_head.state_dict()}
+        checkpoint.finish(
+            root,
+            state.update,
+            modules=modules,
+            optimizer=None if sharded else state.optimizer,
+            state={name: getattr(state, name) for name in COUNTERS}
+            | {
+                "kl": state.kl_ctl.state_dict(),
+                "num_processes": accelerator.num_processes,
+                "lora": is_peft(policy),
+                "sharded": sharded,
+                "recipe": config_to_dict(cfg),
+            },
+            keep_last=cfg.trainer.keep_last,
+        )
+    accelerator.wait_for_everyone()
+
+
+def restore_state(path, accelerator, state: TrainState) -> None:
+    """Load the checkpoint at ``path`` into ``state`` (modules in place); fails on a LoRA or sharding mismatch."""
+    saved = checkpoint.load_state(path)
+    policy = state.model.policy
+    if saved["lora"] != is_peft(policy):
+        raise checkpoint.CheckpointError(
+            f"{path}: saved {'with' if saved['lora'] else 'without'} LoRA, the recipe says model.lora.enabled="
+            f"{str(is_peft(policy)).lower()}"
+        )
+    if saved.get("sharded", False) != is_sharded(accelerator):
+        raise checkpoint.CheckpointError(
+            f"{path}: saved {'with' if saved.get('sharded') else 'without'} DeepSpeed / FSDP sharding; resume it with "
+            "the topology it was saved with"
+        )
+    if saved.get("sharded", False):
+        accelerator.load_state(str(path / checkpoint.ACCELERATE_STATE))
+    else:
+        load_trained_tensors(policy, checkpoint.load_tensors(path, "policy"))
+        state.model.value_head.load_state_dict(checkpoint.load_tensors(path, "value_head"))
+        checkpoint.load_optimizer(path, state.optimizer)
+    load_target_tensors(policy, state.target_policy, checkpoint.load_tensors(path, "target_policy"))
+    for name in COUNTERS:
+        setattr(state, name, saved.get(name, getattr(state, name)))  # amp_depth: older checkpoints lack it
+    state.kl_ctl.load_state_dict(saved["kl"])
+    local = checkpoint.load_rng(path, accelerator.process_index, state.generators)  # last: nothing draws after it
+    if isinstance(state.sampler, Budget):
+        state.sampler.load_state_dict(local["sampler"])
+
+
+def is_sharded(accelerator) -> bool:
+    """DeepSpeed and FSDP shard parameters and optimizer state; their checkpoints go through accelerate."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
