@@ -246,7 +246,7 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
 
 
 def _amp_approx(cfg: Config, human, generate_fn, role: str):
-    """Amp~(H, M) for a command: M from ``generate_fn``, the recipe's sampler (its own per agent, as in training)."""
+    """Amp~(H, M) for a command: M from ``generate_fn`` and a sampler of its own built from the recipe."""
     from debate_amp.agents.wiring import recipe_amp, recipe_model_agent, recipe_sampler
 
     return recipe_amp(cfg, human, recipe_model_agent(cfg, generate_fn, role), recipe_sampler(cfg, cfg.run.seed))
