@@ -456,8 +456,8 @@ def update_metrics(
 
 
 def adapt(run: Run, state: TrainState, scored: ScoredBatch, result: UpdateStats, metrics: dict[str, float]) -> None:
-    """What moves on the averaged numbers, so that every process agrees (not after a skipped update): the mode's
-    multiplier, the adaptive KL coefficient, and the curriculum's depth."""
+    """What moves on the averaged numbers, so that every process agrees: the mode's multiplier, the adaptive KL
+    coefficient and the curriculum's depth (not after a skipped update), and the run's count of human calls."""
     if not result.skipped:
         run.mode.after_update(state, metrics["objective/sup_loss"], scored.limit)
         if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
