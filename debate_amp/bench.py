@@ -35,7 +35,7 @@ from debate_amp.generation import generate
 from debate_amp.models import load_model
 from debate_amp.protocol import Posed
 from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import score
+from debate_amp.tasks.base import beyond_name
 from debate_amp.trainer.rollout import amplification_examples, amplify
 from debate_amp.trainer.rundir import apply_plan, plan_sft_dir
 from debate_amp.trainer.sft import run_sft
@@ -56,10 +56,11 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
     """Rollouts per second for n concurrent Amp~ calls against the same calls made one at a time."""
     model, tokenizer = load_model(cfg.model, model_dir)
     g = cfg.generation
-    questions = make_task(cfg).eval_questions(n, seed=cfg.run.seed)
+    task = make_task(cfg)
+    questions = task.eval_questions(n, seed=cfg.run.seed)
 
     def agent():
-        human = build_human(cfg.human, seed=cfg.run.seed).agent
+        human = build_human(cfg.human, task, seed=cfg.run.seed).agent
         policy = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, g.temperature, g.top_p), "policy")
         return recipe_amp(cfg, human, policy, recipe_sampler(cfg, cfg.run.seed)), policy
 
@@ -80,7 +81,7 @@ def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) 
             start = time.perf_counter()
             replies = asyncio.run(runner(amp))
             timings[name].append(time.perf_counter() - start)
-            accuracy[name] = sum(score(r.text, q) for r, q in zip(replies, questions, strict=True)) / n
+            accuracy[name] = sum(q.score(r.text) for r, q in zip(replies, questions, strict=True)) / n
             calls[name] = policy.batcher.generate_calls
     best = {name: min(ts) for name, ts in timings.items()}
     return {
@@ -99,7 +100,8 @@ def bench_amplification_speed(cfg: Config, model_dir: Path, n: int = 1024, repea
     target, no human, no tree). Best of ``repeats``, interleaved."""
     model, tokenizer = load_model(cfg.model, model_dir)
     g = cfg.generation
-    questions = make_task(cfg).eval_questions(n, seed=cfg.run.seed + 2)
+    task = make_task(cfg)
+    questions = task.eval_questions(n, seed=cfg.run.seed + 2)
     prompts = [Posed("answer", q).render() for q in questions]
 
     def bare() -> None:
@@ -108,7 +110,7 @@ def bench_amplification_speed(cfg: Config, model_dir: Path, n: int = 1024, repea
 
     def amplified() -> list:
         policy = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
-        human = build_human(cfg.human, seed=cfg.run.seed).agent
+        human = build_human(cfg.human, task, seed=cfg.run.seed).agent
         amp = recipe_amp(cfg, human, policy, recipe_sampler(cfg, cfg.run.seed), cfg.amp.levels)
         return amplify(questions, amp)
 
@@ -130,7 +132,7 @@ def bench_amplification_speed(cfg: Config, model_dir: Path, n: int = 1024, repea
         "amp_targets_per_s": targets / best["amplified"],
         "bare_generate_per_s": n / best["bare"],
         "amp_pipeline_efficiency": (targets / best["amplified"]) / (n / best["bare"]),
-        "amp_targets_accuracy": sum(score(r.text, q) for r, q in zip(replies, questions, strict=True)) / n,
+        "amp_targets_accuracy": sum(q.score(r.text) for r, q in zip(replies, questions, strict=True)) / n,
     }
 
 
@@ -150,16 +152,15 @@ def bench_learning(minutes: float) -> dict[str, Any]:
     )
     apply_plan(plan_sft_dir(sup_cfg, overwrite=True))  # from scratch each time
     supervised = run_sft(sup_cfg, progress=True)
-    sup_curve = [(p["seconds"], p["answer_k_ge_2"]) for p in supervised.curve]
+    beyond = beyond_name(make_task(sup_cfg))  # perm: k_ge_2
+    sup_curve = [(p["seconds"], p[f"answer_{beyond}"]) for p in supervised.curve]
     amp_cfg = load_config("recipes/pure_amplification.yaml", ["run.output_dir=runs/bench", "run.name=amplification"])
     amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
     rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
-    amp_curve = [
-        (r["perf/elapsed_s"], r["eval/answer_accuracy_k_ge_2"]) for r in rows if "eval/answer_accuracy_k_ge_2" in r
-    ]
-    beyond = list(range(2, sup_cfg.task.max_power + 1))
-    sup_acc = supervised.report.accuracy("answer", beyond)
-    amp_acc = amplified["report"].accuracy("answer", beyond)
+    tag = f"eval/answer_accuracy_{beyond}"
+    amp_curve = [(r["perf/elapsed_s"], r[tag]) for r in rows if tag in r]
+    sup_acc = supervised.report.beyond()
+    amp_acc = amplified["report"].beyond()
     target = sup_acc - 0.03  # "within 3 points of supervised"
     t_sup, t_amp = _first_time(sup_curve, target), _first_time(amp_curve, target)
     # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.

@@ -28,6 +28,10 @@ from debate_amp.config import Config, ConfigError, config_to_dict, describe_fiel
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # max_bad_updates non-finite updates in a row
 EXIT_INTERRUPTED = 130  # SIGINT, after the checkpoint was written
+TASK_HELP = (
+    "the task (perm, add): replaces the recipe's task section by that task's defaults when the recipe is about "
+    "another task (task.* overrides still apply)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,14 +59,16 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="a local model directory (e.g. runs/default/sft), or 'perfect' for the scripted perfect model",
     )
-    amp.add_argument("--question", help="e.g. 's=37016254 x=5 k=6' (default: drawn from the task)")
+    amp.add_argument("--question", help="e.g. 's=37016254 x=5 k=6' for perm (default: drawn from the task)")
     amp.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
+    amp.add_argument("--task", help=TASK_HELP)
     amp.add_argument("--labels", help="label store (SQLite) for the human's answers")
     amp.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sampler.kind=always")
 
     debate = sub.add_parser("debate", help="run one debate and print its turns, judgments and verdict")
     debate.add_argument("--model", required=True, help="a local model directory, or 'perfect' for the scripted model")
-    debate.add_argument("--question", help="a perm question (default: drawn from the task)")
+    debate.add_argument("--question", help="a question of the recipe's task (default: drawn from the task)")
+    debate.add_argument("--task", help=TASK_HELP)
     debate.add_argument("--liar", choices=["even", "odd"], help="a scripted liar argues this side")
     debate.add_argument("--max-turns", type=int, help="longest debate (default: the recipe's debate.max_turns)")
     debate.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
@@ -92,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "(the synthetic human alone); for --protocol liar it defaults to --model",
     )
     ev.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
+    ev.add_argument("--task", help="--protocol liar / --rejudge: " + TASK_HELP)
     ev.set_defaults(overrides=[])
 
     report = sub.add_parser("report", help="write one self-contained HTML report of a run")
@@ -107,13 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(recipe: str | None, overrides: list[str]) -> Config:
+def _load(recipe: str | None, overrides: list[str], task: str | None = None) -> Config:
     try:
-        cfg = load_config(recipe, overrides)
+        cfg = load_config(recipe, overrides, task=task)
     except ConfigError as e:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
-    if recipe is not None and cfg == load_config(None, overrides, check_paths=False):
+    if recipe is not None and cfg == load_config(None, overrides, check_paths=False, task=task):
         print(
             f"debate-amp: note: {recipe} changes nothing: the built-in defaults are used (`debate-amp config --keys`), "
             "which are not recipes/default.yaml",
@@ -144,26 +151,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
 
     from debate_amp.eval.final import format_final
+    from debate_amp.tasks import make_task
+    from debate_amp.tasks.base import beyond_name, own_name
 
+    task = make_task(cfg)
     report = summary["report"]
     print(
         f"\ntrained {summary['final']['updates']} updates; model, transcripts, metrics.jsonl, TensorBoard events and "
         f"final.json in {summary['run_dir']}"
     )
-    print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")
+    print(_HELDOUT_TITLE.format(name=task.difficulty_name))
     print(report.table())
     a0_path = summary["run_dir"] / cfg.sft.output_subdir / "heldout.json"
     a0 = None
     if a0_path.is_file():  # A[0]'s direct answers, for comparison
         answers = json.loads(a0_path.read_text()).get("answer", {})
+        h = task.human_max_difficulty
         a0 = {
-            "heldout_k_le_1": _mean_of([v for k, v in answers.items() if int(k) <= 1]),
-            "heldout_k_ge_2": _mean_of([v for k, v in answers.items() if int(k) >= 2]),
+            f"heldout_{own_name(task)}": _mean_of([v for d, v in answers.items() if int(d) <= h]),
+            f"heldout_{beyond_name(task)}": _mean_of([v for d, v in answers.items() if int(d) > h]),
         }
     print("\nfinal table (runs/<name>/final.json)")
-    print(format_final(summary["final"], a0))
+    print(format_final(summary["final"], task, a0))
     print(f"human calls used: {summary['human_calls']}")
     return 0
+
+
+_HELDOUT_TITLE = "held-out accuracy by {name} (answer: asked directly; step / integrate: the human's steps)"
 
 
 def _mean_of(values: list[float]) -> float | None:
@@ -190,12 +204,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
         print(f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     report = result.report
+    name, h = report.difficulty_name, report.human_max_difficulty
     print(f"\nA[0] saved to {result.model_dir} ({result.n_examples} examples, {result.train_seconds:.0f}s training)")
-    print("held-out accuracy by k (answer: sigma^k(x) asked directly; step / integrate: the human's steps)")
+    print(_HELDOUT_TITLE.format(name=name))
     print(report.table())
     print(
-        f"direct answers k<=1: {report.accuracy('answer', [0, 1]):.1%}   "
-        f"steps, all k: {report.accuracy('step'):.1%}   integrate, all k: {report.accuracy('integrate'):.1%}"
+        f"direct answers {name}<={h}: {report.own():.1%}   "
+        f"steps, all {name}: {report.accuracy('step'):.1%}   integrate, all {name}: {report.accuracy('integrate'):.1%}"
     )
     return 0
 
@@ -204,20 +219,16 @@ def _question(args: argparse.Namespace, cfg: Config):
     import random
 
     from debate_amp.tasks import make_task
-    from debate_amp.tasks.perm import parse_question
 
+    task = make_task(cfg)
     if args.question is None:
-        return make_task(cfg).sample(random.Random(cfg.run.seed), heldout=True)
+        return task.sample(random.Random(cfg.run.seed), heldout=True)
     try:
-        question = parse_question(args.question)
+        question = task.parse_question(args.question)
     except ValueError as e:
         _fail(f"--question: {e}")
-    if len(question.sigma) != cfg.task.n_elements:
-        _fail(
-            f"--question: sigma has {len(question.sigma)} elements but the recipe's task.n_elements is "
-            f"{cfg.task.n_elements} (what the model was trained on); add task.n_elements={len(question.sigma)} "
-            "to ask it anyway"
-        )
+    if problem := task.check_question(question):
+        _fail(f"--question: {problem}")
     return question
 
 
@@ -225,11 +236,11 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
     """The scripted perfect model, or a local model directory given by ``--<option>`` (each loaded once, shared
     by policy and target)."""
     from debate_amp.agents.wiring import recipe_generate_fn
-    from debate_amp.tasks.perm import perfect_generate
+    from debate_amp.tasks import make_task
 
     path = getattr(args, option)
     if path == "perfect":
-        return perfect_generate
+        return make_task(cfg).perfect_generate
     if not Path(path, "config.json").is_file():
         _fail(f"--{option.replace('_', '-')}: not a model directory (no config.json): {path}")
     from debate_amp.models import ModelLoadError, load_model
@@ -259,13 +270,14 @@ def cmd_amp(args: argparse.Namespace) -> int:
     from debate_amp.agents.humans.replay import UnseenQuestion
     from debate_amp.agents.labels import LabelStore, LabelStoreError
     from debate_amp.protocol import Posed
+    from debate_amp.tasks import make_task
 
-    cfg = _load(args.recipe, args.overrides)
+    cfg = _load(args.recipe, args.overrides, args.task)
     question = _question(args, cfg)
     generate_fn = _generate_fn(args, cfg, cfg.generation.temperature)
     try:
         store = LabelStore(args.labels, create_parents=False) if args.labels else None
-        human = build_human(cfg.human, seed=cfg.run.seed, store=store)
+        human = build_human(cfg.human, make_task(cfg), seed=cfg.run.seed, store=store)
     except LabelStoreError as e:
         print(f"debate-amp: error: --labels {e}" if args.labels else f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -284,17 +296,18 @@ def cmd_amp(args: argparse.Namespace) -> int:
 def cmd_debate(args: argparse.Namespace) -> int:
     from debate_amp.agents.humans import build_human
     from debate_amp.debate.engine import ScriptedDebater, run_debates
-    from debate_amp.tasks.perm import PermLiar, render_question
+    from debate_amp.tasks import make_task
 
-    cfg = _load(args.recipe, args.overrides)
+    cfg = _load(args.recipe, args.overrides, args.task)
+    task = make_task(cfg)
     max_turns = cfg.debate.max_turns if args.max_turns is None else args.max_turns
     if max_turns < 1:
         _fail(f"--max-turns: must be at least 1, got {max_turns}")
     question = _question(args, cfg)
-    human = build_human(cfg.human, seed=cfg.run.seed)
+    human = build_human(cfg.human, task, seed=cfg.run.seed)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, 0.0), "target")
-    liar = {args.liar: ScriptedDebater(PermLiar(seed=cfg.run.seed))} if args.liar else {}
+    liar = {args.liar: ScriptedDebater(task.liar(seed=cfg.run.seed))} if args.liar else {}
     (debate,) = run_debates(
         [question],
         policy,
@@ -306,7 +319,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
         **liar,
     )
 
-    print(f"question {render_question(question)}   (gold {question.gold})")
+    print(f"question {question.render()}   (gold {question.gold})")
     for t, turn in enumerate(debate.turns):
         who = "scripted liar" if turn.trace.source.startswith("scripted") else _who_answered(turn.trace)
         print(f"\n[{t}] {turn.side:>4}: {turn.text}    ({who})")
@@ -357,12 +370,11 @@ def _who_answered(trace) -> str:
 
 def render_tree(trace) -> str:
     """An amplification tree, one node a line, marking who answered each node."""
-    from debate_amp.tasks.perm import render_query
 
     def head(node) -> str:
         posed = node.posed
         what = posed.kind + "".join(f" #{i + 1}={a}" for i, a in enumerate(posed.workspace))
-        about = render_query(posed.question.x, posed.question.k)
+        about = posed.question.describe()
         who = "human, from the label store" if node.from_store else node.who
         if node.replaced is not None:
             who += f", replacing {node.replaced.who}'s {node.replaced.text.strip()!r}"
@@ -462,7 +474,7 @@ def _eval_liar(args: argparse.Namespace) -> int:
 
     from debate_amp.agents.humans import build_human
     from debate_amp.eval.protocols import honest_vs_liar, liar_table
-    from debate_amp.tasks.perm import PermTask
+    from debate_amp.tasks import make_task
 
     if args.model is None:
         _fail("--protocol liar needs --model DIR|perfect")
@@ -470,10 +482,10 @@ def _eval_liar(args: argparse.Namespace) -> int:
         _fail("--protocol liar plays new debates; it takes no transcript paths")
     if args.n < 1 or min(args.max_turns) < 1:
         _fail("--n and --max-turns must be at least 1")
-    cfg = _load(args.recipe, args.overrides)
-    t = cfg.task
-    questions = PermTask(t.n_elements, t.max_power, t.balance, t.heldout_fraction).eval_questions(args.n)
-    human = build_human(cfg.human, seed=cfg.run.seed)
+    cfg = _load(args.recipe, args.overrides, args.task)
+    task = make_task(cfg)
+    questions = task.eval_questions(args.n)
+    human = build_human(cfg.human, task, seed=cfg.run.seed)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     if args.judge_model == "human":
         target, judge = human.agent, "the synthetic human alone"
@@ -481,12 +493,12 @@ def _eval_liar(args: argparse.Namespace) -> int:
         option = "model" if args.judge_model is None else "judge_model"
         target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.target.temperature, option), "target")
         judge = f"Amp~(H, M_target) with M_target = {getattr(args, option)}"
-    rows = honest_vs_liar(questions, policy, target, args.max_turns, cfg.debate.forfeit_unparsed)
+    rows = honest_vs_liar(task, questions, policy, target, args.max_turns, cfg.debate.forfeit_unparsed)
     if args.json:
         print(json.dumps({"questions": args.n, "rows": [row.as_dict() for row in rows], "human_calls": human.calls}))
         return 0
     print(
-        f"{args.n} held-out questions, k = 0..{t.max_power}, N = {t.n_elements}; the policy ({args.model}) against "
+        f"{args.n} held-out {task.name} questions, {task.summary()}; the policy ({args.model}) against "
         f"the scripted liar on each side, judged by {judge}; accuracy = how often the honest side wins"
     )
     print(liar_table(rows))
@@ -499,11 +511,20 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
 
     from debate_amp.agents.humans import build_human
     from debate_amp.eval.protocols import rejudge
+    from debate_amp.tasks import make_task
 
     if args.judge_model is None:
         _fail("--rejudge needs --judge-model DIR|perfect|human")
-    cfg = _load(args.recipe, args.overrides)
-    human = build_human(cfg.human, seed=cfg.run.seed)
+    recorded = sorted({row.task for row in transcripts.rows})
+    default = recorded[0] if args.task is None and args.recipe is None and len(recorded) == 1 else None
+    cfg = _load(args.recipe, args.overrides, args.task or default)  # no recipe: the transcripts' own task
+    tasks = sorted(set(recorded) - {cfg.task.name})
+    if tasks:
+        _fail(
+            f"--rejudge: the transcripts are about task {', '.join(tasks)} but the judge is built for "
+            f"{cfg.task.name}; pass --task {tasks[0]} (or a recipe of that task)"
+        )
+    human = build_human(cfg.human, make_task(cfg), seed=cfg.run.seed)
     if args.judge_model == "human":
         judge = human.agent
     else:

@@ -127,20 +127,49 @@ class ModelConfig:
 
 
 @dataclass(config=_STRICT)
-class TaskConfig:
+class PermConfig:
+    """``task.name: perm``: permutation powering, sigma^k(x) (Christiano et al. 2018; docs/perm.md)."""
+
     name: Literal["perm"] = "perm"
-    """The task. ``perm``: permutation powering, sigma^k(x) (Christiano et al. 2018)."""
+    """The task (``perm``, ``add``); each has its own keys below the generic ones."""
     n_elements: Annotated[int, Field(ge=2, le=10)] = 8
     """perm: size N of the permutation (at most 10: sigma is written one digit per element)."""
     max_power: Annotated[int, Field(ge=1, le=4096)] = 7
     """perm: largest power K asked."""
     balance: Literal["depth", "uniform"] = "depth"
-    """perm: draw k evenly by decomposition depth floor(log2 k) (``depth``), or uniformly in 0..K (``uniform``).
-    Uniform k starves amplification of the easy questions the human can do (DESIGN.md section 4)."""
+    """Draw the difficulty evenly by decomposition depth (perm: floor(log2 k); add: ceil(log2 digits)) (``depth``),
+    or uniformly (``uniform``). Uniform starves amplification of the easy questions the human can do (DESIGN.md
+    section 4)."""
     heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0625
-    """Fraction of permutations reserved for evaluation; training never sees them."""
+    """Fraction of questions' contexts (perm: permutations; add: operand pairs) reserved for evaluation; training
+    never sees them."""
     eval_size: PositiveInt = 512
     """Held-out questions used to report accuracy."""
+
+
+@dataclass(config=_STRICT)
+class AddConfig:
+    """``task.name: add``: multi-digit addition with a carry (after Christiano et al.'s algorithmic tasks;
+    docs/add.md)."""
+
+    name: Literal["add"] = "add"
+    """The task (``perm``, ``add``); each has its own keys below the generic ones."""
+    max_digits: Annotated[int, Field(ge=1, le=16)] = 6
+    """add: most digits in each operand (the human adds one digit pair with a carry)."""
+    balance: Literal["depth", "uniform"] = "depth"
+    """Draw the difficulty evenly by decomposition depth (perm: floor(log2 k); add: ceil(log2 digits)) (``depth``),
+    or uniformly (``uniform``)."""
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0625
+    """Fraction of questions' contexts (perm: permutations; add: operand pairs) reserved for evaluation; training
+    never sees them."""
+    eval_size: PositiveInt = 512
+    """Held-out questions used to report accuracy."""
+
+
+TASK_CONFIGS: dict[str, type] = {"perm": PermConfig, "add": AddConfig}
+"""Each task's own section, chosen by ``task.name`` (the registry of tasks is ``debate_amp.tasks.TASKS``)."""
+
+TaskConfig = Annotated[PermConfig | AddConfig, Field(discriminator="name")]
 
 
 @dataclass(config=_STRICT)
@@ -426,7 +455,7 @@ class Config:
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    task: TaskConfig = dataclasses.field(default_factory=PermConfig)
     human: HumanConfig = dataclasses.field(default_factory=HumanConfig)
     sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
     amp: AmpConfig = dataclasses.field(default_factory=AmpConfig)
@@ -470,18 +499,28 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     check_paths: bool = True,
+    task: str | None = None,
 ) -> Config:
     """Read a recipe (or the defaults when ``recipe`` is None), apply ``a.b=value`` overrides and validate.
 
-    Raises :class:`ConfigError` with one line naming the key or path at fault. ``check_paths=False`` skips the
-    existence checks of model and label paths and of the trackers' packages (to validate a GPU recipe on a machine
-    without its model).
+    ``task`` (the CLI's ``--task``) replaces the recipe's ``task`` section by that task's defaults when the recipe is
+    about another task (overrides of ``task.*`` still apply). Raises :class:`ConfigError` with one line naming the
+    key or path at fault. ``check_paths=False`` skips the existence checks of model and label paths and of the
+    trackers' packages (to validate a GPU recipe on a machine without its model).
     """
     data: dict[str, Any] = {}
     if recipe is not None:
         data = _read_yaml(Path(recipe))
+    if task is not None:
+        if task not in TASK_CONFIGS:
+            raise ConfigError(f"--task {task}: allowed values are {', '.join(repr(t) for t in TASK_CONFIGS)}")
+        section = data.get("task")
+        if not (isinstance(section, dict) and section.get("name", "perm") == task):
+            data["task"] = {"name": task}
     for override in overrides:
         _apply_override(data, override)
+    if isinstance(data.get("task"), dict):
+        data["task"].setdefault("name", "perm")  # a task section without a name is perm's, as before there were two
     _rename_old_keys(data)
     _reject_booleans_for_numbers(data)
     try:
@@ -516,6 +555,12 @@ def _reject_booleans_for_numbers(data: Any, cls: Any = Config, prefix: str = "")
         hint = hints.get(key)
         if hint is None:
             continue  # an unknown key: pydantic names it
+        if cls is Config and key == "task" and isinstance(value, dict):
+            name = value.get("name")
+            section = TASK_CONFIGS.get(name) if isinstance(name, str) else None
+            if section is not None:  # an unknown task name: pydantic names it
+                _reject_booleans_for_numbers(value, section, "task.")
+            continue
         if dataclasses.is_dataclass(hint):
             _reject_booleans_for_numbers(value, hint, f"{prefix}{key}.")
             continue
@@ -579,20 +624,26 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     node[leaf] = value
 
 
-def _all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
+def _all_keys(cls: Any = Config, prefix: str = "", task: str | None = None) -> list[str]:
+    """Every key of a recipe; the ``task`` section's keys are those of every task, or of the one named ``task``."""
     keys = []
     defaults = cls()
     for f in dataclasses.fields(cls):
         keys.append(prefix + f.name)
         value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value):
+        if cls is Config and f.name == "task":
+            for name, section in TASK_CONFIGS.items():
+                if task in (None, name):
+                    keys.extend(k for k in _all_keys(section, "task.") if k not in keys)
+        elif dataclasses.is_dataclass(value):
             keys.extend(_all_keys(type(value), f"{prefix}{f.name}."))
     return keys
 
 
-def _suggest(bad_key: str) -> str:
-    """The valid keys whose last part is closest to the bad key's last part (same section first on a tie)."""
-    keys = _all_keys()
+def _suggest(bad_key: str, task: str | None = None) -> str:
+    """The valid keys whose last part is closest to the bad key's last part (same section first on a tie); for a
+    key of the ``task`` section, the keys of the task named (``task``) only."""
+    keys = _all_keys(task=task)
     parent, _, leaf = bad_key.rpartition(".")
     scores = {k: difflib.SequenceMatcher(None, leaf, k.rpartition(".")[2]).ratio() for k in keys}
     best = max(scores.values())
@@ -609,12 +660,20 @@ _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "l
 
 def _describe(error: ValidationError, recipe: Any) -> str:
     err = error.errors()[0]
-    key = ".".join(str(part) for part in err["loc"])
+    loc = [str(part) for part in err["loc"]]
+    task = None
+    if loc[:1] == ["task"] and len(loc) > 1 and loc[1] in TASK_CONFIGS:  # the union's tag: task.<name>.<key>
+        task = loc.pop(1)
+    key = ".".join(loc)
     value = err.get("input")
     kind = err["type"]
     ctx = err.get("ctx") or {}
     source = f" (in {recipe})" if recipe is not None else ""
+    if kind == "union_tag_invalid":
+        return f"{key}.name={ctx.get('tag')!r}: allowed values are {ctx.get('expected_tags')}"
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        if task is not None:
+            return f"unknown key '{key}' for task.name={task}{source}{_suggest(key, task)}"
         return f"unknown key '{key}'{source}{_suggest(key)}"
     if kind == "literal_error":
         return f"{key}={value!r}: allowed values are {ctx.get('expected')}"
@@ -695,7 +754,10 @@ def describe_fields(cls: Any = Config, prefix: str = "") -> list[tuple[str, str,
     for f in dataclasses.fields(cls):
         value = getattr(defaults, f.name)
         full = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
+        if cls is Config and f.name == "task":  # every task's keys, each once (the generic ones are shared)
+            for section in TASK_CONFIGS.values():
+                rows.extend(row for row in describe_fields(section, "task.") if row[0] not in {r[0] for r in rows})
+        elif dataclasses.is_dataclass(value):
             rows.extend(describe_fields(type(value), full + "."))
         else:
             doc = cls.__pydantic_fields__[f.name].description or ""

@@ -3,7 +3,7 @@
 A generate function maps prompts (and optional per-reply token limits) to a :class:`Generation`: the replies'
 texts, token ids and log-probabilities. ``ModelAgent`` (``agents/model_agent.py``) queues prompts into waves and
 calls one; :func:`hf_generate_fn` builds one over a model and tokenizer; scripted models
-(``tasks.perm.perfect_generate``) are plain functions of the same shape.
+(a task's ``perfect_generate``) are plain functions of the same shape.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def run_debates(
 
 @dataclass
 class ScriptedDebater:
-    """A scripted debater (e.g. ``PermLiar``) as an agent: ``argue(question, context) -> argument``."""
+    """A scripted debater (e.g. a task's liar, ``Task.liar``) as an agent: ``argue(question, context) -> argument``."""
 
     script: Any
     name: str = "liar"

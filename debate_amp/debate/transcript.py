@@ -1,6 +1,7 @@
 """Transcripts: one JSON record per debate, one JSONL file per update (DESIGN.md section 6).
 
-A record holds everything ``debate-amp eval`` needs: the question and gold answer, every turn with its trace tree
+A record holds everything ``debate-amp eval`` needs: the task, the question and gold answer, every turn with its
+trace tree
 (provenance ``human`` / ``policy`` / ``target``, per-node human calls), each continue_t with its trace, the
 verdict, the catastrophe costs, the side rewards, and the alpha / lagrange_multiplier / force_stop_p in force.
 Files are written atomically (a temporary file renamed into place), so a reader never sees half a file; the
@@ -19,7 +20,10 @@ from typing import Any
 from debate_amp.debate.engine import Debate, Judgment
 from debate_amp.protocol import Trace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added ``task`` (the registered task's name); version 1 records, written when perm was the only task, are read
+as perm's."""
+READABLE_VERSIONS = (1, 2)
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
@@ -84,6 +88,7 @@ def debate_to_record(
     question_id: str,
     question: str,
     gold: str | None,
+    task: str,
     force_stop_p: float,
     alpha: float | None = None,
     lagrange_multiplier: float | None = None,
@@ -93,6 +98,7 @@ def debate_to_record(
     assert debate.winner is not None
     return {
         "schema_version": SCHEMA_VERSION,
+        "task": task,
         "run": run,
         "update": update,
         "question_id": question_id,
@@ -202,8 +208,13 @@ def validate_record(record: Any) -> str | None:
     if not isinstance(record, dict):
         return f"a record is a JSON object, got {type(record).__name__}"
     version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        return f"unknown schema_version {version!r} (this reader knows {SCHEMA_VERSION})"
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        known = ", ".join(map(str, READABLE_VERSIONS))
+        return f"unknown schema_version {version!r} (this reader knows {known})"
+    if version >= 2 and not isinstance(record.get("task"), str):
+        return (
+            "missing field 'task'" if "task" not in record else f"field 'task' must be a string, got {record['task']!r}"
+        )
     for key, types in _REQUIRED.items():
         if key not in record:
             return f"missing field '{key}'"
@@ -271,3 +282,8 @@ def read_transcripts(path: str | Path) -> Iterator[dict[str, Any]]:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 yield parse_record(line, f"{path}:{lineno}")
+
+
+def record_task(record: dict[str, Any]) -> str:
+    """The task a (validated) record is about: its ``task`` field, or ``perm`` for a version 1 record."""
+    return str(record.get("task", "perm"))

@@ -1,13 +1,14 @@
 """The final table of a training run (``runs/<name>/final.json``): what a researcher looks for first.
 
-- ``heldout_k_le_1`` / ``heldout_k_ge_2``: held-out sigma^k(x) asked directly, for the powers the human can do
-  itself (one lookup) and for those beyond it;
+- ``heldout_k_le_1`` / ``heldout_k_ge_2`` (perm; ``heldout_<name>_le_1`` / ``_ge_2`` with the task's own name for
+  its difficulty, e.g. ``digits`` for add): held-out questions asked directly, those the human can do itself (perm:
+  one lookup) and those beyond it; ``heldout_by_difficulty``: by difficulty;
 - ``parse_rate_<kind>``: on held-out self-play debates of the trained model (M and M_target both the trained
   model, greedy), the share of its replies that parse, by posed kind (``argue``: an argument; ``sufficient``:
   yes / no; ``winner``: even / odd, which ``verdict_parse_rate`` repeats; ``catastrophe``: a number in [0, 1]),
   of the judgments that were asked (a debate forfeited by an argument that does not parse has no verdict to
   parse: ``selfplay_forfeit_rate`` counts those, with the recipe's ``debate.forfeit_unparsed``);
-- ``liar_judge_accuracy``: the trained model against the scripted liar on each side in turn, ``max_turns`` 4,
+- ``liar_judge_accuracy``: the trained model against the task's scripted liar on each side in turn, ``max_turns`` 4,
   judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`);
 - ``mean_debate_length``: arguments per debate at the last update of training.
 
@@ -25,10 +26,10 @@ from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent
 from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
-from debate_amp.eval.heldout import HeldoutReport
+from debate_amp.eval.heldout import HeldoutReport, beyond_name, own_name
 from debate_amp.eval.protocols import honest_vs_liar
 from debate_amp.samplers import build_sampler
-from debate_amp.tasks.perm import PermHuman
+from debate_amp.tasks import Task
 
 LIAR_MAX_TURNS = 4
 
@@ -45,10 +46,16 @@ def parse_rates(debates: list[Debate]) -> dict[str, float]:
 
 
 def final_evaluation(
-    model: Any, tokenizer: Any, cfg: Config, questions: list[Any], report: HeldoutReport, mean_debate_length: float
+    model: Any,
+    tokenizer: Any,
+    cfg: Config,
+    task: Task,
+    questions: list[Any],
+    report: HeldoutReport,
+    mean_debate_length: float,
 ) -> dict[str, Any]:
     """The final table of a run whose trained policy is ``model`` (see the module docstring)."""
-    human = SyntheticHuman(PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
+    human = SyntheticHuman(task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, seed=cfg.run.seed + 7)
     agent = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
@@ -56,12 +63,12 @@ def final_evaluation(
     forfeit = cfg.debate.forfeit_unparsed
     debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7, forfeit_unparsed=forfeit)
     rates = parse_rates(debates)
-    (liar,) = honest_vs_liar(questions, amp, amp, [LIAR_MAX_TURNS], forfeit)
-    ks = report.ks()
+    (liar,) = honest_vs_liar(task, questions, amp, amp, [LIAR_MAX_TURNS], forfeit)
     return {
-        "heldout_k_le_1": report.accuracy("answer", [k for k in ks if k <= 1]),
-        "heldout_k_ge_2": report.accuracy("answer", [k for k in ks if k >= 2]),
-        "heldout_by_k": report.as_dict()["answer"],
+        "task": task.name,
+        f"heldout_{own_name(task)}": report.own(),
+        f"heldout_{beyond_name(task)}": report.beyond(),
+        "heldout_by_difficulty": report.as_dict()["answer"],
         **rates,
         "verdict_parse_rate": rates["parse_rate_winner"],
         "liar_judge_accuracy": liar.both.value,
@@ -72,9 +79,17 @@ def final_evaluation(
     }
 
 
-FINAL_ROWS = (
-    ("heldout_k_le_1", "held-out sigma^k(x), k <= 1 (the human's own lookups)"),
-    ("heldout_k_ge_2", "held-out sigma^k(x), k >= 2 (beyond the human)"),
+def final_rows(task: Task) -> tuple[tuple[str, str], ...]:
+    """(key, label) of each figure of the final table of a run of ``task``."""
+    name, h = task.difficulty_name, task.human_max_difficulty
+    return (
+        (f"heldout_{own_name(task)}", f"held-out questions asked directly, {name} <= {h} (the human's own)"),
+        (f"heldout_{beyond_name(task)}", f"held-out questions asked directly, {name} >= {h + 1} (beyond the human)"),
+        *_DEBATE_ROWS,
+    )
+
+
+_DEBATE_ROWS = (
     ("parse_rate_argue", "arguments that parse (held-out self-play)"),
     ("selfplay_forfeit_rate", "self-play debates forfeited by an argument that does not parse"),
     ("parse_rate_sufficient", "sufficient judgments that parse"),
@@ -85,10 +100,10 @@ FINAL_ROWS = (
 )
 
 
-def format_final(final: dict[str, Any], a0: dict[str, Any] | None = None) -> str:
+def format_final(final: dict[str, Any], task: Task, a0: dict[str, Any] | None = None) -> str:
     """The final table, one line per figure; with A[0]'s figures beside them where known."""
     lines = [f"{'':<74} {'final':>7}" + (f" {'A[0]':>7}" if a0 else "")]
-    for key, label in FINAL_ROWS:
+    for key, label in final_rows(task):
         value = final.get(key)
         cell = "-" if value is None else (f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}")
         before = ""

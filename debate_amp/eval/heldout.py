@@ -1,10 +1,12 @@
-"""Held-out accuracy of a model asked directly (no amplification), by power k.
+"""Held-out accuracy of a model asked directly (no amplification), by difficulty (perm: the power k).
 
-Three skills, each scored by exact match on held-out permutations:
-- ``answer``: sigma^k(x) asked directly (the distilled model; the human itself manages only k <= 1);
-- ``step``: the human's first step on a fresh question (its answer for k <= 1, its decomposition otherwise);
-- ``integrate``: the human's step once both sub-answers are in the workspace (k >= 2);
+Skills, each scored by exact match on held-out questions:
+- ``answer``: the question asked directly (the distilled model; the human itself manages only the easiest);
+- ``step``: the human's first step on a fresh question (its answer at depth 0, its decomposition otherwise);
+- ``integrate``: the human's step once both sub-answers are in the workspace (beyond depth 0);
 - ``debate``: the human's replies inside debates (arguing with the model's help, judging), when given.
+
+The task supplies the questions, the error-free human's replies (``Task.skills``) and the name of the difficulty.
 """
 
 from __future__ import annotations
@@ -12,53 +14,57 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from debate_amp.generation import generate
-from debate_amp.tasks.perm import (
-    Ask,
-    Example,
-    PermHuman,
-    PermQuestion,
-    answer_prompt,
-    parse_step,
-    parse_subquestion,
-    score,
-    step_prompt,
-)
+from debate_amp.tasks.base import Example, Task, beyond_name, own_name
 
 SKILLS = ("answer", "step", "integrate", "debate")
+__all__ = ["SKILLS", "HeldoutReport", "beyond_name", "evaluate_heldout", "own_name"]
 
 
 @dataclass
 class HeldoutReport:
-    """Correct / total counts per (skill, k)."""
+    """Correct / total counts per (skill, difficulty)."""
 
+    difficulty_name: str = "k"
+    human_max_difficulty: int = 1
     correct: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     total: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
 
-    def accuracy(self, skill: str, ks: range | list[int] | None = None) -> float:
-        keys = [key for key in self.total if key[0] == skill and (ks is None or key[1] in ks)]
+    def accuracy(self, skill: str, difficulties: range | list[int] | None = None) -> float:
+        keys = [key for key in self.total if key[0] == skill and (difficulties is None or key[1] in difficulties)]
         total = sum(self.total[key] for key in keys)
         return sum(self.correct[key] for key in keys) / total if total else float("nan")
 
-    def ks(self) -> list[int]:
-        return sorted({k for _, k in self.total})
+    def difficulties(self) -> list[int]:
+        return sorted({d for _, d in self.total})
+
+    def own(self, skill: str = "answer") -> float:
+        """Accuracy on the questions the human answers itself (perm: k <= 1)."""
+        return self.accuracy(skill, [d for d in self.difficulties() if d <= self.human_max_difficulty])
+
+    def beyond(self, skill: str = "answer") -> float:
+        """Accuracy on the questions beyond the human (perm: k >= 2): what amplification is for."""
+        return self.accuracy(skill, [d for d in self.difficulties() if d > self.human_max_difficulty])
 
     def table(self) -> str:
-        lines = [f"{'k':>3} {'n':>5} " + " ".join(f"{s:>9}" for s in SKILLS)]
-        for k in self.ks():
+        name = self.difficulty_name
+        width = max(3, len(name))
+        lines = [f"{name:>{width}} {'n':>5} " + " ".join(f"{s:>9}" for s in SKILLS)]
+        for d in self.difficulties():
             cells = []
             for skill in SKILLS:
-                n = self.total.get((skill, k), 0)
-                cells.append(f"{self.correct[(skill, k)] / n:>9.1%}" if n else f"{'-':>9}")
-            lines.append(f"{k:>3} {self.total.get(('answer', k), 0):>5} " + " ".join(cells))
+                n = self.total.get((skill, d), 0)
+                cells.append(f"{self.correct[(skill, d)] / n:>9.1%}" if n else f"{'-':>9}")
+            lines.append(f"{d:>{width}} {self.total.get(('answer', d), 0):>5} " + " ".join(cells))
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         return {
-            skill: {str(k): self.correct[(skill, k)] / n for (s, k), n in sorted(self.total.items()) if s == skill}
+            skill: {str(d): self.correct[(skill, d)] / n for (s, d), n in sorted(self.total.items()) if s == skill}
             for skill in SKILLS
         }
 
@@ -66,7 +72,8 @@ class HeldoutReport:
 def evaluate_heldout(
     model,
     tokenizer,
-    questions: list[PermQuestion],
+    task: Task,
+    questions: Sequence[Any],
     batch_size: int = 128,
     max_new_tokens: int = 32,
     progress: bool = True,
@@ -74,29 +81,22 @@ def evaluate_heldout(
 ) -> HeldoutReport:
     """Greedy replies to every question in each skill; see the module docstring. ``debate_examples`` (the human's
     replies inside debates on held-out questions) are scored by exact match under ``debate``."""
-    reference = PermHuman()  # error-free: the target of the step skills
-    items: list[tuple[str, PermQuestion, str, str]] = []  # (skill, q, prompt, expected step text)
+    items: list[tuple[str, Any, str, str]] = []  # (skill, q, prompt, expected step text)
     for q in questions:
-        items.append(("answer", q, answer_prompt(q), ""))
-        items.append(("step", q, step_prompt(q), reference.step(q)))
-        parsed = parse_step(reference.step(q))
-        if isinstance(parsed, Ask):
-            first = parse_subquestion(parsed.first, q)
-            assert first is not None
-            workspace = [str(first.gold), str(q.gold)]
-            items.append(("integrate", q, step_prompt(q, workspace), reference.step(q, workspace)))
+        items.append(("answer", q, task.answer_prompt(q), ""))
+        items += [(skill, q, prompt, expected) for skill, prompt, expected in task.skills(q)]
     for example in debate_examples:
         assert example.question is not None, "a debate example carries the question it was about"
         items.append(("debate", example.question, example.prompt, example.completion))
-    report = HeldoutReport()
+    report = HeldoutReport(task.difficulty_name, task.human_max_difficulty)
     was_training = model.training
     model.eval()
     for start in tqdm(range(0, len(items), batch_size), desc="held-out eval", disable=not progress, leave=False):
         chunk = items[start : start + batch_size]
         replies = generate(model, tokenizer, [p for _, _, p, _ in chunk], max_new_tokens=max_new_tokens).texts
         for (skill, q, _, expected), reply in zip(chunk, replies, strict=True):
-            ok = score(reply, q) if skill == "answer" else float(reply.strip() == expected)
-            report.total[(skill, q.k)] += 1
-            report.correct[(skill, q.k)] += int(ok)
+            ok = q.score(reply) if skill == "answer" else float(reply.strip() == expected)
+            report.total[(skill, q.difficulty)] += 1
+            report.correct[(skill, q.difficulty)] += int(ok)
     model.train(was_training)
     return report

@@ -1,7 +1,7 @@
 """Evaluation protocols that run agents: honest against a scripted liar, and re-judging saved transcripts.
 
-- :func:`honest_vs_liar`: the policy Amp~(H, M) argues against the scripted liar (``PermLiar``) on each side in
-  turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``. Irving et al.
+- :func:`honest_vs_liar`: the policy Amp~(H, M) argues against the task's scripted liar (``Task.liar``) on each
+  side in turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``. Irving et al.
   2018: debate took a sparse 6-pixel MNIST judge from 59% to 89%.
 - :func:`rejudge`: pose every saved debate's judgments again (each non-forced continue_t on the arguments up to
   t, and the winner on all of them) to another judge, and count agreement with the recorded verdicts.
@@ -18,7 +18,7 @@ from typing import Any
 from debate_amp.debate.engine import ScriptedDebater, read_sufficient, read_winner, run_debates
 from debate_amp.eval.transcripts import Rate, Row, wilson
 from debate_amp.protocol import EVEN, ODD, Agent, Posed
-from debate_amp.tasks.perm import PermLiar, PermQuestion, parse_question
+from debate_amp.tasks import Task, task_named
 
 # ---------------------------------------------------------------------------------------------------------------
 # Honest against liar
@@ -49,7 +49,8 @@ class LiarRow:
 
 
 def honest_vs_liar(
-    questions: Sequence[PermQuestion],
+    task: Task,
+    questions: Sequence[Any],
     amp_policy: Agent,
     amp_target: Agent,
     max_turns: Sequence[int],
@@ -62,7 +63,7 @@ def honest_vs_liar(
     for turns_limit in max_turns:
         wins, turns = {}, []
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
-            liar = ScriptedDebater(PermLiar(seed=turns_limit))
+            liar = ScriptedDebater(task.liar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
             debates = run_debates(
                 list(questions),
@@ -146,7 +147,7 @@ class Rejudged:
         return "\n".join(lines)
 
 
-async def _rejudge_one(row: Row, q: PermQuestion, judge: Agent) -> tuple[list[tuple[bool, bool]], str | None]:
+async def _rejudge_one(row: Row, q: Any, judge: Agent) -> tuple[list[tuple[bool, bool]], str | None]:
     context = row.arguments
     asked = [t for t in range(len(row.continues)) if not (t == 0 and row.forced_stop)]
     replies = await asyncio.gather(
@@ -166,8 +167,8 @@ def rejudge(rows: Sequence[Row], judge: Agent) -> Rejudged:
     work = []
     for row in rows:
         try:
-            work.append((row, parse_question(row.question)))
-        except ValueError:
+            work.append((row, task_named(row.task).parse_question(row.question)))
+        except ValueError:  # the question does not parse, or the task is no longer registered
             out.unreadable += 1
 
     async def all_rows() -> list[tuple[list[tuple[bool, bool]], str | None]]:

@@ -1,6 +1,7 @@
 """``debate-amp report``: one self-contained HTML page for a run directory.
 
-First what a researcher looks for: the final table (``final.json``) and one figure of held-out accuracy by k across
+First what a researcher looks for: the final table (``final.json``) and one figure of held-out accuracy by difficulty
+(perm: k) across
 updates (against A[0] and the supervised baseline where known), judge accuracy and debate length. Then training
 curves from ``metrics.jsonl`` (matplotlib, Agg, embedded as base64 PNGs, one figure per tag group of DESIGN.md
 section 7), the ``debate-amp eval`` table of its transcripts, and a transcript browser: each debate's
@@ -24,6 +25,8 @@ from typing import Any
 
 from debate_amp.debate.transcript import TranscriptError
 from debate_amp.eval.transcripts import format_table, iter_records, load, statistics, to_row, transcript_files
+from debate_amp.tasks import Task, task_named
+from debate_amp.tasks.base import beyond_name
 
 GROUPS = ("objective", "loss", "debate", "amp", "policy", "value", "constraint", "target", "perf")
 
@@ -89,19 +92,33 @@ def curve_figures(rows: list[dict[str, float]]) -> list[tuple[str, str]]:
     return figures
 
 
-def _k_ge_2(heldout: Path) -> float | None:
-    """Mean held-out accuracy of direct answers over k >= 2 in a ``heldout.json`` (A[0]'s or a baseline's)."""
+def run_task(run_dir: Path) -> Task:
+    """The task of a run directory, from its ``config.yaml`` (perm when there is none, or it names no task that is
+    registered: the report still shows what needs no task)."""
+    import yaml
+
+    try:
+        name = yaml.safe_load((run_dir / "config.yaml").read_text())["task"]["name"]
+        return task_named(str(name))
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return task_named("perm")
+
+
+def _beyond(heldout: Path, task: Task) -> float | None:
+    """Mean held-out accuracy of direct answers beyond the human (perm: k >= 2) in a ``heldout.json`` (A[0]'s or a
+    baseline's)."""
     try:
         answers = json.loads(heldout.read_text()).get("answer", {})
-        values = [float(v) for k, v in answers.items() if int(k) >= 2]
+        values = [float(v) for d, v in answers.items() if int(d) > task.human_max_difficulty]
     except (OSError, ValueError, AttributeError, TypeError):
         return None
     return sum(values) / len(values) if values else None
 
 
-def references(run_dir: Path) -> dict[str, float]:
-    """Held-out k >= 2 accuracy of what a run is compared with, where known: its A[0] (``sft/heldout.json``) and
-    the supervised baseline (``runs/supervised_baseline`` or the bench's ``runs/bench/supervised``)."""
+def references(run_dir: Path, task: Task) -> dict[str, float]:
+    """Held-out accuracy beyond the human (perm: k >= 2) of what a run is compared with, where known: its A[0]
+    (``sft/heldout.json``) and the supervised baseline (``runs/supervised_baseline`` or the bench's
+    ``runs/bench/supervised``)."""
     found = {}
     candidates = {
         "A[0] (warm start)": [run_dir / "sft" / "heldout.json"],
@@ -113,15 +130,15 @@ def references(run_dir: Path) -> dict[str, float]:
     }
     for name, paths in candidates.items():
         for path in paths:
-            if path.is_file() and (value := _k_ge_2(path)) is not None:
+            if path.is_file() and (value := _beyond(path, task)) is not None:
                 found[name] = value
                 break
     return found
 
 
-def headline_figure(rows: list[dict[str, float]], refs: dict[str, float]) -> str | None:
-    """What a researcher looks at first, as one base64 PNG: held-out accuracy by k across updates (A[0] and the
-    supervised baseline as lines), judge accuracy, and debate length."""
+def headline_figure(rows: list[dict[str, float]], refs: dict[str, float], task: Task) -> str | None:
+    """What a researcher looks at first, as one base64 PNG: held-out accuracy by difficulty across updates (A[0] and
+    the supervised baseline as lines), judge accuracy, and debate length."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -132,12 +149,13 @@ def headline_figure(rows: list[dict[str, float]], refs: dict[str, float]) -> str
             if isinstance(row.get(tag), int | float) and not math.isnan(float(row[tag]))
         ]
 
-    by_k = re.compile(r"^eval/answer_accuracy_k(\d+)$")
-    ks = sorted({int(m[1]) for row in rows for t in row if (m := by_k.match(t))})
-    lines = [(f"k={k}", series(f"eval/answer_accuracy_k{k}")) for k in ks]
-    lines.append(("k>=2", series("eval/answer_accuracy_k_ge_2")))
+    name, beyond = task.difficulty_name, f"{task.difficulty_name}>={task.human_max_difficulty + 1}"
+    by_difficulty = re.compile(rf"^eval/answer_accuracy_{re.escape(name)}(\d+)$")
+    difficulties = sorted({int(m[1]) for row in rows for t in row if (m := by_difficulty.match(t))})
+    lines = [(f"{name}={d}", series(f"eval/answer_accuracy_{name}{d}")) for d in difficulties]
+    lines.append((beyond, series(f"eval/answer_accuracy_{beyond_name(task)}")))
     panels = [
-        ("held-out sigma^k(x) asked directly", lines),
+        ("held-out questions asked directly", lines),
         ("judge accuracy (debate/judge_accuracy)", [("", series("debate/judge_accuracy"))]),
         ("arguments per debate (debate/mean_turns)", [("", series("debate/mean_turns"))]),
     ]
@@ -153,7 +171,7 @@ def headline_figure(rows: list[dict[str, float]], refs: dict[str, float]) -> str
                 ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=label or None)
         if title.startswith("held-out"):
             for (name, value), style in zip(refs.items(), ("--", ":"), strict=False):
-                ax.axhline(value, linestyle=style, color="k", linewidth=1, label=f"{name}, k>=2")
+                ax.axhline(value, linestyle=style, color="k", linewidth=1, label=f"{name}, {beyond}")
             ax.set_ylim(0, 1.02)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, ncols=2)
@@ -166,9 +184,9 @@ def headline_figure(rows: list[dict[str, float]], refs: dict[str, float]) -> str
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def final_html(run_dir: Path, refs: dict[str, float]) -> str:
+def final_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
     """The final table of ``final.json`` as HTML (empty when the run has none yet)."""
-    from debate_amp.eval.final import FINAL_ROWS, read_final
+    from debate_amp.eval.final import final_rows, read_final
 
     try:
         final = read_final(run_dir)
@@ -177,14 +195,15 @@ def final_html(run_dir: Path, refs: dict[str, float]) -> str:
     if not isinstance(final, dict):
         return "<p>no final.json yet (written when training finishes)</p>"
     cells = []
-    for key, label in FINAL_ROWS:
+    for key, label in final_rows(task):
         value = final.get(key)
         if isinstance(value, int | float):
             shown = f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}"
         else:
             shown = "-"
         cells.append(f"<tr><td>{escape(label)}</td><td>{escape(shown)}</td></tr>")
-    cells += [f"<tr><td>{escape(name)}: held-out k &ge; 2</td><td>{v:.1%}</td></tr>" for name, v in refs.items()]
+    beyond = f"{escape(task.difficulty_name)} &ge; {task.human_max_difficulty + 1}"
+    cells += [f"<tr><td>{escape(name)}: held-out {beyond}</td><td>{v:.1%}</td></tr>" for name, v in refs.items()]
     return f'<table class="final">{"".join(cells)}</table>'
 
 
@@ -318,13 +337,21 @@ def _tree(node: dict[str, Any]) -> str:
     return f"<li>{' '.join(parts)}{f'<ul>{children}</ul>' if children else ''}</li>"
 
 
+def _difficulty_name(task: str) -> str:
+    try:
+        return task_named(task).difficulty_name
+    except ValueError:
+        return "difficulty"
+
+
 def _debate(record: dict[str, Any], source: str) -> str:
     row = to_row(record, source)
     correct = row.correct
     verdict = record["winner"]
     mark = {True: "judge right", False: "judge wrong", None: "accuracy n/a"}[correct]
     summary = (
-        f"{escape(row.question_id)} &middot; k={'?' if row.k is None else row.k} &middot; "
+        f"{escape(row.question_id)} &middot; {escape(_difficulty_name(row.task))}="
+        f"{'?' if row.difficulty is None else row.difficulty} &middot; "
         f"{len(row.arguments)} argument{'s' if len(row.arguments) != 1 else ''} &middot; "
         f"verdict {escape(str(row.winner or 'none'))} &middot; "
         f'<span class="mark-{"na" if correct is None else int(correct)}">{mark}</span>'
@@ -460,8 +487,9 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
     metrics_path = run_dir / "metrics.jsonl"
     rows = read_metrics(metrics_path) if metrics_path.is_file() else []
     figures = curve_figures(rows)
-    refs = references(run_dir)
-    headline = headline_figure(rows, refs)
+    task = run_task(run_dir)
+    refs = references(run_dir, task)
+    headline = headline_figure(rows, refs, task)
     has_transcripts = (run_dir / "transcripts").is_dir() and any((run_dir / "transcripts").glob("*.jsonl"))
     if has_transcripts:
         transcripts = load([run_dir], skip_bad=skip_bad)
@@ -490,7 +518,7 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
 <h1>debate-amp report: {name}</h1>
 <p>{escape(str(run_dir))} &middot; {n_debates} debates &middot; statistics defined in docs/eval.md</p>
 <h2>Final table (final.json)</h2>
-{final_html(run_dir, refs)}
+{final_html(run_dir, refs, task)}
 {f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
 {config_html}
 {alpha_sweep_html(run_dir)}

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from debate_amp.debate.transcript import TranscriptError, parse_record
+from debate_amp.debate.transcript import TranscriptError, parse_record, record_task
 from debate_amp.protocol import EVEN, ODD
-from debate_amp.tasks.perm import PermQuestion, opening_claims_gold, parse_argument, parse_question
+from debate_amp.tasks import TASKS, Task, task_named
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
@@ -146,21 +146,23 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 class Row:
     """One debate, reduced to what the statistics need (the trace trees are dropped on reading).
 
-    ``even_right``: the even opening arg_0 claims the gold answer to the question itself (a claim about the
-    question's own x and k, not a dispute or ``agree``, whose value is gold); None when gold is unknown or the
-    question does not parse. ``opening_reply``: what the odd side's first argument arg_1 says about arg_0:
-    ``single`` (there is none: the debate stopped after arg_0), ``disagree`` (a dispute ``no ...``, or a claim of
-    another value for the question), ``agree`` (``agree``, or a claim of the same value), ``other`` (does not
-    parse, or claims something else).
+    ``even_right``: the even opening arg_0 claims the gold answer to the question itself (the task's
+    ``opening_claims_gold``: for perm a claim about the question's own x and k, not a dispute or ``agree``, whose
+    value is gold); None when gold is unknown or the question does not parse. ``opening_reply``: what the odd
+    side's first argument arg_1 says about arg_0 (the task's ``opening_reply``): ``single`` (there is none: the
+    debate stopped after arg_0), ``disagree`` (a dispute ``no ...``, or a claim of another value for the
+    question), ``agree`` (``agree``, or a claim of the same value), ``other`` (does not parse, or claims something
+    else, or the record names a task that is not registered).
     """
 
     source: str  # file:line
     run: str
     update: int
     question_id: str
+    task: str  # the registered task's name (``perm`` for a schema-1 record)
     question: str
     gold: str | None
-    k: int | None  # the power, parsed from the question by the task; None if it does not parse
+    difficulty: int | None  # perm: the power k, parsed from the question by the task; None if it does not parse
     arguments: tuple[str, ...]
     continues: tuple[bool, ...]  # continue_t as recorded
     forced_stop: bool  # continue_0 was forced false by force_stop_p (no judgment was asked)
@@ -181,32 +183,27 @@ class Row:
         return (self.winner == EVEN) == self.even_right
 
 
-def _question(text: str) -> PermQuestion | None:
+def _question(task: Task | None, text: str) -> Any | None:
+    if task is None:
+        return None
     try:
-        return parse_question(text)
+        return task.parse_question(text)
     except ValueError:
         return None
 
 
-def _opening_reply(q: PermQuestion | None, arguments: tuple[str, ...]) -> str:
-    if len(arguments) < 2:
-        return "single"
-    n = len(q.sigma) if q is not None else None
-    opening, reply = parse_argument(arguments[0], n), parse_argument(arguments[1], n)
-    if reply is None:
-        return "other"
-    if reply.agree:
-        return "agree"
-    if reply.no:
-        return "disagree"
-    if q is not None and (reply.x, reply.k) == (q.x, q.k):  # a counter-claim to the question itself
-        same = (
-            opening is not None
-            and not opening.agree
-            and (opening.x, opening.k, opening.value) == (q.x, q.k, reply.value)
-        )
-        return "agree" if same else "disagree"
-    return "other"
+def _task(name: str) -> Task | None:
+    """The registered task a record names (None for a name no longer registered: its rows keep what needs no task)."""
+    try:
+        return task_named(name)
+    except ValueError:
+        return None
+
+
+def difficulty_name(rows: Iterable[Row]) -> str:
+    """What the rows' task calls a question's difficulty (``k``, ``digits``); ``difficulty`` for several tasks."""
+    names = {getattr(TASKS.get(r.task), "difficulty_name", "difficulty") for r in rows}
+    return names.pop() if len(names) == 1 else "difficulty"
 
 
 def to_row(record: dict[str, Any], source: str) -> Row:
@@ -214,24 +211,26 @@ def to_row(record: dict[str, Any], source: str) -> Row:
     arguments = tuple(str(turn["text"]) for turn in record["turns"])
     continues = record["continues"]
     gold = record["gold"]
-    q = _question(record["question"])
-    even_right = opening_claims_gold(q, arguments[0]) if gold is not None and q is not None else None
+    task = _task(record_task(record))
+    q = _question(task, record["question"])
+    even_right = q.opening_claims_gold(arguments[0]) if gold is not None and q is not None else None
     winner = record["winner"]["side"]
     return Row(
         source=source,
         run=record["run"],
         update=record["update"],
         question_id=record["question_id"],
+        task=record_task(record),
         question=record["question"],
         gold=gold,
-        k=None if q is None else q.k,
+        difficulty=None if q is None else q.difficulty,
         arguments=arguments,
         continues=tuple(bool(c["continue"]) for c in continues),
         forced_stop=bool(continues and continues[0].get("forced")),
         winner=winner if winner in (EVEN, ODD) else None,
         forfeit=bool(record["winner"].get("forced")),
         even_right=even_right,
-        opening_reply=_opening_reply(q, arguments),
+        opening_reply=task.opening_reply(q, arguments) if task else ("single" if len(arguments) < 2 else "other"),
         human_calls=int(record["human_calls"]),
         model_calls=int(record["model_calls"]),
         costs=tuple(float(c["cost"]) for c in record["costs"]),
@@ -326,7 +325,7 @@ def _trend(update: int, rows: list[Row]) -> dict[str, Any]:
 def statistics(rows: Sequence[Row]) -> dict[str, Any]:
     """Every statistic of ``docs/eval.md`` as one JSON-ready dict (undefined numbers are None)."""
     accuracy = Rate()
-    by_k: defaultdict[str, Rate] = defaultdict(Rate)
+    by_difficulty: defaultdict[str, Rate] = defaultdict(Rate)
     by_reply = {reply: Rate() for reply in OPENING_REPLIES}
     wins = {EVEN: Rate(), ODD: Rate(), "none": Rate()}
     continue0, forced, turns = Rate(), Rate(), Mean()
@@ -340,7 +339,7 @@ def statistics(rows: Sequence[Row]) -> dict[str, Any]:
         correct = r.correct
         if correct is not None:
             accuracy.add(correct)
-            by_k["?" if r.k is None else str(r.k)].add(correct)
+            by_difficulty["?" if r.difficulty is None else str(r.difficulty)].add(correct)
             by_reply[r.opening_reply].add(correct)
         for side, rate in wins.items():
             rate.add(r.winner == side if side != "none" else r.winner is None)
@@ -360,8 +359,10 @@ def statistics(rows: Sequence[Row]) -> dict[str, Any]:
     return {
         "debates": n,
         "judge_accuracy": accuracy.as_dict(),
-        "judge_accuracy_by_k": {
-            k: by_k[k].as_dict() for k in sorted(by_k, key=lambda k: (k == "?", int(k) if k != "?" else 0))
+        "difficulty_name": difficulty_name(rows),
+        "judge_accuracy_by_difficulty": {
+            d: by_difficulty[d].as_dict()
+            for d in sorted(by_difficulty, key=lambda d: (d == "?", int(d) if d != "?" else 0))
         },
         "judge_accuracy_by_opening_reply": {reply: by_reply[reply].as_dict() for reply in OPENING_REPLIES},
         "opening_reply": {reply: replies[reply] for reply in OPENING_REPLIES},
@@ -495,9 +496,11 @@ def format_table(stats: dict[str, Any]) -> str:
     total = max(1, stats["debates"])
     lines.append("turns: " + "  ".join(f"{t}: {c} ({c / total:.0%})" for t, c in stats["turns"].items()))
     lines.append("")
-    lines.append(f"judge accuracy by k\n{'k':>3} {'n':>6} {'accuracy':>9}  95% interval")
-    for k, s in stats["judge_accuracy_by_k"].items():
-        lines.append(f"{k:>3} {s['n']:>6} {_pct(s['value']):>9}  {_interval(s, 'rate')}")
+    name = stats["difficulty_name"]
+    width = max(3, len(name))
+    lines.append(f"judge accuracy by {name}\n{name:>{width}} {'n':>6} {'accuracy':>9}  95% interval")
+    for d, s in stats["judge_accuracy_by_difficulty"].items():
+        lines.append(f"{d:>{width}} {s['n']:>6} {_pct(s['value']):>9}  {_interval(s, 'rate')}")
     lines.append("")
     lines.append("per update")
     lines.append(

@@ -23,10 +23,12 @@ import math
 import random
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step, Unparsed
+from debate_amp.tasks.base import Example, Skill
 
 if TYPE_CHECKING:
     from debate_amp.generation import Generation
@@ -52,6 +54,11 @@ class PermQuestion:
         """Decomposition depth: 0 for what the human can do itself (k <= 1), else floor(log2 k)."""
         return depth_of(self.k)
 
+    @property
+    def difficulty(self) -> int:
+        """The power k."""
+        return self.k
+
     def with_query(self, x: int, k: int) -> PermQuestion:
         """A subquestion: the same permutation (the shared context), another x and k."""
         return PermQuestion(self.sigma, x, k)
@@ -68,6 +75,19 @@ class PermQuestion:
 
     def is_argument(self, text: str) -> bool:
         return parse_argument(text, len(self.sigma)) is not None
+
+    # The rest of ``tasks.base.TaskQuestion``.
+    def render(self) -> str:
+        return render_question(self)
+
+    def describe(self) -> str:
+        return render_query(self.x, self.k)
+
+    def score(self, answer: str | None) -> float:
+        return score(answer, self)
+
+    def opening_claims_gold(self, opening: str) -> bool:
+        return opening_claims_gold(self, opening)
 
 
 def power(sigma: tuple[int, ...], x: int, k: int) -> int:
@@ -282,12 +302,22 @@ class PermTask:
     A permutation is held out when a stable hash of it falls below ``heldout_fraction``, so the split is the same
     in every process and run, and no training question shares a permutation with an evaluation question.
     ``balance="depth"`` draws the depth floor(log2 k) uniformly (k in {0, 1} is depth 0), then k within it.
+    Implements ``tasks.base.Task``: a question's difficulty is its power k.
     """
 
     n_elements: int = 8
     max_power: int = 7
     balance: str = "depth"
     heldout_fraction: float = 0.0625
+
+    name: ClassVar[str] = "perm"
+    difficulty_name: ClassVar[str] = "k"
+    human_max_difficulty: ClassVar[int] = 1
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PermTask:
+        """The task a recipe's ``task`` section (``config.PermConfig``) describes."""
+        return cls(cfg.n_elements, cfg.max_power, cfg.balance, cfg.heldout_fraction)
 
     def is_heldout(self, sigma: tuple[int, ...]) -> bool:
         return zlib.crc32(bytes(sigma)) / 2**32 < self.heldout_fraction
@@ -304,18 +334,19 @@ class PermTask:
         self,
         rng: random.Random,
         heldout: bool = False,
-        k: int | None = None,
+        difficulty: int | None = None,
         max_depth: int | None = None,
         min_depth: int = 0,
     ) -> PermQuestion:
-        """A question; ``max_depth`` and ``min_depth`` bound the decomposition depth (powers below
-        2 ** (max_depth + 1), and from 2 ** min_depth on when ``min_depth`` > 0)."""
+        """A question, of power ``difficulty`` when given; ``max_depth`` and ``min_depth`` bound the decomposition
+        depth (powers below 2 ** (max_depth + 1), and from 2 ** min_depth on when ``min_depth`` > 0)."""
         while True:
             sigma = list(range(self.n_elements))
             rng.shuffle(sigma)
             if self.is_heldout(tuple(sigma)) == heldout:
                 break
         x = rng.randrange(self.n_elements)
+        k = difficulty
         if k is None:
             top = None if max_depth is None else min(self.max_power, 2 ** (max_depth + 1) - 1)
             k = self.sample_k(rng, top, min_depth)
@@ -325,6 +356,10 @@ class PermTask:
     def max_depth(self) -> int:
         return depth_of(self.max_power)
 
+    @property
+    def max_difficulty(self) -> int:
+        return self.max_power
+
     def questions(self, n: int, seed: int, heldout: bool = False) -> list[PermQuestion]:
         rng = random.Random(seed)
         return [self.sample(rng, heldout=heldout) for _ in range(n)]
@@ -332,7 +367,93 @@ class PermTask:
     def eval_questions(self, n: int, seed: int = 12345) -> list[PermQuestion]:
         """Held-out questions with every k in 0..K equally often (so accuracy by k has even support)."""
         rng = random.Random(seed)
-        return [self.sample(rng, heldout=True, k=i % (self.max_power + 1)) for i in range(n)]
+        return [self.sample(rng, heldout=True, difficulty=i % (self.max_power + 1)) for i in range(n)]
+
+    def at_depth(self, rng: random.Random, depth: int, n: int) -> list[PermQuestion]:
+        """``n`` training questions of exactly decomposition ``depth`` (powers 2**depth .. 2**(depth+1) - 1)."""
+        if depth > self.max_depth or n == 0:
+            return []
+        lo, hi = (0, 1) if depth == 0 else (2**depth, min(2 ** (depth + 1) - 1, self.max_power))
+        return [self.sample(rng, difficulty=rng.randint(lo, hi)) for _ in range(n)]
+
+    # -- text, people and data (the rest of ``tasks.base.Task``) ------------------------------------------------
+
+    @staticmethod
+    def parse_question(text: str) -> PermQuestion:
+        return parse_question(text)
+
+    def check_question(self, q: PermQuestion) -> str | None:
+        if len(q.sigma) != self.n_elements:
+            return (
+                f"sigma has {len(q.sigma)} elements but the recipe's task.n_elements is {self.n_elements} (what the "
+                f"model was trained on); add task.n_elements={len(q.sigma)} to ask it anyway"
+            )
+        return None
+
+    def summary(self) -> str:
+        return f"k = 0..{self.max_power}, N = {self.n_elements}"
+
+    @staticmethod
+    def human(error_rate: float = 0.0, seed: int = 0) -> PermHuman:
+        return PermHuman(error_rate=error_rate, seed=seed)
+
+    @staticmethod
+    def liar(seed: int = 0) -> PermLiar:
+        return PermLiar(seed=seed)
+
+    @staticmethod
+    def perfect_generate(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
+        return perfect_generate(prompts, limits)
+
+    @staticmethod
+    def answer_prompt(q: PermQuestion) -> str:
+        return answer_prompt(q)
+
+    def imitation_examples(
+        self, human: Any, n: int, seed: int, lookups: float = 0.0, integrated_answers: bool = False
+    ) -> list[Example]:
+        return imitation_examples(self, human, n, seed, lookups, integrated_answers)
+
+    @staticmethod
+    def alone_calls(q: PermQuestion) -> int:
+        return tree_calls(q.k)
+
+    @staticmethod
+    def skills(q: PermQuestion) -> list[Skill]:
+        """The error-free human's first step on ``q``, and for k >= 2 its integration of the two true
+        sub-answers (sigma^k(x) is the second one's)."""
+        reference = PermHuman()
+        items: list[Skill] = [("step", step_prompt(q), reference.step(q))]
+        parsed = parse_step(reference.step(q))
+        if isinstance(parsed, Ask):
+            first = parse_subquestion(parsed.first, q)
+            assert first is not None
+            workspace = [str(first.gold), str(q.gold)]
+            items.append(("integrate", step_prompt(q, workspace), reference.step(q, workspace)))
+        return items
+
+    @staticmethod
+    def opening_reply(q: PermQuestion | None, arguments: Sequence[str]) -> str:
+        """A dispute ``no ...`` or a claim of another value for the question itself is ``disagree``; ``agree`` or a
+        claim of the same value is ``agree``."""
+        if len(arguments) < 2:
+            return "single"
+        n = len(q.sigma) if q is not None else None
+        opening, reply = parse_argument(arguments[0], n), parse_argument(arguments[1], n)
+        if reply is None:
+            return "other"
+        if reply.agree:
+            return "agree"
+        if reply.no:
+            return "disagree"
+        if q is not None and (reply.x, reply.k) == (q.x, q.k):  # a counter-claim to the question itself
+            same = (
+                opening is not None
+                and not opening.agree
+                and (opening.x, opening.k, opening.value) == (q.x, q.k, reply.value)
+            )
+            return "agree" if same else "disagree"
+        return "other"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,20 +674,6 @@ class PermLiar:
 # Imitation data for the warm start A[0]
 
 
-@dataclass(frozen=True)
-class Example:
-    """One imitation example: what the human wrote (``completion``) when posed ``prompt``."""
-
-    prompt: str
-    completion: str
-    kind: str  # "answer" | "step" (fresh question) | "integrate" (step with both sub-answers) | a debate kind
-    k: int
-    question: PermQuestion | None = None
-    human_calls: int = 1
-    """Human calls this example cost: 1 for a reply the human wrote; for an integrated answer (below), the calls of
-    the two subtrees whose answers its workspace holds."""
-
-
 def tree_calls(k: int) -> int:
     """Human calls of Amp(H, H) on sigma^k(x): the human working the question out alone, a lookup for k <= 1,
     else its decomposition, both halves (k // 2 each) worked out the same way, and its integration."""
@@ -611,7 +718,9 @@ def imitation_examples(
         examples.append(Example(step_prompt(q, workspace), integrated, "integrate", q.k))
         reply = parse_step(integrated)
         if integrated_answers and isinstance(reply, Answer) and reply.text != UNKNOWN:
-            examples.append(Example(answer_prompt(q), reply.text, "answer", q.k, human_calls=2 * tree_calls(q.k // 2)))
+            examples.append(
+                Example(answer_prompt(q), reply.text, "answer", q.k, q, human_calls=2 * tree_calls(q.k // 2))
+            )
     return examples[:n]
 
 
@@ -642,6 +751,10 @@ def parse_prompt(prompt: str) -> Posed | None:
     except ValueError:
         return None
     goal = Posed(kind, q, tuple(context), argument=argument)  # type: ignore[arg-type]
+    if kind in ("sufficient", "winner", "catastrophe") and not context:
+        return None  # a judgment about no arguments
+    if (kind == "catastrophe" and argument is None) or (argument is not None and argument >= len(context)):
+        return None  # a catastrophe judgment names its argument, and a named argument is there
     if m.group(1):
         return goal.step(tuple(workspace))
     return None if workspace else goal

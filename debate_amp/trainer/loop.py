@@ -45,7 +45,7 @@ from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict,
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
-from debate_amp.eval.heldout import evaluate_heldout
+from debate_amp.eval.heldout import beyond_name, evaluate_heldout
 from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
     AdaptiveKLController,
@@ -63,9 +63,7 @@ from debate_amp.protocol import UNKNOWN, Reply
 from debate_amp.samplers import Budget, Sampler
 from debate_amp.schedules import Schedule
 from debate_amp.target import is_peft, make_target_and_reference, sync_target
-from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import PermTask, render_question
-from debate_amp.tasks.perm import score as task_score
+from debate_amp.tasks import Task, make_task
 from debate_amp.trainer import checkpoint
 from debate_amp.trainer.metrics import (
     debate_metrics,
@@ -169,7 +167,7 @@ class Run:
     model: Any  # the PolicyWithValue as accelerate prepared it (DDP / DeepSpeed / FSDP); TrainState.model unwrapped
     ref_policy: nn.Module
     tokenizer: Any
-    task: PermTask
+    task: Task
     store: LabelStore
     human: Human
     debater: Amp  # Amp~(H, M): the arguments
@@ -327,7 +325,7 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     curriculum = cfg.amp.curriculum
     depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
     amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(run.amp_questions)]
-    probe = _deeper(task, rng, state.amp_depth, run.probe_questions) if curriculum else []
+    probe = task.at_depth(rng, state.amp_depth + 1, run.probe_questions) if curriculum else []
     replies = amplify(amp_questions + probe, run.amplifier) if amp_questions or probe else []
     amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
     agreement = _agreement(run.amplifier_agent, amplified, amp_questions, state.amp_depth)
@@ -526,7 +524,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
 
     task = make_task(cfg)
     store = LabelStore(cfg.run_dir / ("labels.sqlite" if rank == 0 else f"labels.rank{rank}.sqlite"))
-    human = build_human(cfg.human, seed=cfg.run.seed + rank, store=store)
+    human = build_human(cfg.human, task, seed=cfg.run.seed + rank, store=store)
     # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it)
     rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples else []
     sampler = recipe_sampler(cfg, seed=cfg.run.seed + rank)  # one for the debaters, the judge and the amplifier
@@ -723,7 +721,7 @@ def _segment_distances(run: Run, state: TrainState, debates: list[Debate], segme
 def _accuracy(replies: list[Reply], questions: list, depth: int | None = None) -> float:
     """The share of ``replies`` equal to gold (at ``depth`` only, when given); NaN for none."""
     pairs = zip(replies, questions, strict=True)
-    return mean([task_score(r.text, q) for r, q in pairs if depth is None or q.depth == depth])
+    return mean([q.score(r.text) for r, q in pairs if depth is None or q.depth == depth])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -764,8 +762,9 @@ class _Log:
                 run=cfg.run.name,
                 update=state.update,
                 question_id="",  # numbered below, over every process's debates
-                question=render_question(d.question),
+                question=d.question.render(),
                 gold=str(d.question.gold),
+                task=run.task.name,
                 force_stop_p=knobs.force_stop_p,
                 **run.mode.transcript_fields(knobs.weight, state),
             )
@@ -798,7 +797,7 @@ class _Log:
 
 
 def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
-    """The end: save M and its value head, and the final table (held-out accuracy by k, parse rates, the judge
+    """The end: save M and its value head, and the final table (held-out accuracy by difficulty, parse rates, the judge
     against the scripted liar, human calls, debate length) in ``final.json``."""
     cfg, accelerator = run.cfg, run.accelerator
     fingerprints = gather_object([_fingerprint(state.model)])
@@ -815,12 +814,18 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
         raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
     questions = _eval_questions(run.task, cfg)
     report = evaluate_heldout(
-        state.model.policy, run.tokenizer, questions, max_new_tokens=cfg.generation.max_new_tokens, progress=progress
+        state.model.policy,
+        run.tokenizer,
+        run.task,
+        questions,
+        max_new_tokens=cfg.generation.max_new_tokens,
+        progress=progress,
     )
+    name = run.task.difficulty_name
     answers = report.as_dict()["answer"].items()
-    accelerator.log({f"eval/answer_accuracy_k{key}": value for key, value in answers}, step=state.update)
+    accelerator.log({f"eval/answer_accuracy_{name}{key}": value for key, value in answers}, step=state.update)
     last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
-    final = final_evaluation(state.model.policy, run.tokenizer, cfg, questions, report, last_length)
+    final = final_evaluation(state.model.policy, run.tokenizer, cfg, run.task, questions, report, last_length)
     final["human_calls"] = state.human_calls
     final["updates"] = state.update
     (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
@@ -946,16 +951,8 @@ def _rehearsal(pool: list, n: int, update: int, accelerator: Any, paid: bool) ->
     return examples, calls
 
 
-def _eval_questions(task: PermTask, cfg: Config):
+def _eval_questions(task: Task, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
-
-
-def _deeper(task: PermTask, rng: random.Random, depth: int, n: int) -> list:
-    """``n`` training questions exactly one decomposition level below ``depth`` (none past the task's deepest)."""
-    if depth >= task.max_depth or n == 0:
-        return []
-    lo, hi = 2 ** (depth + 1), min(2 ** (depth + 2) - 1, task.max_power)
-    return [task.sample(rng, k=rng.randint(lo, hi)) for _ in range(n)]
 
 
 def _agreement(model_agent: ModelAgent, amplified: list[Reply], questions: list, depth: int) -> float:
@@ -970,13 +967,20 @@ def _agreement(model_agent: ModelAgent, amplified: list[Reply], questions: list,
     return sum(d.strip() == r.text.strip() for d, (r, _) in zip(direct, pairs, strict=True)) / len(pairs)
 
 
-def _heldout_metrics(policy, tokenizer, task: PermTask, cfg: Config) -> dict[str, float]:
-    """``eval/`` scalars: held-out accuracy of direct answers by k, and over the powers beyond the human (k >= 2)."""
+def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, float]:
+    """``eval/`` scalars: held-out accuracy of direct answers by difficulty (perm: ``eval/answer_accuracy_k3``), and
+    over the difficulties beyond the human (perm: ``eval/answer_accuracy_k_ge_2``)."""
     report = evaluate_heldout(
-        policy, tokenizer, _eval_questions(task, cfg), max_new_tokens=cfg.generation.max_new_tokens, progress=False
+        policy,
+        tokenizer,
+        task,
+        _eval_questions(task, cfg),
+        max_new_tokens=cfg.generation.max_new_tokens,
+        progress=False,
     )
-    metrics = {f"eval/answer_accuracy_k{k}": value for k, value in report.as_dict()["answer"].items()}
-    metrics["eval/answer_accuracy_k_ge_2"] = report.accuracy("answer", [k for k in report.ks() if k >= 2])
+    name = task.difficulty_name
+    metrics = {f"eval/answer_accuracy_{name}{d}": value for d, value in report.as_dict()["answer"].items()}
+    metrics[f"eval/answer_accuracy_{beyond_name(task)}"] = report.beyond()
     return metrics
 
 

@@ -9,14 +9,13 @@ import torch
 
 from debate_amp.debate.engine import Debate
 from debate_amp.eval.final import parse_rates
-from debate_amp.tasks.perm import opening_claims_gold, render_question
 
 # Per-update scalars that are totals over processes, not means.
 TOTALS = ("amp/human_calls", "rehearsal/human_calls", "amp/subquestions", "amp/targets", "debate/count", "rl/segments")
 
 
 def judge_accuracy(debate: Debate) -> float | None:
-    """Did the verdict go to the side gold supports (:func:`~debate_amp.tasks.perm.opening_claims_gold`, the
+    """Did the verdict go to the side gold supports (``TaskQuestion.opening_claims_gold``, the
     definition ``debate-amp eval`` uses, docs/eval.md)? None without gold or a verdict, or when a forfeit decided
     (the judge was not asked)."""
     q = debate.question
@@ -24,7 +23,7 @@ def judge_accuracy(debate: Debate) -> float | None:
         return None
     if debate.forfeit is not None:
         return None
-    return float((debate.winner.value == "even") == opening_claims_gold(q, debate.turns[0].text))
+    return float((debate.winner.value == "even") == q.opening_claims_gold(debate.turns[0].text))
 
 
 def record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
@@ -116,7 +115,7 @@ def transcript_text(debates: list[Debate]) -> str:
     """A few debates as Markdown, for the trackers' text panel."""
     lines = []
     for d in debates:
-        lines.append(f"**{render_question(d.question)}** (gold {d.question.gold})  ")
+        lines.append(f"**{d.question.render()}** (gold {d.question.gold})  ")
         for t, turn in enumerate(d.turns):
             lines.append(f"{t} {turn.side}: `{turn.text}`  ")
         lines.append(f"verdict: {None if d.winner is None else d.winner.value}\n")

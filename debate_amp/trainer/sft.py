@@ -1,8 +1,9 @@
 """Warm start A[0]: imitate the synthetic human on what it can do itself (``references/003``: A[0] imitates H).
 
-The examples are the human's direct answers (k <= 1), its decompositions and its integrations; TRL's
-``SFTTrainer`` trains on the completions only. The model is saved to ``<run_dir>/<sft.output_subdir>`` and its
-held-out accuracy by k is printed and written next to it as ``heldout.json``.
+The examples are the human's direct answers (perm: k <= 1), its decompositions and its integrations, from the
+recipe's task (``Task.imitation_examples``); TRL's ``SFTTrainer`` trains on the completions only. The model is saved
+to ``<run_dir>/<sft.output_subdir>`` and its held-out accuracy by difficulty is printed and written next to it as
+``heldout.json``.
 """
 
 from __future__ import annotations
@@ -26,22 +27,11 @@ from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates
-from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
+from debate_amp.eval.heldout import HeldoutReport, beyond_name, evaluate_heldout, own_name
 from debate_amp.models import encode_prompts, load_model, peft_lora_config, save_model
 from debate_amp.protocol import Answer, Trace
 from debate_amp.samplers import Always
-from debate_amp.tasks import make_task
-from debate_amp.tasks.perm import (
-    Example,
-    PermHuman,
-    PermLiar,
-    PermTask,
-    answer_prompt,
-    imitation_examples,
-    parse_step,
-    perfect_generate,
-    tree_calls,
-)
+from debate_amp.tasks import Example, Task, make_task
 from debate_amp.trainer.rollout import used_nodes
 
 
@@ -60,8 +50,9 @@ class LearningCurve(TrainerCallback):
     """Held-out accuracy of direct answers every ``sft.eval_every_steps`` steps, against wall time and examples
     seen; stops training once ``sft.max_minutes`` have passed."""
 
-    def __init__(self, questions: list[Any], tokenizer: Any, cfg: Config, verbose: bool = False) -> None:
-        self.questions, self.tokenizer, self.cfg, self.verbose = questions, tokenizer, cfg, verbose
+    def __init__(self, task: Task, questions: list[Any], tokenizer: Any, cfg: Config, verbose: bool = False) -> None:
+        self.task, self.questions, self.tokenizer, self.cfg, self.verbose = task, questions, tokenizer, cfg, verbose
+        self.own, self.beyond = f"answer_{own_name(task)}", f"answer_{beyond_name(task)}"
         self.points: list[dict[str, float]] = []
         self.start = time.perf_counter()
         self.evaluating = 0.0  # seconds spent evaluating, left out of the curve's training time
@@ -74,23 +65,23 @@ class LearningCurve(TrainerCallback):
         if every and state.global_step % every == 0 and model is not None:
             begin = time.perf_counter()
             seconds = begin - self.start - self.evaluating
-            report = evaluate_heldout(model, self.tokenizer, self.questions, progress=False)
+            report = evaluate_heldout(model, self.tokenizer, self.task, self.questions, progress=False)
             self.evaluating += time.perf_counter() - begin
-            beyond = [k for k in report.ks() if k >= 2]
             self.points.append(
                 {
                     "step": state.global_step,
                     "examples": state.global_step * self.cfg.sft.batch_size,
                     "seconds": seconds,
-                    "answer_k_le_1": report.accuracy("answer", [k for k in report.ks() if k <= 1]),
-                    "answer_k_ge_2": report.accuracy("answer", beyond) if beyond else float("nan"),
+                    self.own: report.own(),
+                    self.beyond: report.beyond(),
                 }
             )
             if self.verbose:
                 point = self.points[-1]
+                name, h = self.task.difficulty_name, self.task.human_max_difficulty
                 print(
                     f"step {point['step']} ({point['examples']} examples, {point['seconds']:.0f}s): held-out direct "
-                    f"answers k<=1 {point['answer_k_le_1']:.1%}, k>=2 {point['answer_k_ge_2']:.1%}",
+                    f"answers {name}<={h} {point[self.own]:.1%}, {name}>={h + 1} {point[self.beyond]:.1%}",
                     flush=True,
                 )
         limit = self.cfg.sft.max_minutes
@@ -121,7 +112,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
-    # 1. Imitation data from the synthetic human, on training permutations only.
+    # 1. Imitation data from the synthetic human, on training questions only.
     examples = warm_start_examples(cfg)
     n_debate = _n_debate(cfg)
     human_calls = 0 if cfg.sft.data == "gold" else sum(e.human_calls for e in examples)
@@ -159,7 +150,8 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
         )
-    curve = LearningCurve(task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1), tokenizer, cfg, progress)
+    questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
+    curve = LearningCurve(task, questions, tokenizer, cfg, progress)
     trainer.add_callback(curve)
     trainer.train()
     train_seconds = time.perf_counter() - curve.start
@@ -167,10 +159,9 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     if cfg.model.lora.enabled:
         trained = trained.merge_and_unload()
 
-    # 3. Save A[0] and report held-out accuracy by k.
+    # 3. Save A[0] and report held-out accuracy by difficulty.
     model_dir = run_dir / cfg.sft.output_subdir
     save_model(trained, tokenizer, model_dir)
-    questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
     heldout_debates = (
         debate_imitation_examples(task, cfg.task.eval_size, cfg.run.seed + 1, cfg.debate.max_turns, heldout=True)
         if n_debate
@@ -179,6 +170,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     report = evaluate_heldout(
         trained,
         tokenizer,
+        task,
         questions,
         max_new_tokens=cfg.generation.max_new_tokens,
         progress=progress,
@@ -214,21 +206,20 @@ def warm_start_examples(cfg: Config) -> list[Example]:
     """The warm start's examples, shuffled, exactly as :func:`run_sft` trains on them (a function of the recipe
     and ``run.seed`` alone): the trainer's rehearsal draws from the same list, labels the warm start already paid.
 
-    ``sft.data: gold``: sigma^k(x) -> gold for every k. ``human``: the human's own answers, steps and integrations
-    (:func:`imitation_examples`) and, ``sft.debate_fraction`` of them, its replies inside debates.
+    ``sft.data: gold``: question -> gold answer at every difficulty. ``human``: the human's own answers, steps and
+    integrations (``Task.imitation_examples``) and, ``sft.debate_fraction`` of them, its replies inside debates.
     """
     task = make_task(cfg)
-    if cfg.sft.data == "gold":  # the supervised baseline: sigma^k(x) -> gold, for every k
+    if cfg.sft.data == "gold":  # the supervised baseline: question -> gold, at every difficulty
         rng = random.Random(cfg.run.seed)
         examples = [
-            Example(answer_prompt(q), str(q.gold), "answer", q.k)
+            Example(task.answer_prompt(q), str(q.gold), "answer", q.difficulty)
             for q in (task.sample(rng) for _ in range(cfg.sft.n_examples))
         ]
     else:
-        human = PermHuman(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
+        human = task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
         n_debate = _n_debate(cfg)
-        examples = imitation_examples(
-            task,
+        examples = task.imitation_examples(
             human,
             cfg.sft.n_examples - n_debate,
             seed=cfg.run.seed,
@@ -253,7 +244,7 @@ def _n_debate(cfg: Config) -> int:
 
 
 def debate_imitation_examples(
-    task: PermTask,
+    task: Task,
     n: int,
     seed: int,
     max_turns: int,
@@ -274,17 +265,17 @@ def debate_imitation_examples(
     An argument that used the model's values (an opening ``x^k=v via m``, a dispute of a decomposed claim) is
     posed directly only with ``integrated_arguments``, as the argument the human would make working those values
     out alone (Amp(H, H)); the perfect model's values are exactly those, and the example is charged the human
-    calls of working them out (:func:`tree_calls` per value, plus the human's own steps). Without them the
+    calls of working them out (``Task.alone_calls`` per value, plus the human's own steps). Without them the
     direct argue prompt after a decomposed claim never appears in the data, and the trained model answered a
     liar's false opening with ``agree`` (docs/training.md).
     """
     rng = random.Random(seed)
-    human = SyntheticHuman(PermHuman(error_rate=error_rate, seed=seed))
-    amp = amp_approx(human, ModelAgent(perfect_generate, "policy"), Always())
+    human = SyntheticHuman(task.human(error_rate=error_rate, seed=seed))
+    amp = amp_approx(human, ModelAgent(task.perfect_generate, "policy"), Always())
     examples: list[Example] = []
     while len(examples) < n:
         questions = [task.sample(rng, heldout=heldout) for _ in range(64)]
-        liar = ScriptedDebater(PermLiar(seed=rng.randrange(2**31)))
+        liar = ScriptedDebater(task.liar(seed=rng.randrange(2**31)))
         liar_side = rng.choice([None, "even", "odd"])
         even, odd = (liar if liar_side == "even" else None), (liar if liar_side == "odd" else None)
         for debate in run_debates(questions, amp, amp, max_turns, seed=rng.randrange(2**31), even=even, odd=odd):
@@ -293,14 +284,13 @@ def debate_imitation_examples(
                 for node in used_nodes(trace):
                     if node.who == "human" and not node.op:
                         goal = node.posed.goal if node.posed.goal is not None else node.posed
-                        examples.append(Example(node.posed.render(), node.text, goal.kind, q.k, q))
-                        reply = parse_step(node.text)
+                        examples.append(Example(node.posed.render(), node.text, goal.kind, q.difficulty, q))
+                        reply = q.parse_step(node.text)
                         if node.posed.kind == "step" and not node.posed.workspace and isinstance(reply, Answer):
-                            examples.append(Example(goal.render(), reply.text, goal.kind, q.k, q))
+                            examples.append(Example(goal.render(), reply.text, goal.kind, q.difficulty, q))
                     elif integrated_arguments and node.op and node.posed.kind == "argue" and _used_model(node):
-                        examples.append(
-                            Example(node.posed.render(), node.text, "argue", q.k, q, human_calls=_alone_calls(node))
-                        )
+                        calls = _alone_calls(task, node)
+                        examples.append(Example(node.posed.render(), node.text, "argue", q.difficulty, q, calls))
     rng.shuffle(examples)
     return examples[:n]
 
@@ -309,13 +299,13 @@ def _used_model(amp_node: Trace) -> bool:
     return amp_node.who == "human" and any(child.who != "human" for child in amp_node.children)
 
 
-def _alone_calls(amp_node: Trace) -> int:
+def _alone_calls(task: Task, amp_node: Trace) -> int:
     """Human calls of an Amp(H, M) node's reply had the human worked the model's values out alone: its own steps,
-    and :func:`tree_calls` for every subquestion the model answered."""
+    and ``Task.alone_calls`` for every subquestion the model answered."""
     calls = 0
     for child in amp_node.children:
         if child.who == "human":
             calls += 1
         else:
-            calls += tree_calls(child.posed.question.k)
+            calls += task.alone_calls(child.posed.question)
     return calls

@@ -50,6 +50,7 @@ def run_dir(tmp_path_factory):
                 question_id=f"u{update}-q{i}" if i else EVIL,
                 question=render_question(d.question),
                 gold=str(d.question.gold),
+                task="perm",
                 force_stop_p=0.5,
             )
             for i, d in enumerate(debates)

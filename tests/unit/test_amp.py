@@ -216,7 +216,7 @@ def test_a_frozen_local_model_can_be_the_human(tiny_model, tmp_path):
     model, tokenizer = tiny_model
     save_model(model, tokenizer, tmp_path / "judge")
     store = LabelStore(tmp_path / "labels.sqlite")
-    human = build_human(HumanConfig(kind="model", model_path=str(tmp_path / "judge")), store=store)
+    human = build_human(HumanConfig(kind="model", model_path=str(tmp_path / "judge")), PermTask(), store=store)
     replies = run_all(amp_approx(human.agent, perfect_policy(), Always()), QUESTIONS[:8])
     human_nodes = [n for r in replies for n in r.trace.walk() if n.who == "human" and not n.op]
     assert human_nodes and all(n.source == "human:model" and n.human_calls == 1 for n in human_nodes)
@@ -246,7 +246,7 @@ def test_every_command_gets_the_recipes_sampler_with_its_budgets_and_one_human_r
     cfg = load_config(None, ["sampler.kind=always", "sampler.per_update=3", "sampler.per_run=5"])
     sampler = recipe_sampler(cfg, seed=0)
     assert isinstance(sampler, Budget) and (sampler.per_update, sampler.per_run) == (3, 5)
-    human = build_human(HumanConfig(error_rate=0.5), seed=3)
+    human = build_human(HumanConfig(error_rate=0.5), PermTask(), seed=3)
     replies = run_all(amp_approx(human.agent, perfect_policy(), sampler), QUESTIONS[:4])
     human_nodes = [n for r in replies for n in r.trace.walk() if n.who == "human" and not n.op]
     assert human.calls == len(human_nodes) == 3  # the per-update cap

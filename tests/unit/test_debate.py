@@ -143,6 +143,7 @@ def _records(n=24, sampler=None):
             question_id=f"q{i}",
             question=render_question(d.question),
             gold=str(d.question.gold),
+            task="perm",
             force_stop_p=0.25,
             alpha=0.5,
         )
@@ -187,7 +188,9 @@ def test_an_argument_that_does_not_parse_forfeits_without_asking_the_judge(forfe
     rates = parse_rates(debates)  # the final table's: of the judgments asked; half the arguments are garbage
     assert rates["parse_rate_argue"] == 0.5 and rates["parse_rate_catastrophe"] == 1.0
     assert math.isnan(rates["parse_rate_winner"]) if forfeit else rates["parse_rate_winner"] == 1.0
-    record = debate_to_record(debates[0], run="r", update=1, question_id="q", question="", gold=None, force_stop_p=0.0)
+    record = debate_to_record(
+        debates[0], run="r", update=1, question_id="q", question="", gold=None, task="perm", force_stop_p=0.0
+    )
     assert validate_record(json.loads(json.dumps(record))) is None
     assert record["winner"].get("forced", False) == forfeit and to_row(record, "t:1").forfeit == forfeit
 
@@ -198,7 +201,12 @@ def test_transcripts_round_trip_exactly(tmp_path):
     assert list(read_transcripts(path)) == json.loads(json.dumps(records)) == records
     assert not list(path.parent.glob(".*.tmp"))  # the temporary file was renamed into place
     record = records[0]
-    assert record["schema_version"] == 1 and record["alpha"] == 0.5 and record["force_stop_p"] == 0.25
+    assert (
+        record["schema_version"] == 2
+        and record["task"] == "perm"
+        and record["alpha"] == 0.5
+        and record["force_stop_p"] == 0.25
+    )
     assert record["turns"][0]["trace"]["who"] in {"human", "policy"}
     assert sum(r["human_calls"] for r in records) > 0 and all(r["model_calls"] > 0 for r in records)
     assert all(set(r["rewards"]) == {"even", "odd"} and sum(r["rewards"].values()) == 0 for r in records)
@@ -210,7 +218,7 @@ def test_transcripts_round_trip_exactly(tmp_path):
         (lambda lines: lines[:-1] + [lines[-1][: len(lines[-1]) // 2]], r"t.jsonl:3: truncated record"),
         (lambda lines: [lines[0], "{not json\n", lines[2]], r"t.jsonl:2: not valid JSON"),
         (
-            lambda lines: [lines[0].replace('"schema_version":1', '"schema_version":99')] + lines[1:],
+            lambda lines: [lines[0].replace('"schema_version":2', '"schema_version":99')] + lines[1:],
             r"t.jsonl:1: unknown schema_version 99",
         ),
         (

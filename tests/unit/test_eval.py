@@ -134,7 +134,7 @@ def test_judge_accuracy_three_of_four(tmp_path):
     acc = stats["judge_accuracy"]
     assert (acc["successes"], acc["n"], acc["value"]) == (3, 4, 0.75)
     assert (acc["lo"], acc["hi"]) == pytest.approx(wilson(3, 4))
-    assert stats["judge_accuracy_by_k"]["6"]["value"] == 0.75
+    assert stats["judge_accuracy_by_difficulty"]["6"]["value"] == 0.75
     assert stats["no_verdict_rate"]["successes"] == 1 and stats["debates"] == 6
 
 
@@ -164,7 +164,10 @@ def test_statistics_by_hand(tmp_path):
     by_reply = stats["judge_accuracy_by_opening_reply"]
     assert by_reply["disagree"]["value"] == 0.0 and by_reply["agree"]["value"] == 1.0
     assert stats["judge_accuracy"]["value"] == 0.75
-    assert stats["judge_accuracy_by_k"]["1"]["value"] == 1.0 and stats["judge_accuracy_by_k"]["6"]["n"] == 3
+    assert (
+        stats["judge_accuracy_by_difficulty"]["1"]["value"] == 1.0
+        and stats["judge_accuracy_by_difficulty"]["6"]["n"] == 3
+    )
     assert stats["even_win_rate"]["value"] == 0.75 and stats["odd_win_rate"]["value"] == 0.25
     u1, u2 = stats["updates"]
     assert (u1["update"], u1["debates"], u1["judge_accuracy"], u1["mean_turns"]) == (1, 2, 0.5, 1.5)
@@ -226,7 +229,7 @@ def _winner(line: str, side) -> str:
     "mangle, message",
     [
         (lambda line: "{not json\n", "t.jsonl:2: not valid JSON"),
-        (lambda line: line.replace('"schema_version":1', '"schema_version":2'), "t.jsonl:2: unknown schema_version 2"),
+        (lambda line: line.replace('"schema_version":1', '"schema_version":3'), "t.jsonl:2: unknown schema_version 3"),
         (lambda line: line.replace('"gold":', '"gould":'), "t.jsonl:2: missing field 'gold'"),
         (lambda line: line.replace('"continue":', '"cont":'), "t.jsonl:2: continues[0]: missing field 'continue'"),
         # wrong types and ranges that would otherwise become wrong statistics (issue 12, item 8)
@@ -296,6 +299,7 @@ def test_rejudge_with_the_perfect_judge_agrees_with_the_perfect_judge(tmp_path):
             question_id=f"q{i}",
             question=render_question(d.question),
             gold=str(d.question.gold),
+            task="perm",
             force_stop_p=0.25,
         )
         for i, d in enumerate(debates)
@@ -333,7 +337,7 @@ class _Fixed:
 def test_honest_vs_liar_by_max_turns():
     amp_policy, amp_target = perfect_agents()
     questions = PermTask(8, 15).eval_questions(64, seed=0)
-    one, four = honest_vs_liar(questions, amp_policy, amp_target, [1, 4])
+    one, four = honest_vs_liar(PermTask(), questions, amp_policy, amp_target, [1, 4])
     assert one.honest_wins["odd"] == 64  # one argument: the honest opening is believed...
     assert one.honest_wins["even"] == 8  # ...and a lying opening only when it is a single lookup (k <= 1)
     assert four.both.value == 1.0 and four.as_dict()["both"]["n"] == 128
@@ -357,6 +361,7 @@ def test_ten_thousand_debates_in_under_five_seconds(tmp_path):
             question_id=f"q{i}",
             question=render_question(d.question),
             gold=str(d.question.gold),
+            task="perm",
             force_stop_p=0.5,
         )
         r["turns"][0]["trace"]["token_ids"] = list(range(300))  # with the trees: 7 kB a record, 69 MB in all

@@ -150,7 +150,7 @@ def test_imitation_examples_are_what_the_human_does():
     assert len(examples) == 1001
     kinds = Counter(e.kind for e in examples)
     assert set(kinds) == {"answer", "step", "integrate"}
-    assert all(e.k <= 1 for e in examples if e.kind == "answer")
+    assert all(e.difficulty <= 1 for e in examples if e.kind == "answer")
     for e in examples:
         if e.kind == "answer":
             assert e.prompt.endswith(" A=") and parse_element(e.completion, 8) is not None
@@ -187,20 +187,20 @@ def test_integrated_answers_are_right_and_charged_their_subtrees_calls():
     task = PermTask(n_elements=8, max_power=7)
     plain = imitation_examples(task, PermHuman(), 3000, seed=0)
     examples = imitation_examples(task, PermHuman(), 3000, seed=0, integrated_answers=True)
-    deep = [(i, e) for i, e in enumerate(examples) if e.kind == "answer" and e.k >= 2]
-    assert len(deep) > 400 and not any(e.kind == "answer" and e.k >= 2 for e in plain)
+    deep = [(i, e) for i, e in enumerate(examples) if e.kind == "answer" and e.difficulty >= 2]
+    assert len(deep) > 400 and not any(e.kind == "answer" and e.difficulty >= 2 for e in plain)
     for i, e in deep:
         integrate = examples[i - 1]  # the human's integration of the same question, just before it
-        assert integrate.kind == "integrate" and integrate.k == e.k
+        assert integrate.kind == "integrate" and integrate.difficulty == e.difficulty
         assert e.prompt.endswith(" A=") and integrate.prompt.startswith(e.prompt[: -len(" A=")])
         posed = parse_prompt(e.prompt)
-        assert posed is not None and posed.kind == "answer" and posed.question.k == e.k
+        assert posed is not None and posed.kind == "answer" and posed.question.k == e.difficulty
         assert e.completion == str(posed.question.gold)  # Amp(H, H) is right: the human makes no mistakes here
         assert parse_step(integrate.completion) == Answer(e.completion)
         # the workspace held both sub-answers: the human worked out two halves of k // 2 alone
-        assert e.human_calls == 2 * tree_calls(e.k // 2) and e.human_calls in (2, 8)
-    assert all(e.human_calls == 1 for e in examples if not (e.kind == "answer" and e.k >= 2))
-    others = [(e.prompt, e.completion) for e in examples if not (e.kind == "answer" and e.k >= 2)]
+        assert e.human_calls == 2 * tree_calls(e.difficulty // 2) and e.human_calls in (2, 8)
+    assert all(e.human_calls == 1 for e in examples if not (e.kind == "answer" and e.difficulty >= 2))
+    others = [(e.prompt, e.completion) for e in examples if not (e.kind == "answer" and e.difficulty >= 2)]
     assert others == [(e.prompt, e.completion) for e in plain][: len(others)]  # the same human replies besides
 
 

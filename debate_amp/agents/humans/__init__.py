@@ -12,7 +12,7 @@ from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.labels import LabeledHuman, LabelStore
 from debate_amp.config import HumanConfig
 from debate_amp.protocol import Agent
-from debate_amp.tasks.perm import PermHuman
+from debate_amp.tasks.base import Task, TaskHuman
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Human:
     synthetic human's or the frozen model's; a ``replay`` human without a fallback never calls it)."""
 
     agent: Agent
-    source: PermHuman | ModelHuman
+    source: TaskHuman | ModelHuman
 
     @property
     def calls(self) -> int:
@@ -34,10 +34,12 @@ class Human:
         return getattr(self.source, "rng", None)
 
 
-def build_human(cfg: HumanConfig, seed: int = 0, store: LabelStore | None = None) -> Human:
-    """The human a recipe names, behind ``store`` when given (every new answer recorded before use)."""
-    source: PermHuman | ModelHuman = PermHuman(error_rate=cfg.error_rate, seed=seed)
-    agent: Agent = SyntheticHuman(source)
+def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore | None = None) -> Human:
+    """The human a recipe names for ``task`` (whose synthetic human it is, or falls back to), behind ``store`` when
+    given (every new answer recorded before use)."""
+    synthetic = task.human(error_rate=cfg.error_rate, seed=seed)
+    source: TaskHuman | ModelHuman = synthetic
+    agent: Agent = SyntheticHuman(synthetic)
     if cfg.kind == "model":
         from debate_amp.agents.humans.frozen_model import load_model_human
 

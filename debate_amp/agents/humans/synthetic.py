@@ -1,4 +1,4 @@
-"""The synthetic human as an ``Agent``: a task's simulated weak expert (``PermHuman`` for ``perm``)."""
+"""The synthetic human as an ``Agent``: a task's simulated weak expert (``Task.human``)."""
 
 from __future__ import annotations
 
