@@ -240,7 +240,10 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
 
     path = getattr(args, option)
     if path == "perfect":
-        return make_task(cfg).perfect_generate
+        task = make_task(cfg)
+        if not task.synthetic:
+            _fail(f"--{option.replace('_', '-')} perfect: the {task.name} task has no perfect scripted model")
+        return task.perfect_generate
     if not Path(path, "config.json").is_file():
         _fail(f"--{option.replace('_', '-')}: not a model directory (no config.json): {path}")
     from debate_amp.models import ModelLoadError, load_model
@@ -307,6 +310,8 @@ def cmd_debate(args: argparse.Namespace) -> int:
     human = build_human(cfg.human, task, seed=cfg.run.seed)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, 0.0), "target")
+    if args.liar and not task.synthetic:
+        _fail(f"--liar: the {task.name} task has no scripted liar")
     liar = {args.liar: ScriptedDebater(task.liar(seed=cfg.run.seed))} if args.liar else {}
     (debate,) = run_debates(
         [question],
@@ -484,6 +489,8 @@ def _eval_liar(args: argparse.Namespace) -> int:
         _fail("--n and --max-turns must be at least 1")
     cfg = _load(args.recipe, args.overrides, args.task)
     task = make_task(cfg)
+    if not task.synthetic:
+        _fail(f"--protocol liar: the {task.name} task has no scripted liar")
     questions = task.eval_questions(args.n)
     human = build_human(cfg.human, task, seed=cfg.run.seed)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
@@ -524,12 +531,13 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
             f"--rejudge: the transcripts are about task {', '.join(tasks)} but the judge is built for "
             f"{cfg.task.name}; pass --task {tasks[0]} (or a recipe of that task)"
         )
-    human = build_human(cfg.human, make_task(cfg), seed=cfg.run.seed)
+    task = make_task(cfg)
+    human = build_human(cfg.human, task, seed=cfg.run.seed)
     if args.judge_model == "human":
         judge = human.agent
     else:
         judge = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.target.temperature, "judge_model"), "target")
-    result = rejudge(transcripts.rows, judge)
+    result = rejudge(transcripts.rows, judge, task)
     if args.json:
         print(
             json.dumps(

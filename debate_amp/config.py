@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import json
 import os
+import string
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,8 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+_FORMATTER = string.Formatter()
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -166,10 +169,56 @@ class AddConfig:
     """Held-out questions used to report accuracy."""
 
 
-TASK_CONFIGS: dict[str, type] = {"perm": PermConfig, "add": AddConfig}
+POSED_KINDS = ("answer", "step", "argue", "sufficient", "winner", "catastrophe")
+TEMPLATE_FIELDS = ("question", "arguments", "argument", "workspace", "goal", "cue")
+
+
+@dataclass(config=_STRICT)
+class DatasetConfig:
+    """``task.name: dataset``: your own questions, rows ``{question, answer?}`` read from disk (docs/tasks.md). There
+    is no synthetic human: H is a frozen local model (``human.kind: model``) or recorded answers (``replay``)."""
+
+    name: Literal["dataset"] = "dataset"
+    """The task (``perm``, ``add``, ``dataset``); each has its own keys below the generic ones."""
+    paths: list[str] = dataclasses.field(default_factory=list)
+    """dataset: .jsonl / .json / .csv / .parquet files, or folders written by ``datasets``' ``save_to_disk``; read
+    offline with the ``datasets`` library."""
+    question_field: str = "question"
+    """dataset: the column holding the question text."""
+    answer_field: str | None = "answer"
+    """dataset: the column holding the gold answer, where a row has one (evaluation only; null: none)."""
+    templates: dict[str, str] = dataclasses.field(default_factory=dict)
+    """dataset: how each posed kind reads (``answer``, ``step``, ``argue``, ``sufficient``, ``winner``,
+    ``catastrophe``), with the fields {question}, {arguments}, {argument}, {workspace}, {goal}, {cue}; a kind not
+    given keeps the compact default (``{question} A=``: what the tiny model reads). docs/tasks.md has examples."""
+    max_prompt_chars: NonNegativeInt = 0
+    """dataset: longest prompt in characters (older arguments, then the question's start, are cut to fit; 0: no
+    limit). The tiny default model reads at most 128 positions, its reply included."""
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.0625
+    """Fraction of questions' contexts (perm: permutations; add: operand pairs; dataset: rows, by a hash of the
+    question) reserved for evaluation; training never sees them."""
+    eval_size: PositiveInt = 512
+    """Held-out questions used to report accuracy (dataset: held-out rows with an answer, at most this many)."""
+
+    def __post_init__(self) -> None:
+        if not self.paths:
+            raise ValueError("paths: the dataset task needs at least one file or saved datasets folder")
+        for kind, template in self.templates.items():
+            if kind not in POSED_KINDS:
+                raise ValueError(f"templates.{kind}: not a posed kind; one of {', '.join(POSED_KINDS)}")
+            names = {f for _, f, _, _ in _FORMATTER.parse(template) if f is not None}
+            unknown = sorted(f for f in names if f.split(".")[0].split("[")[0] not in TEMPLATE_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"templates.{kind}: unknown field {{{unknown[0]}}}; the fields are "
+                    + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+                )
+
+
+TASK_CONFIGS: dict[str, type] = {"perm": PermConfig, "add": AddConfig, "dataset": DatasetConfig}
 """Each task's own section, chosen by ``task.name`` (the registry of tasks is ``debate_amp.tasks.TASKS``)."""
 
-TaskConfig = Annotated[PermConfig | AddConfig, Field(discriminator="name")]
+TaskConfig = Annotated[PermConfig | AddConfig | DatasetConfig, Field(discriminator="name")]
 
 
 @dataclass(config=_STRICT)
@@ -527,9 +576,28 @@ def load_config(
         cfg = TypeAdapter(Config).validate_python(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, recipe)) from None
+    _check_task_fits(cfg)
     if check_paths:
         _check_paths(cfg)
     return cfg
+
+
+def _check_task_fits(cfg: Config) -> None:
+    """What a task without a synthetic human (``dataset``) cannot do, each in one line."""
+    if cfg.task.name != "dataset":
+        return
+    if cfg.human.kind == "synthetic" or (cfg.human.kind == "replay" and cfg.human.fallback == "synthetic"):
+        key = "human.kind" if cfg.human.kind == "synthetic" else "human.fallback"
+        raise ConfigError(
+            f"{key}=synthetic: the dataset task has no synthetic human; use human.kind=model (a frozen local model, "
+            "human.model_path) or human.kind=replay (recorded answers)"
+        )
+    if cfg.trainer.warm_start:
+        raise ConfigError("trainer.warm_start=true: the dataset task has no synthetic human to imitate; set it false")
+    if cfg.trainer.rehearsal_examples:
+        raise ConfigError(
+            "trainer.rehearsal_examples: the dataset task has no warm-start examples to rehearse; set it to 0"
+        )
 
 
 # Keys that were renamed: (section, old name) -> new name. A recipe or a saved run's config.yaml with the old name
@@ -627,10 +695,10 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 def _all_keys(cls: Any = Config, prefix: str = "", task: str | None = None) -> list[str]:
     """Every key of a recipe; the ``task`` section's keys are those of every task, or of the one named ``task``."""
     keys = []
-    defaults = cls()
+    defaults = _defaults(cls)
     for f in dataclasses.fields(cls):
         keys.append(prefix + f.name)
-        value = getattr(defaults, f.name)
+        value = defaults[f.name]
         if cls is Config and f.name == "task":
             for name, section in TASK_CONFIGS.items():
                 if task in (None, name):
@@ -693,7 +761,11 @@ def _describe(error: ValidationError, recipe: Any) -> str:
     if kind in ("dataclass_type", "dataclass_args_type", "model_type"):
         return f"{key}: expected a section (a mapping of keys), got {value!r}"
     if kind == "value_error":
-        return f"{key or 'recipe'}: {err['msg'].removeprefix('Value error, ')}"
+        message = err["msg"].removeprefix("Value error, ")
+        head, sep, rest = message.partition(": ")
+        if sep and f"{key}.{head.split('.')[0]}" in _all_keys():  # the message names a key of the section
+            return f"{key}.{head}: {rest}"
+        return f"{key or 'recipe'}: {message}"
     return f"{key}={value!r}: {err['msg']}"
 
 
@@ -725,6 +797,16 @@ def _check_paths(cfg: Config) -> None:
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
     if cfg.human.model_path is not None:
         _check_model_dir("human.model_path", Path(cfg.human.model_path))
+    if isinstance(cfg.task, DatasetConfig):
+        for path in cfg.task.paths:
+            if not Path(path).exists():
+                raise ConfigError(f"task.paths: no such file or folder: {path}")
+        from debate_amp.tasks.dataset import load_rows  # the datasets library, only for a dataset recipe
+
+        try:
+            load_rows(tuple(cfg.task.paths), cfg.task.question_field, cfg.task.answer_field)
+        except ValueError as e:
+            raise ConfigError(f"task.paths: {e}") from None
     for tracker in cfg.run.log_with:
         if not any(importlib.util.find_spec(module) for module in TRACKER_MODULES[tracker]):
             raise ConfigError(
@@ -741,6 +823,17 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _defaults(cls: Any) -> dict[str, Any]:
+    """Each field's default, without building the section (a dataset section is not valid without its paths)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
     """Write the resolved recipe (every field, defaults included) as YAML."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -750,9 +843,9 @@ def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
 def describe_fields(cls: Any = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, docstring) for every leaf field, for ``debate-amp config``."""
     rows: list[tuple[str, str, str]] = []
-    defaults = cls()
+    defaults = _defaults(cls)
     for f in dataclasses.fields(cls):
-        value = getattr(defaults, f.name)
+        value = defaults[f.name]
         full = f"{prefix}{f.name}"
         if cls is Config and f.name == "task":  # every task's keys, each once (the generic ones are shared)
             for section in TASK_CONFIGS.values():

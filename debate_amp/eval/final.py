@@ -9,11 +9,12 @@
   of the judgments that were asked (a debate forfeited by an argument that does not parse has no verdict to
   parse: ``selfplay_forfeit_rate`` counts those, with the recipe's ``debate.forfeit_unparsed``);
 - ``liar_judge_accuracy``: the trained model against the task's scripted liar on each side in turn, ``max_turns`` 4,
-  judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`);
+  judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`); None
+  for a task without a liar (dataset);
 - ``mean_debate_length``: arguments per debate at the last update of training.
 
-The human inside these Amp~ calls is the synthetic one, with the recipe's sampler, outside the label store (an
-evaluation asks no real person).
+The human inside these Amp~ calls is the synthetic one (for a task without one, the recipe's frozen model or
+recorded answers), with the recipe's sampler, outside the label store (an evaluation asks no real person).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport, beyond_name, own_name
 from debate_amp.eval.protocols import honest_vs_liar
+from debate_amp.protocol import Agent
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks import Task
 
@@ -45,6 +47,16 @@ def parse_rates(debates: list[Debate]) -> dict[str, float]:
     return {f"parse_rate_{kind}": sum(ok) / len(ok) if ok else float("nan") for kind, ok in counts.items()}
 
 
+def final_human(cfg: Config, task: Task) -> Agent:
+    """H inside the final table's Amp~ calls: the task's synthetic human; for a task without one (dataset), the
+    recipe's own H (a frozen model, or recorded answers), outside the label store."""
+    if task.synthetic:
+        return SyntheticHuman(task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
+    from debate_amp.agents.humans import build_human
+
+    return build_human(cfg.human, task, seed=cfg.run.seed + 7).agent
+
+
 def final_evaluation(
     model: Any,
     tokenizer: Any,
@@ -55,7 +67,7 @@ def final_evaluation(
     mean_debate_length: float,
 ) -> dict[str, Any]:
     """The final table of a run whose trained policy is ``model`` (see the module docstring)."""
-    human = SyntheticHuman(task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed + 7))
+    human = final_human(cfg, task)
     s = cfg.sampler
     sampler = build_sampler(s.kind, s.p, s.threshold, seed=cfg.run.seed + 7)
     agent = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
@@ -63,7 +75,7 @@ def final_evaluation(
     forfeit = cfg.debate.forfeit_unparsed
     debates = run_debates(questions, amp, amp, cfg.debate.max_turns, seed=cfg.run.seed + 7, forfeit_unparsed=forfeit)
     rates = parse_rates(debates)
-    (liar,) = honest_vs_liar(task, questions, amp, amp, [LIAR_MAX_TURNS], forfeit)
+    liar = honest_vs_liar(task, questions, amp, amp, [LIAR_MAX_TURNS], forfeit)[0] if task.synthetic else None
     return {
         "task": task.name,
         f"heldout_{own_name(task)}": report.own(),
@@ -71,8 +83,8 @@ def final_evaluation(
         "heldout_by_difficulty": report.as_dict()["answer"],
         **rates,
         "verdict_parse_rate": rates["parse_rate_winner"],
-        "liar_judge_accuracy": liar.both.value,
-        "liar_questions": liar.n,
+        "liar_judge_accuracy": None if liar is None else liar.both.value,  # a task without a liar: not measured
+        "liar_questions": 0 if liar is None else liar.n,
         "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
         "selfplay_forfeit_rate": sum(d.forfeit is not None for d in debates) / max(1, len(debates)),
         "mean_debate_length": mean_debate_length,

@@ -160,14 +160,16 @@ async def _rejudge_one(row: Row, q: Any, judge: Agent) -> tuple[list[tuple[bool,
     return continues, read_winner(replies[0]).value
 
 
-def rejudge(rows: Sequence[Row], judge: Agent) -> Rejudged:
+def rejudge(rows: Sequence[Row], judge: Agent, task: Task | None = None) -> Rejudged:
     """Pose every debate's judgments again to ``judge`` (all debates concurrently, so model calls share batched
-    waves) and count agreement with the recorded ones; see :class:`Rejudged`."""
+    waves) and count agreement with the recorded ones; see :class:`Rejudged`. ``task``: the judge's task as its
+    recipe builds it (its prompt templates, for a dataset task), used for the rows of that task."""
     out = Rejudged()
     work = []
     for row in rows:
         try:
-            work.append((row, task_named(row.task).parse_question(row.question)))
+            reader = task if task is not None and task.name == row.task else task_named(row.task)
+            work.append((row, reader.parse_question(row.question, row.gold)))
         except ValueError:  # the question does not parse, or the task is no longer registered
             out.unreadable += 1
 

@@ -183,11 +183,11 @@ class Row:
         return (self.winner == EVEN) == self.even_right
 
 
-def _question(task: Task | None, text: str) -> Any | None:
+def _question(task: Task | None, text: str, gold: str | None) -> Any | None:
     if task is None:
         return None
     try:
-        return task.parse_question(text)
+        return task.parse_question(text, gold)
     except ValueError:
         return None
 
@@ -212,7 +212,7 @@ def to_row(record: dict[str, Any], source: str) -> Row:
     continues = record["continues"]
     gold = record["gold"]
     task = _task(record_task(record))
-    q = _question(task, record["question"])
+    q = _question(task, record["question"], gold)
     even_right = q.opening_claims_gold(arguments[0]) if gold is not None and q is not None else None
     winner = record["winner"]["side"]
     return Row(

@@ -10,9 +10,10 @@ from typing import Any
 
 from debate_amp.tasks.add import AddTask
 from debate_amp.tasks.base import Example, Task, TaskQuestion
+from debate_amp.tasks.dataset import DatasetTask
 from debate_amp.tasks.perm import PermTask
 
-TASKS: dict[str, type[Task]] = {"perm": PermTask, "add": AddTask}
+TASKS: dict[str, type[Task]] = {"perm": PermTask, "add": AddTask, "dataset": DatasetTask}
 """Each task's class by name; ``TASKS[name].from_config(section)`` builds one from its recipe section."""
 
 __all__ = ["TASKS", "Example", "Task", "TaskQuestion", "make_task", "task_named"]

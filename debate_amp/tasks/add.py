@@ -406,6 +406,7 @@ class AddTask:
     name: ClassVar[str] = "add"
     difficulty_name: ClassVar[str] = "digits"
     human_max_difficulty: ClassVar[int] = 1
+    synthetic: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> AddTask:
@@ -473,8 +474,8 @@ class AddTask:
     # -- text, people and data (the rest of ``tasks.base.Task``) ------------------------------------------------
 
     @staticmethod
-    def parse_question(text: str) -> AddQuestion:
-        return parse_question(text)
+    def parse_question(text: str, gold: str | None = None) -> AddQuestion:
+        return parse_question(text)  # the operands and the carry determine gold
 
     def check_question(self, q: AddQuestion) -> str | None:
         if q.n_digits > self.max_digits:

@@ -109,6 +109,10 @@ class Task(Protocol):
     """How eval tables, tags and ``final.json`` name a question's difficulty (``k``, ``digits``)."""
     human_max_difficulty: ClassVar[int]
     """The hardest question the human answers itself (depth 0); harder ones are beyond the human."""
+    synthetic: ClassVar[bool]
+    """Whether the task has a synthetic human, a scripted liar and a perfect scripted model (perm, add: questions
+    with worked-out answers). Without them (dataset) H is a model or a person, there is no warm start by imitation
+    and no liar protocol; those members raise ValueError saying so."""
 
     @classmethod
     def from_config(cls, cfg: Any) -> Task:
@@ -143,9 +147,10 @@ class Task(Protocol):
         """``n`` training questions of exactly ``depth`` (none past :attr:`max_depth`): the curriculum's probe."""
         ...
 
-    def parse_question(self, text: str) -> Any:
+    def parse_question(self, text: str, gold: str | None = None) -> Any:
         """The inverse of ``TaskQuestion.render``; raises ValueError naming what is wrong. Needs no recipe: a
-        default instance of the task reads any of its questions."""
+        default instance of the task reads any of its questions. ``gold``: the answer a transcript recorded, for a
+        task whose question text does not determine it (dataset; perm and add ignore it)."""
         ...
 
     def check_question(self, q: Any) -> str | None:

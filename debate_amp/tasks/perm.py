@@ -313,6 +313,7 @@ class PermTask:
     name: ClassVar[str] = "perm"
     difficulty_name: ClassVar[str] = "k"
     human_max_difficulty: ClassVar[int] = 1
+    synthetic: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, cfg: Any) -> PermTask:
@@ -379,8 +380,8 @@ class PermTask:
     # -- text, people and data (the rest of ``tasks.base.Task``) ------------------------------------------------
 
     @staticmethod
-    def parse_question(text: str) -> PermQuestion:
-        return parse_question(text)
+    def parse_question(text: str, gold: str | None = None) -> PermQuestion:
+        return parse_question(text)  # sigma, x and k determine gold
 
     def check_question(self, q: PermQuestion) -> str | None:
         if len(q.sigma) != self.n_elements:

@@ -763,7 +763,7 @@ class _Log:
                 update=state.update,
                 question_id="",  # numbered below, over every process's debates
                 question=d.question.render(),
-                gold=str(d.question.gold),
+                gold=None if d.question.gold is None else str(d.question.gold),
                 task=run.task.name,
                 force_stop_p=knobs.force_stop_p,
                 **run.mode.transcript_fields(knobs.weight, state),

@@ -101,7 +101,7 @@ def test_report_is_self_contained_and_escaped(report):
     assert len(pngs) == 7  # the headline figure, then objective, loss, debate, amp, perf, eval
     # what a researcher looks for first comes first: the final table, then held-out accuracy / judge / length
     assert html.index("Final table (final.json)") < html.index('alt="headline curves"') < html.index("Training curves")
-    assert "<td>held-out sigma^k(x), k &gt;= 2 (beyond the human)</td><td>43.8%</td>" in html
+    assert "<td>held-out questions asked directly, k &gt;= 2 (beyond the human)</td><td>43.8%</td>" in html
     assert "<td>A[0] (warm start): held-out k &ge; 2</td><td>30.0%</td>" in html
     assert "window.pwned" not in html.replace("&lt;script&gt;window.pwned=1&lt;/script&gt;", "")
     assert html.count("&lt;script&gt;window.pwned=1&lt;/script&gt;&amp;amp;&quot;&#x27;") >= 3  # id, argument, config

@@ -274,7 +274,7 @@ def test_a_resumed_run_appends_to_its_tensorboard_events(tmp_path):
     assert [r["update"] for r in rows] == [1, 2]
     # one event file per start, in the same folder; the final table was logged at the end of each
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
-    assert tensorboard_steps(run_dir) == logged_steps(rows, summary["report"].ks(), final_steps=[1, 2])
+    assert tensorboard_steps(run_dir) == logged_steps(rows, summary["report"].difficulties(), final_steps=[1, 2])
 
 
 def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_path):

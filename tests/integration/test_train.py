@@ -53,7 +53,9 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     assert parameter_distance(initial, trained) > 1e-4
     assert (cfg.run_dir / "config.yaml").is_file() and list((cfg.run_dir / "tensorboard").glob("events.*"))
     # run.log_with=[tensorboard] (the default): through accelerate, every tag of metrics.jsonl at its update
-    assert tensorboard_steps(cfg.run_dir) == logged_steps(metrics(cfg), summary["report"].ks(), final_steps=[2])
+    assert tensorboard_steps(cfg.run_dir) == logged_steps(
+        metrics(cfg), summary["report"].difficulties(), final_steps=[2]
+    )
     files = sorted((cfg.run_dir / "transcripts").glob("update_*.jsonl"))
     assert [f.name for f in files] == ["update_000001.jsonl", "update_000002.jsonl"]
     assert len(list(read_transcripts(files[0]))) == 8
@@ -72,7 +74,7 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     ):
         assert tag in rows[0], tag
     assert rows[0]["rl/segments"] > 0 and rows[0]["objective/sup_loss"] > 0
-    assert summary["report"].ks() == list(range(8))
+    assert summary["report"].difficulties() == list(range(8))
 
 
 def test_alpha_and_force_stop_p_follow_their_schedules(tmp_path):
@@ -201,16 +203,20 @@ def test_the_amplification_curriculum_goes_deeper_only_when_the_next_depth_is_ri
 
 
 def test_the_probe_draws_exactly_one_level_deeper():
+    # The trainer's probe at curriculum depth d is ``task.at_depth(rng, d + 1, n)``.
     import random
 
+    from debate_amp.tasks.add import AddTask
     from debate_amp.tasks.perm import PermTask
-    from debate_amp.trainer.loop import _deeper
 
     task, rng = PermTask(n_elements=8, max_power=7), random.Random(0)
-    assert {q.k for q in _deeper(task, rng, 0, 200)} == {2, 3}
-    assert {q.k for q in _deeper(task, rng, 1, 200)} == {4, 5, 6, 7}
-    assert _deeper(task, rng, 2, 200) == [] and _deeper(task, rng, 0, 0) == []
-    assert not any(task.is_heldout(q.sigma) for q in _deeper(task, rng, 1, 200))  # training questions only
+    assert {q.k for q in task.at_depth(rng, 1, 200)} == {2, 3}
+    assert {q.k for q in task.at_depth(rng, 2, 200)} == {4, 5, 6, 7}
+    assert task.at_depth(rng, 3, 200) == [] and task.at_depth(rng, 1, 0) == []
+    assert not any(task.is_heldout(q.sigma) for q in task.at_depth(rng, 2, 200))  # training questions only
+    add = AddTask(max_digits=6)
+    assert {q.difficulty for q in add.at_depth(rng, 2, 200)} == {3, 4} and add.at_depth(rng, 4, 10) == []
+    assert {q.difficulty for q in add.at_depth(rng, 3, 200)} == {5, 6}
 
 
 def test_the_rehearsal_walks_through_the_warm_starts_own_examples_and_charges_only_what_it_did_not_pay():

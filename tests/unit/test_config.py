@@ -28,6 +28,10 @@ def test_every_recipe_loads_and_opens_with_its_command(recipe):
         cfg = load_config(recipe, check_paths=False)
         with pytest.raises(ConfigError, match=r"^model.path: no such directory"):
             load_config(recipe)
+    elif (human := raw.get("human", {}).get("model_path")) and not (ROOT / human).is_dir():
+        cfg = load_config(recipe, check_paths=False)  # H is a model made by another run (e.g. make run's A[0])
+        with pytest.raises(ConfigError, match=r"^human.model_path: no such directory"):
+            load_config(recipe)
     else:
         cfg = load_config(recipe)
     assert isinstance(cfg, Config)

@@ -16,13 +16,20 @@ from debate_amp.tasks.base import Task, TaskHuman
 
 
 @dataclass
+class _Uncalled:
+    """The source of a replay human without a fallback: nobody is ever called."""
+
+    calls: int = 0
+
+
+@dataclass
 class Human:
     """H as a recipe builds it. ``agent`` answers posed questions (through the label store when there is one);
     ``source`` is what actually works them out and counts them: its ``calls`` are the real human calls (the
     synthetic human's or the frozen model's; a ``replay`` human without a fallback never calls it)."""
 
     agent: Agent
-    source: TaskHuman | ModelHuman
+    source: TaskHuman | ModelHuman | _Uncalled
 
     @property
     def calls(self) -> int:
@@ -36,10 +43,13 @@ class Human:
 
 def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore | None = None) -> Human:
     """The human a recipe names for ``task`` (whose synthetic human it is, or falls back to), behind ``store`` when
-    given (every new answer recorded before use)."""
-    synthetic = task.human(error_rate=cfg.error_rate, seed=seed)
-    source: TaskHuman | ModelHuman = synthetic
-    agent: Agent = SyntheticHuman(synthetic)
+    given (every new answer recorded before use). A task without a synthetic human (``Task.synthetic`` False) is
+    only asked for one when the recipe names it, which the recipe's checks refuse."""
+    source: TaskHuman | ModelHuman | _Uncalled = _Uncalled()
+    agent: Agent | None = None
+    if cfg.kind == "synthetic" or (cfg.kind == "replay" and cfg.fallback == "synthetic"):
+        synthetic = task.human(error_rate=cfg.error_rate, seed=seed)
+        source, agent = synthetic, SyntheticHuman(synthetic)
     if cfg.kind == "model":
         from debate_amp.agents.humans.frozen_model import load_model_human
 
@@ -49,7 +59,8 @@ def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore |
         assert cfg.replay_from is not None
         path = Path(cfg.replay_from)
         labels = load_jsonl_labels(path) if path.suffix == ".jsonl" else LabelStore(path)
-        agent = ReplayHuman(labels, fallback=agent if cfg.fallback == "synthetic" else None)
+        agent = ReplayHuman(labels, fallback=agent)
+    assert agent is not None
     if store is not None:
         agent = LabeledHuman(agent, store, name=cfg.kind)
     return Human(agent, source)
