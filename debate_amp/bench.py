@@ -8,7 +8,9 @@
   from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
   k >= 2, asked directly, against wall time); amp_wall_ratio is the time amplification took to come within 3 points
   of the supervised run's final accuracy over the time the supervised run took (None: not reached), beside the
-  gold labels the supervised run used and the human calls amplification used (its warm start's included).
+  gold labels the supervised run used and the human calls amplification used (its warm start's included). The same
+  comparison on the add task (``--tasks perm add``, the default; operands of 1-6 digits, held-out digits >= 2)
+  writes the same keys prefixed ``add_``.
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
 the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
@@ -141,20 +143,28 @@ def _first_time(curve: list[tuple[float, float]], target: float) -> float | None
     return next((t for t, acc in curve if acc >= target), None)
 
 
-def bench_learning(minutes: float) -> dict[str, Any]:
-    """Pure amplification against the supervised baseline, same task, same held-out questions (k >= 2), each
-    trained from scratch for at most ``minutes`` of wall time, with learning curves."""
+def bench_learning(minutes: float, task: str = "perm") -> dict[str, Any]:
+    """Pure amplification against the supervised baseline, same task, same held-out questions (beyond the human:
+    perm k >= 2, add digits >= 2), each trained from scratch for at most ``minutes`` of wall time, with learning
+    curves. The recipes are perm's; for another task its defaults replace their task section, and the keys are
+    prefixed with the task's name (``add_supervised_heldout_accuracy``)."""
     from debate_amp.trainer.loop import train
 
+    prefix = "" if task == "perm" else f"{task}_"
     sup_cfg = load_config(
         "recipes/supervised_baseline.yaml",
-        ["run.output_dir=runs/bench", "run.name=supervised", f"sft.max_minutes={minutes}"],
+        ["run.output_dir=runs/bench", f"run.name={prefix}supervised", f"sft.max_minutes={minutes}"],
+        task=task,
     )
     apply_plan(plan_sft_dir(sup_cfg, overwrite=True))  # from scratch each time
     supervised = run_sft(sup_cfg, progress=True)
     beyond = beyond_name(make_task(sup_cfg))  # perm: k_ge_2
     sup_curve = [(p["seconds"], p[f"answer_{beyond}"]) for p in supervised.curve]
-    amp_cfg = load_config("recipes/pure_amplification.yaml", ["run.output_dir=runs/bench", "run.name=amplification"])
+    amp_cfg = load_config(
+        "recipes/pure_amplification.yaml",
+        ["run.output_dir=runs/bench", f"run.name={prefix}amplification", f"trainer.max_minutes={minutes}"],
+        task=task,
+    )
     amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
     rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     tag = f"eval/answer_accuracy_{beyond}"
@@ -166,7 +176,7 @@ def bench_learning(minutes: float) -> dict[str, Any]:
     # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
     a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
     a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
-    return {
+    results = {
         "supervised_heldout_accuracy": sup_acc,
         "amp_heldout_accuracy": amp_acc,
         "supervised_minutes": supervised.train_seconds / 60,
@@ -180,6 +190,7 @@ def bench_learning(minutes: float) -> dict[str, Any]:
         "amp_curve": amp_curve,
         "learning_bench_minutes_cap": minutes,
     }
+    return {prefix + key: value for key, value in results.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="recipes/default.yaml")
     parser.add_argument("--learning", action="store_true", help="also the amplification vs supervised comparison")
     parser.add_argument("--minutes", type=float, default=15.0, help="--learning: wall-time cap of each run")
+    parser.add_argument(
+        "--tasks", nargs="+", default=["perm", "add"], help="--learning: the tasks compared (default: perm add)"
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.recipe)
     random.seed(cfg.run.seed)
@@ -195,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = bench_rollouts(cfg, a0)
     results.update(bench_amplification_speed(cfg, a0))
     if args.learning:
-        results.update(bench_learning(args.minutes))
+        for task in args.tasks:
+            results.update(bench_learning(args.minutes, task))
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     print(f"\nbench ({date.today()}, {machine})")
     print(
@@ -213,14 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         f"answers/s): {results['amp_targets_per_s']:8.1f}/s; bare generate of "
         f"the same prompts: {results['bare_generate_per_s']:8.1f}/s; efficiency {results['amp_pipeline_efficiency']:.2f}"
     )
-    if args.learning:
-        ratio = results["amp_wall_ratio"]
+    for task in args.tasks if args.learning else []:
+        p = "" if task == "perm" else f"{task}_"
+        ratio = results[f"{p}amp_wall_ratio"]
+        beyond = {"perm": "sigma^k(x), k >= 2", "add": "sums, digits >= 2"}.get(task, task)
         print(
-            f"  held-out sigma^k(x), k >= 2, asked directly: pure amplification {results['amp_heldout_accuracy']:.1%} "
-            f"({results['amp_minutes']:.1f} min, {results['amp_human_calls']} human calls + "
-            f"{results['amp_warm_start_human_calls']} in the warm start), supervised baseline "
-            f"{results['supervised_heldout_accuracy']:.1%} ({results['supervised_minutes']:.1f} min, "
-            f"{results['supervised_labels']} gold labels); amp_wall_ratio "
+            f"  held-out {beyond}, asked directly: pure amplification {results[f'{p}amp_heldout_accuracy']:.1%} "
+            f"({results[f'{p}amp_minutes']:.1f} min, {results[f'{p}amp_human_calls']} human calls + "
+            f"{results[f'{p}amp_warm_start_human_calls']} in the warm start), supervised baseline "
+            f"{results[f'{p}supervised_heldout_accuracy']:.1%} ({results[f'{p}supervised_minutes']:.1f} min, "
+            f"{results[f'{p}supervised_labels']} gold labels); amp_wall_ratio "
             + ("not reached" if ratio is None else f"{ratio:.2f}")
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

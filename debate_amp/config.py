@@ -159,6 +159,9 @@ class AddConfig:
     """The task (``perm``, ``add``); each has its own keys below the generic ones."""
     max_digits: Annotated[int, Field(ge=1, le=16)] = 6
     """add: most digits in each operand (the human adds one digit pair with a carry)."""
+    fixed_width: bool = True
+    """add: operands always max_digits wide, a question of n digits asking for their low n digits (``r=0-2``), so a
+    digit sits at the same prompt position in every question; false: operands exactly n digits wide."""
     balance: Literal["depth", "uniform"] = "depth"
     """Draw the difficulty evenly by decomposition depth (perm: floor(log2 k); add: ceil(log2 digits)) (``depth``),
     or uniformly (``uniform``)."""

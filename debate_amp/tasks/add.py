@@ -402,6 +402,10 @@ class AddTask:
     max_digits: int = 6
     balance: str = "depth"
     heldout_fraction: float = 0.0625
+    fixed_width: bool = True
+    """Operands always ``max_digits`` wide, a question of n digits asking for their low n (``r=0-2``): a digit of
+    a (and of b) is then at the same position of every prompt, as sigma(i) is in perm's. Without it operands are
+    n digits wide and digit j's position moves with n."""
 
     name: ClassVar[str] = "add"
     difficulty_name: ClassVar[str] = "digits"
@@ -411,7 +415,7 @@ class AddTask:
     @classmethod
     def from_config(cls, cfg: Any) -> AddTask:
         """The task a recipe's ``task`` section (``config.TASK_CONFIGS["add"]``) describes."""
-        return cls(cfg.max_digits, cfg.balance, cfg.heldout_fraction)
+        return cls(cfg.max_digits, cfg.balance, cfg.heldout_fraction, cfg.fixed_width)
 
     def is_heldout(self, a: str, b: str) -> bool:
         digest = hashlib.sha256(f"{a}+{b}".encode()).digest()
@@ -438,10 +442,11 @@ class AddTask:
         if n is None:
             top = self.max_digits if max_depth is None else min(self.max_digits, 2**max_depth)
             n = self.sample_digits(rng, top, min_depth)
+        width = max(self.max_digits, n) if self.fixed_width else n
         for _ in range(100_000):
-            a, b = (f"{rng.randrange(10**n):0{n}d}" for _ in range(2))
+            a, b = (f"{rng.randrange(10**width):0{width}d}" for _ in range(2))
             if self.is_heldout(a, b) == heldout:
-                return AddQuestion(a, b, rng.randrange(2))
+                return AddQuestion(a, b, rng.randrange(2), 0, n - 1)
         raise ValueError(
             f"no {'held-out' if heldout else 'training'} operand pair of {n} digits in 100,000 draws: "
             f"task.heldout_fraction={self.heldout_fraction} is too close to {0 if heldout else 1}"

@@ -216,7 +216,9 @@ def test_generator_is_seeded_and_depth_balanced():
     qs = task.questions(4000, seed=0)
     depths = Counter(q.depth for q in qs)
     assert set(depths) == {0, 1, 2, 3} and all(900 < n < 1100 for n in depths.values()), depths
-    assert all(len(q.a) == len(q.b) == q.difficulty and q.is_whole and q.carry in (0, 1) for q in qs)
+    assert all(len(q.a) == len(q.b) == 8 and (q.lo, q.hi) == (0, q.difficulty - 1) and q.carry in (0, 1) for q in qs)
+    narrow = AddTask(max_digits=8, fixed_width=False).questions(400, seed=0)  # operands exactly n digits wide
+    assert all(len(q.a) == len(q.b) == q.difficulty and q.is_whole for q in narrow)
     assert 0.45 < sum(q.carry for q in qs) / len(qs) < 0.55
     uniform = Counter(q.difficulty for q in AddTask(8, balance="uniform").questions(4000, seed=0))
     assert set(uniform) == set(range(1, 9)) and all(400 < n < 600 for n in uniform.values()), uniform
@@ -251,8 +253,9 @@ def test_heldout_operand_pairs_never_reach_training():
 
 def test_registry_config_and_checks():
     assert TASKS["add"] is AddTask and isinstance(task_named("add"), AddTask) and isinstance(Q, TaskQuestion)
-    task = AddTask.from_config(type("Section", (), {"max_digits": 4, "balance": "uniform", "heldout_fraction": 0.1}))
-    assert (task.max_digits, task.balance, task.heldout_fraction) == (4, "uniform", 0.1)
+    section = {"max_digits": 4, "balance": "uniform", "heldout_fraction": 0.1, "fixed_width": False}
+    task = AddTask.from_config(type("Section", (), section))
+    assert (task.max_digits, task.balance, task.heldout_fraction, task.fixed_width) == (4, "uniform", 0.1, False)
     assert task.summary() == "digits = 1..4" and (AddTask.name, AddTask.difficulty_name) == ("add", "digits")
     assert task.check_question(Q) is None
     message = task.check_question(parse_question("a=12345 b=54321 c=0"))
@@ -496,12 +499,16 @@ def test_prompts_fit_the_tiny_models_positions():
         _debates(4, liar_side, generate=recording, questions=six)
     _debates(4, None, generate=recording, questions=six)  # self-play as well
     longest = max(len(p) for p, _ in recording.seen)
-    assert longest <= 103, max(recording.seen, key=lambda s: len(s[0]))
+    assert longest <= 108, max(recording.seen, key=lambda s: len(s[0]))
     assert all(len(p.encode()) + len(r.encode()) + 2 <= MAX_POSITIONS for p, r in recording.seen)
-    # The longest there can be for 6 digits: the biggest value at every level, a step with 4 arguments.
+    # The longest there can be for 6-digit operands: the biggest value at every level, a step with 4 arguments; a
+    # 5-digit question writes its range (r=0-4), the 6-digit one does not.
     context = ("0-5+1=1999999 via 1", "no 0-2+1=1999 via 1", "no 0-1+1=199 via 1", "no 0-0+1=19")
     worst = Posed("sufficient", AddQuestion("999999", "999999", 1), context, argument=3).step().render()
     assert len(worst) == 103 and len(worst) + len("ans yes") + 2 <= MAX_POSITIONS
+    context = ("0-4+1=199999 via 1", "no 0-2+1=1999 via 1", "no 0-1+1=199 via 1", "no 0-0+1=19")
+    five = Posed("sufficient", AddQuestion("999999", "999999", 1, 0, 4), context, argument=3).step().render()
+    assert len(five) == 108 and len(five) + len("ans yes") + 2 <= MAX_POSITIONS
 
 
 # ---------------------------------------------------------------------------------------------------------------
