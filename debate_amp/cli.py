@@ -29,8 +29,8 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # max_bad_updates non-finite updates in a row
 EXIT_INTERRUPTED = 130  # SIGINT, after the checkpoint was written
 TASK_HELP = (
-    "the task (perm, add): replaces the recipe's task section by that task's defaults when the recipe is about "
-    "another task (task.* overrides still apply)"
+    "the task (perm, add, dataset): replaces the recipe's task section by that task's defaults when the recipe is "
+    "about another task (task.* overrides still apply)"
 )
 
 
@@ -222,7 +222,10 @@ def _question(args: argparse.Namespace, cfg: Config):
 
     task = make_task(cfg)
     if args.question is None:
-        return task.sample(random.Random(cfg.run.seed), heldout=True)
+        try:
+            return task.sample(random.Random(cfg.run.seed), heldout=True)
+        except ValueError as e:  # a dataset with no held-out rows
+            _fail(f"--question: none given, and {e}")
     try:
         question = task.parse_question(args.question)
     except ValueError as e:

@@ -16,6 +16,7 @@ megabytes and the statistics are one pass of plain Python. Intervals are 95%:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -192,6 +193,7 @@ def _question(task: Task | None, text: str, gold: str | None) -> Any | None:
         return None
 
 
+@functools.lru_cache(maxsize=16)
 def _task(name: str) -> Task | None:
     """The registered task a record names (None for a name no longer registered: its rows keep what needs no task)."""
     try:
