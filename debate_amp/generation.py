@@ -81,6 +81,14 @@ class RowLimits(LogitsProcessor):
         return scores
 
 
+def _positions(model: Any) -> int | None:
+    """The longest sequence a model's position table holds (GPT-2's ``n_positions``), or None for one without a
+    table to run past (rotary positions)."""
+    config = getattr(model, "config", None)
+    value = getattr(config, "n_positions", None)
+    return value if isinstance(value, int) else None
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -95,12 +103,20 @@ def generate(
 
     Prompts are tokenized as :func:`encode_prompts` does (with the tokenizer's special tokens).
 
-    ``row_limits[i]`` below ``max_new_tokens`` caps reply i at that many tokens, its end-of-sequence included.
+    ``row_limits[i]`` below ``max_new_tokens`` caps reply i at that many tokens, its end-of-sequence included. A
+    model with a fixed table of positions (the tiny model's 128) also caps each reply where its row would run past
+    the table: a long debate prompt gets a shorter reply, and the rest of the batch is not cut short by it.
     """
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
     greedy = temperature == 0.0
     processors = LogitsProcessorList()
+    table = _positions(model)
+    if table is not None:
+        room = [max(1, table - int(n)) for n in batch["attention_mask"].sum(dim=1).tolist()]
+        if min(room) < max_new_tokens:
+            row_limits = [min(r, limit) for r, limit in zip(room, row_limits or room, strict=True)]
+            max_new_tokens = min(max_new_tokens, max(room))
     if row_limits is not None:
         # a row allowed max_new_tokens or more is left alone (no forced end-of-sequence), like an unlimited one
         limits = [max(1, limit) if limit < max_new_tokens else max_new_tokens + 1 for limit in row_limits]

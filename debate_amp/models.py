@@ -150,6 +150,9 @@ class PrefixLMModel(GPT2Model):
                 )
             if position_ids is None:
                 position_ids = positions_from_mask(attention_mask, input_ids.shape[1])  # type: ignore[assignment]
+            # A position past the table (a row that ended while the batch goes on; a prompt longer than the model)
+            # reads the last one instead of failing: ``generate`` stops every unfinished reply inside the table.
+            position_ids = position_ids.clamp(max=self.config.n_positions - 1)  # type: ignore[union-attr,assignment]
             visible = prefix_lm_mask(input_ids, attention_mask, self.config.prompt_end_token_id, past_length)
             if self.config._attn_implementation == "eager":  # eager attention adds the mask to the scores
                 attention_mask = torch.zeros(visible.shape, dtype=self.dtype, device=visible.device)

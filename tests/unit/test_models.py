@@ -97,6 +97,23 @@ def test_batched_generation_matches_one_at_a_time(tiny_model):
     assert all(len(ids) == len(lp) <= 8 for ids, lp in zip(batched.token_ids, batched.logprobs, strict=True))
 
 
+def test_a_reply_stops_where_its_row_would_run_past_the_position_table(tiny_model):
+    # A long debate prompt near the tiny model's 128 positions gets a shorter reply instead of an IndexError in the
+    # position table; a short prompt in the same batch is not cut short by it; a prompt longer than the table
+    # itself still answers (model output is data).
+    model, tok = tiny_model
+    long, short = "s" * 110 + " A=", "x=1 A="
+    batched = generate(model, tok, [long, short], max_new_tokens=32)
+    room = 128 - len(tok([long]).input_ids[0])
+    assert 0 < len(batched.token_ids[0]) <= room < 32
+    reply = batched.token_ids[1]  # runs to its own end or to 32 tokens, not to the long row's room
+    assert len(reply) == 32 or reply[-1] == tok.eos_token_id
+    assert len(reply) > room or reply[-1] == tok.eos_token_id
+    alone = generate(model, tok, [long], max_new_tokens=32).token_ids[0]
+    assert 0 < len(alone) <= room and alone[: room - 1] == batched.token_ids[0][: room - 1]
+    assert len(generate(model, tok, ["s" * 200 + " A="], max_new_tokens=32).token_ids[0]) == 1
+
+
 def test_sampled_logprobs_are_the_sampling_distribution(tiny_model):
     model, tok = tiny_model
     torch.manual_seed(0)
