@@ -134,7 +134,7 @@ class PermConfig:
     """``task.name: perm``: permutation powering, sigma^k(x) (Christiano et al. 2018; docs/perm.md)."""
 
     name: Literal["perm"] = "perm"
-    """The task (``perm``, ``add``); each has its own keys below the generic ones."""
+    """The task (``perm``, ``add``, ``dataset``); each has its own keys below the generic ones."""
     n_elements: Annotated[int, Field(ge=2, le=10)] = 8
     """perm: size N of the permutation (at most 10: sigma is written one digit per element)."""
     max_power: Annotated[int, Field(ge=1, le=4096)] = 7
@@ -156,7 +156,7 @@ class AddConfig:
     docs/add.md)."""
 
     name: Literal["add"] = "add"
-    """The task (``perm``, ``add``); each has its own keys below the generic ones."""
+    """The task (``perm``, ``add``, ``dataset``); each has its own keys below the generic ones."""
     max_digits: Annotated[int, Field(ge=1, le=16)] = 6
     """add: most digits in each operand (the human adds one digit pair with a carry)."""
     fixed_width: bool = True
