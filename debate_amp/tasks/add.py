@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step, Unparsed
-from debate_amp.tasks.base import Example, Skill
+from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Posed, Step
+from debate_amp.tasks.base import Example, Skill, format_answer, format_ask, parse_step
 
 if TYPE_CHECKING:
     from debate_amp.generation import Generation
@@ -151,9 +151,6 @@ def digits_at_depth(depth: int, top: int) -> tuple[int, int]:
 
 ANSWER_CUE = " A="
 STEP_CUE = " S="
-ANSWER_PREFIX = "ans "
-ASK_PREFIX = "ask "
-SUBQUESTION_SEP = ";"
 
 # Positions are at most 4 digits (operands are at most a few dozen digits): int() of a longer run of digits that
 # a model wrote could raise, and model output that does not parse is data.
@@ -299,30 +296,11 @@ def parse_argument(text: str, n_digits: int | None = None) -> Argument | None:
     return arg
 
 
-def format_answer(value: int | str) -> str:
-    return f"{ANSWER_PREFIX}{value}"
-
-
-def format_ask(first: str, second: str) -> str:
-    return f"{ASK_PREFIX}{first}{SUBQUESTION_SEP}{second}"
-
-
 def parse_value(text: str, digits: int) -> str | None:
     """An answer about a range of ``digits`` digits (a carry-out 0 or 1, then that many digits), or None when the
     text is not one (model output that does not parse is data)."""
     text = text.strip()
     return text if len(text) == digits + 1 and re.fullmatch(r"[01][0-9]*", text) else None
-
-
-def parse_step(text: str) -> Step:
-    text = text.strip()
-    if text.startswith(ANSWER_PREFIX):
-        return Answer(text[len(ANSWER_PREFIX) :].strip())
-    if text.startswith(ASK_PREFIX):
-        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP)
-        if len(parts) == 2 and all(p.strip() for p in parts):
-            return Ask(parts[0].strip(), parts[1].strip())
-    return Unparsed(text)
 
 
 def parse_subquestion(text: str, parent: AddQuestion) -> AddQuestion | None:

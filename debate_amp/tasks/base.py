@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from debate_amp.protocol import Posed, Question
+from debate_amp.protocol import Answer, Ask, Posed, Question, Step, Unparsed
 
 if TYPE_CHECKING:
     from debate_amp.generation import Generation
@@ -206,3 +206,34 @@ def own_name(task: Task) -> str:
 def beyond_name(task: Task) -> str:
     """The name of the difficulties beyond the human (perm: ``k_ge_2``)."""
     return f"{task.difficulty_name}_ge_{task.human_max_difficulty + 1}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The step language every built-in task uses (a task may write its own: it owns ``Question.parse_step``)
+
+ANSWER_PREFIX = "ans "
+ASK_PREFIX = "ask "
+SUBQUESTION_SEP = ";"
+
+
+def format_answer(value: int | str) -> str:
+    """A step that answers: ``ans 4``."""
+    return f"{ANSWER_PREFIX}{value}"
+
+
+def format_ask(first: str, second: str) -> str:
+    """A step that asks two subquestions: ``ask 5^3;#1^3`` (``#1`` stands for the first one's answer)."""
+    return f"{ASK_PREFIX}{first}{SUBQUESTION_SEP}{second}"
+
+
+def parse_step(text: str) -> Step:
+    """``ans <answer>`` as ``Answer``, ``ask <first>;<second>`` as ``Ask``, anything else ``Unparsed`` (model
+    output that does not parse is data)."""
+    text = text.strip()
+    if text.startswith(ANSWER_PREFIX):
+        return Answer(text[len(ANSWER_PREFIX) :].strip())
+    if text.startswith(ASK_PREFIX):
+        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP)
+        if len(parts) == 2 and all(p.strip() for p in parts):
+            return Ask(parts[0].strip(), parts[1].strip())
+    return Unparsed(text)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from debate_amp.protocol import Answer, Ask, Posed, Step, Unparsed
-from debate_amp.tasks.base import Example, Skill
+from debate_amp.protocol import Posed, Step
+from debate_amp.tasks.base import Example, Skill, parse_step
 
 if TYPE_CHECKING:
     from debate_amp.generation import Generation
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 Row = tuple[str, str | None]
 """(question, answer or None)."""
 
-ANSWER_PREFIX = "ans "
-ASK_PREFIX = "ask "
-SUBQUESTION_SEP = ";"
 SUB = " >> "
 """Between a row's question and a subquestion about it, in a subquestion's text."""
 
@@ -124,18 +121,6 @@ class DatasetQuestion:
 
     def is_argument(self, text: str) -> bool:
         return bool(text.strip())
-
-
-def parse_step(text: str) -> Step:
-    """``ans <answer>`` or ``ask <first>;<second>`` (``#1`` in the second stands for the first one's answer)."""
-    text = text.strip()
-    if text.startswith(ANSWER_PREFIX):
-        return Answer(text[len(ANSWER_PREFIX) :].strip())
-    if text.startswith(ASK_PREFIX):
-        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP)
-        if len(parts) == 2 and all(p.strip() for p in parts):
-            return Ask(parts[0].strip(), parts[1].strip())
-    return Unparsed(text)
 
 
 def _fields(posed: Posed, arguments: Sequence[str]) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step, Unparsed
-from debate_amp.tasks.base import Example, Skill
+from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step
+from debate_amp.tasks.base import Example, Skill, format_answer, format_ask, parse_step
 
 if TYPE_CHECKING:
     from debate_amp.generation import Generation
@@ -107,9 +107,6 @@ def depth_of(k: int) -> int:
 
 ANSWER_CUE = " A="
 STEP_CUE = " S="
-ANSWER_PREFIX = "ans "
-ASK_PREFIX = "ask "
-SUBQUESTION_SEP = ";"
 
 _SUBQUESTION = re.compile(r"^(\d+)\^(\d+)$")
 _INT = re.compile(r"^\d+$")
@@ -228,14 +225,6 @@ def parse_argument(text: str, n_elements: int | None = None) -> Argument | None:
     return arg
 
 
-def format_answer(value: int | str) -> str:
-    return f"{ANSWER_PREFIX}{value}"
-
-
-def format_ask(first: str, second: str) -> str:
-    return f"{ASK_PREFIX}{first}{SUBQUESTION_SEP}{second}"
-
-
 def parse_element(text: str, n_elements: int) -> int | None:
     """An answer's element, or None when the text is not one (model output that does not parse is data)."""
     text = text.strip()
@@ -243,17 +232,6 @@ def parse_element(text: str, n_elements: int) -> int | None:
         return None
     value = int(text)
     return value if value < n_elements else None
-
-
-def parse_step(text: str) -> Step:
-    text = text.strip()
-    if text.startswith(ANSWER_PREFIX):
-        return Answer(text[len(ANSWER_PREFIX) :].strip())
-    if text.startswith(ASK_PREFIX):
-        parts = text[len(ASK_PREFIX) :].split(SUBQUESTION_SEP)
-        if len(parts) == 2 and all(p.strip() for p in parts):
-            return Ask(parts[0].strip(), parts[1].strip())
-    return Unparsed(text)
 
 
 def parse_subquestion(text: str, parent: PermQuestion) -> PermQuestion | None:

@@ -3,13 +3,13 @@ from collections import Counter
 
 import pytest
 
+from debate_amp.protocol import Unparsed
 from debate_amp.tasks.perm import (
     Answer,
     Ask,
     PermHuman,
     PermQuestion,
     PermTask,
-    Unparsed,
     answer_prompt,
     depth_of,
     imitation_examples,
