@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 
-from debate_amp.protocol import UNKNOWN, Agent, Answer, Ask, Posed, Reply, Trace
+from debate_amp.protocol import UNKNOWN, Agent, Answer, Ask, ConsultsDraft, Posed, Reply, Trace
 from debate_amp.samplers import Sampler
 
 
@@ -25,7 +25,8 @@ class Approx:
     """The model answers; the sampler, seeing the question and the model's reply, may hand the call to the human.
 
     When it does, the human's reply replaces the model's and the trace keeps both (``trace.replaced`` is the model's
-    draft): the pair is training data.
+    draft): the pair is training data. A human who consults the draft (a real person, ``ConsultsDraft``) is shown
+    it; if they do not answer in time the draft stands, its trace marked ``timed_out``.
     """
 
     human: Agent
@@ -36,7 +37,12 @@ class Approx:
         draft = await self.model(posed)
         if not self.sampler(posed, draft):
             return draft
-        reply = await self.human(posed)
+        if isinstance(self.human, ConsultsDraft):
+            reply = await self.human.consult(posed, draft)
+            if reply.trace.timed_out:  # nobody answered: the model's draft, as the model's
+                return reply
+        else:
+            reply = await self.human(posed)
         return Reply(reply.text, replace(reply.trace, replaced=draft.trace))
 
 

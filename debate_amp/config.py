@@ -226,9 +226,11 @@ TaskConfig = Annotated[PermConfig | AddConfig | DatasetConfig, Field(discriminat
 
 @dataclass(config=_STRICT)
 class HumanConfig:
-    kind: Literal["synthetic", "replay", "model"] = "synthetic"
+    kind: Literal["synthetic", "replay", "model", "web", "terminal"] = "synthetic"
     """Who plays H. ``synthetic``: the task's simulated weak expert. ``replay``: answers recorded earlier
-    (``replay_from``). ``model``: a frozen local language model (``model_path``) acting as the human / judge."""
+    (``replay_from``). ``model``: a frozen local language model (``model_path``) acting as the human / judge.
+    ``web``: real people, answering in ``debate-amp serve`` (docs/humans.md). ``terminal``: a person at the
+    trainer's terminal."""
     error_rate: Probability = 0.0
     """synthetic: probability that a direct answer (a lookup) is wrong."""
     replay_from: str | None = None
@@ -237,12 +239,27 @@ class HumanConfig:
     """replay: who answers a question with no recorded answer; ``none`` makes it an error."""
     model_path: str | None = None
     """model: a local Hugging Face model directory; the frozen LM that answers as H (greedy, never trained)."""
+    timeout_s: PositiveFloat | None = 300.0
+    """web / terminal: seconds a question waits for a person; then the model's draft is used, marked ``timed_out``
+    in the trace (null: wait for ever)."""
+    show_draft: bool = True
+    """web / terminal: show people the model's draft (the terminal's default answer)."""
+    store: str | None = None
+    """web / terminal: the label store people answer into (several trainers may share one); default the run's
+    ``labels.sqlite`` (every process of a distributed run then shares it)."""
+    person: str | None = None
+    """terminal: the name the answers are stored under (default: $USER)."""
 
     def __post_init__(self) -> None:
         if self.kind == "replay" and self.replay_from is None:
             raise ValueError("kind=replay needs replay_from: a label store (.sqlite) or a JSONL file of labels")
         if self.kind == "model" and self.model_path is None:
             raise ValueError("kind=model needs model_path: a local Hugging Face model directory")
+
+    @property
+    def people(self) -> bool:
+        """Is H real people (``web`` / ``terminal``), answering through the label store's queue?"""
+        return self.kind in ("web", "terminal")
 
 
 @dataclass(config=_STRICT)
@@ -586,7 +603,20 @@ def load_config(
 
 
 def _check_task_fits(cfg: Config) -> None:
-    """What a task without a synthetic human (``dataset``) cannot do, each in one line."""
+    """What a task without a synthetic human (``dataset``), or a run whose H is real people, cannot do, each in one
+    line."""
+    if cfg.human.people:
+        start = "start from a saved A[0] instead (debate-amp sft, then model.path=RUN/sft)"
+        if cfg.trainer.warm_start:
+            raise ConfigError(
+                f"trainer.warm_start=true: the warm start imitates the task's synthetic human, not the people of "
+                f"human.kind={cfg.human.kind}; set it false and {start}"
+            )
+        if cfg.trainer.rehearsal_examples:
+            raise ConfigError(
+                f"trainer.rehearsal_examples: the rehearsal imitates the task's synthetic human, not the people of "
+                f"human.kind={cfg.human.kind}; set it to 0"
+            )
     if cfg.task.name != "dataset":
         return
     if cfg.human.kind == "synthetic" or (cfg.human.kind == "replay" and cfg.human.fallback == "synthetic"):
@@ -800,6 +830,15 @@ def _check_paths(cfg: Config) -> None:
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
     if cfg.human.model_path is not None:
         _check_model_dir("human.model_path", Path(cfg.human.model_path))
+    if cfg.human.store is not None:
+        from debate_amp.agents.labels import LabelStoreError, check_label_store
+
+        if not Path(cfg.human.store).parent.is_dir():
+            raise ConfigError(f"human.store: no such folder: {Path(cfg.human.store).parent}")
+        try:
+            check_label_store(cfg.human.store)
+        except LabelStoreError as e:
+            raise ConfigError(f"human.store: {e}") from None
     if isinstance(cfg.task, DatasetConfig):
         for path in cfg.task.paths:
             if not Path(path).exists():

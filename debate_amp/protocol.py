@@ -129,6 +129,7 @@ class Trace:
     replaced: Trace | None = None
     human_calls: int = 0
     from_store: bool = False
+    timed_out: bool = False
     op: str = ""  # "amp" for a node Amp built from its children; "" for a leaf call
 
     @property
@@ -166,3 +167,11 @@ class Agent(Protocol):
     """Anything that answers posed questions: a model, a human, or a combinator of them."""
 
     async def __call__(self, posed: Posed) -> Reply: ...
+
+
+@runtime_checkable
+class ConsultsDraft(Protocol):
+    """A human who is shown the model's draft when Approx hands them a call (a real person: as a default answer,
+    and the answer used when they do not reply in time)."""
+
+    async def consult(self, posed: Posed, draft: Reply) -> Reply: ...

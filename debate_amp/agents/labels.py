@@ -3,16 +3,25 @@
 SQLite in WAL mode with ``synchronous=FULL``: an answer returned by :meth:`LabelStore.put` is on disk, so a
 process killed at any point (SIGKILL included) loses no answer it had used. Keyed by ``Posed.key()``, a hash of
 the posed question's kind and text; a repeated question is served from the store and costs no human call.
+
+The store is also the queue between a trainer and real people (``human.kind: web`` / ``terminal``): a trainer
+posts a question as pending (:meth:`~LabelStore.post`) with the view a person is shown; a person's client claims
+one (:meth:`~LabelStore.claim`: a lease, nobody else is offered it until the lease runs out) and answers it
+(:meth:`~LabelStore.answer`), which moves it from the queue into the labels in one transaction (stored once, the
+first answer stays); the trainer, polling :meth:`~LabelStore.label`, finds it there. Several processes (trainers,
+servers, terminals) may share one store: each opens its own connection, SQLite serialises the writes.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from debate_amp.protocol import Agent, Posed, Reply, Trace
 
@@ -24,6 +33,15 @@ CREATE TABLE IF NOT EXISTS labels (
     answer TEXT NOT NULL,
     human TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    view TEXT NOT NULL,
+    created REAL NOT NULL,
+    leased_to TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
 )
 """
 
@@ -64,6 +82,21 @@ class Label:
     human: str
 
 
+@dataclass(frozen=True)
+class PendingQuestion:
+    """A question waiting for a person. ``view`` is what they are shown (built by the poster: the posed kind, the
+    task's rendering, the arguments, the model's draft where allowed); ``leased_to`` / ``lease_until`` say who holds
+    it and until when (a time.time())."""
+
+    key: str
+    kind: str
+    prompt: str
+    view: dict[str, Any]
+    created: float
+    leased_to: str | None
+    lease_until: float
+
+
 class LabelStore:
     def __init__(self, path: str | Path, *, create_parents: bool = True) -> None:
         """Open (or create) the store at ``path``; :class:`LabelStoreError` when it is not a usable store, or when
@@ -74,30 +107,134 @@ class LabelStore:
             if not create_parents:
                 raise LabelStoreError(f"{self.path}: no such folder: {self.path.parent}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one connection, shared by the threads of a server behind a lock; other processes open their own
+        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each put is its own transaction
+            # autocommit (each put is its own transaction); wait up to 30 s for another process's write
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise LabelStoreError(f"{self.path}: cannot open the label store ({e})") from None
 
     def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT answer FROM labels WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT answer FROM labels WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def label(self, key: str) -> Label | None:
+        """The stored label for ``key`` (with who gave it), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, kind, prompt, answer, human FROM labels WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else Label(*row)
 
     def put(self, posed: Posed, answer: str, human: str) -> None:
         """Record ``answer`` to ``posed``; returns once it is committed. The first answer to a question stays."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
-            (posed.key(), posed.kind, posed.render(), answer, human, time.time()),
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+                (posed.key(), posed.kind, posed.render(), answer, human, time.time()),
+            )
+
+    # -- the queue of questions waiting for people ------------------------------------------------------------
+
+    def post(self, posed: Posed, view: dict[str, Any]) -> bool:
+        """Queue ``posed`` for a person, shown as ``view`` (JSON-serialisable); committed on return. False (nothing
+        queued) when it is already answered or already queued."""
+        key = posed.key()
+        with self._lock, self._transaction():
+            if self._db.execute("SELECT 1 FROM labels WHERE key = ?", (key,)).fetchone():
+                return False
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO pending (key, kind, prompt, view, created) VALUES (?, ?, ?, ?, ?)",
+                (key, posed.kind, posed.render(), json.dumps(view), time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def claim(self, person: str, lease_s: float = 300.0, now: float | None = None) -> PendingQuestion | None:
+        """The question ``person`` should answer now, leased to them for ``lease_s`` seconds: the one they already
+        hold if its lease is still running, else the oldest that nobody holds (or whose lease ran out). None when
+        the queue has nothing for them. Two people claiming at once never get the same question."""
+        now = time.time() if now is None else now
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                "SELECT key FROM pending WHERE leased_to = ? AND lease_until > ? ORDER BY created, rowid LIMIT 1",
+                (person, now),
+            ).fetchone()
+            if row is None:
+                row = self._db.execute(
+                    "SELECT key FROM pending WHERE leased_to IS NULL OR lease_until <= ? ORDER BY created, rowid LIMIT 1",
+                    (now,),
+                ).fetchone()
+            if row is None:
+                return None
+            self._db.execute(
+                "UPDATE pending SET leased_to = ?, lease_until = ? WHERE key = ?", (person, now + lease_s, row[0])
+            )
+        return self.pending_question(row[0])
+
+    def release(self, key: str, person: str) -> None:
+        """Give a claimed question back to the queue (``person`` skipped it)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE pending SET leased_to = NULL, lease_until = 0 WHERE key = ? AND leased_to = ?", (key, person)
+            )
+
+    def withdraw(self, key: str) -> bool:
+        """Take ``key`` off the queue unless someone holds a running lease on it (their answer may still come, and
+        is then stored). True when it was withdrawn."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM pending WHERE key = ? AND (leased_to IS NULL OR lease_until <= ?)", (key, time.time())
+            )
+        return cursor.rowcount == 1
+
+    def answer(self, key: str, answer: str, person: str) -> bool:
+        """Store ``person``'s ``answer`` to the pending question ``key`` and take it off the queue, in one
+        transaction committed before this returns. True when this answer is the one stored; False when the question
+        was already answered (the first answer stays). KeyError when ``key`` was never queued nor answered."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT kind, prompt FROM pending WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                if self._db.execute("SELECT 1 FROM labels WHERE key = ?", (key,)).fetchone():
+                    return False
+                raise KeyError(key)
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?)",
+                (key, row[0], row[1], answer, person, time.time()),
+            )
+            self._db.execute("DELETE FROM pending WHERE key = ?", (key,))
+            return cursor.rowcount == 1
+
+    def pending_question(self, key: str) -> PendingQuestion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key, kind, prompt, view, created, leased_to, lease_until FROM pending WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else _pending(row)
+
+    def pending(self) -> list[PendingQuestion]:
+        """Every queued question, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, kind, prompt, view, created, leased_to, lease_until FROM pending ORDER BY created, rowid"
+            ).fetchall()
+        return [_pending(row) for row in rows]
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0])
 
     def __iter__(self) -> Iterator[Label]:
-        for row in self._db.execute("SELECT key, kind, prompt, answer, human FROM labels ORDER BY rowid"):
+        with self._lock:
+            rows = self._db.execute("SELECT key, kind, prompt, answer, human FROM labels ORDER BY rowid").fetchall()
+        for row in rows:
             yield Label(*row)
 
     def export_jsonl(self, path: str | Path) -> int:
@@ -115,7 +252,27 @@ class LabelStore:
         return n
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+
+def _pending(row: tuple[Any, ...]) -> PendingQuestion:
+    key, kind, prompt, view, created, leased_to, lease_until = row
+    return PendingQuestion(key, kind, prompt, json.loads(view), created, leased_to, lease_until)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception): takes the write lock at the start, so a
+    read-then-write (claim, answer) is atomic across processes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
 @dataclass
@@ -127,9 +284,9 @@ class LabeledHuman:
     name: str = "synthetic"
 
     async def __call__(self, posed: Posed) -> Reply:
-        stored = self.store.get(posed.key())
+        stored = self.store.label(posed.key())
         if stored is not None:
-            return Reply(stored, Trace(f"human:{self.name}", posed, stored, from_store=True))
+            return Reply(stored.answer, Trace(f"human:{stored.human}", posed, stored.answer, from_store=True))
         reply = await self.human(posed)
         self.store.put(posed, reply.text, self.name)
         return reply

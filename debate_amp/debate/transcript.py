@@ -62,6 +62,8 @@ def trace_to_dict(trace: Trace) -> dict[str, Any]:
         node["op"] = trace.op
     if trace.from_store:
         node["from_store"] = True
+    if trace.timed_out:
+        node["timed_out"] = True
     if trace.token_ids:
         node["token_ids"] = list(trace.token_ids)
         node["logprobs"] = [round(lp, 6) for lp in trace.logprobs or []]

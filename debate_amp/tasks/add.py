@@ -118,6 +118,14 @@ class AddQuestion:
     def opening_claims_gold(self, opening: str) -> bool:
         return opening_claims_gold(self, opening)
 
+    def people_view(self) -> dict[str, Any]:
+        """How a person is shown the question (``debate-amp serve``, the terminal): the operands digit by digit."""
+        positions = list(range(self.n_digits - 1, -1, -1))
+        return {
+            "text": f"digits {self.lo}..{self.hi} of a + b + {self.carry} (carry-out first): {self.render()}",
+            "table": {"header": ["position", *positions], "rows": [["a", *self.a], ["b", *self.b]]},
+        }
+
 
 def add_range(a: str, b: str, lo: int, hi: int, carry: int) -> str:
     """Digits lo..hi of a + b plus ``carry``, digit pair by digit pair from the least significant (the human's own

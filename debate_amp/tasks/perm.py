@@ -89,6 +89,13 @@ class PermQuestion:
     def opening_claims_gold(self, opening: str) -> bool:
         return opening_claims_gold(self, opening)
 
+    def people_view(self) -> dict[str, Any]:
+        """How a person is shown the question (``debate-amp serve``, the terminal): σ as a table, x and k."""
+        return {
+            "text": f"σ^{self.k}({self.x}): apply σ {self.k} times to {self.x} ({self.render()})",
+            "table": {"header": ["x", "σ(x)"], "rows": [[i, s] for i, s in enumerate(self.sigma)]},
+        }
+
 
 def power(sigma: tuple[int, ...], x: int, k: int) -> int:
     """sigma^k(x), through the cycle of x: at most N steps whatever k is."""

@@ -206,6 +206,7 @@ class Rollout:
     human_calls: int
     rollout_s: float
     amplify_s: float
+    human_timeouts: int = 0  # questions real people left unanswered past human.timeout_s (the draft stood in)
 
 
 @dataclass
@@ -308,7 +309,7 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     rehearsal already teaches, and M's direct replies are not distilled), and a probe one level deeper is amplified
     and scored against gold to decide when to go deeper."""
     cfg, task, rng = run.cfg, run.task, run.rng
-    calls_before = run.human.calls
+    calls_before, timeouts_before = run.human.calls, run.human.timeouts
     t0 = time.perf_counter()
     questions = [task.sample(rng) for _ in range(run.questions)]
     state.model.eval()
@@ -331,8 +332,10 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     agreement = _agreement(run.amplifier_agent, amplified, amp_questions, state.amp_depth)
     state.model.train()
     amplify_s = time.perf_counter() - t0 - rollout_s
-    human_calls = run.human.calls - calls_before
-    return Rollout(debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s)
+    human_calls, timeouts = run.human.calls - calls_before, run.human.timeouts - timeouts_before
+    return Rollout(
+        debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s, timeouts
+    )
 
 
 def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -> ScoredBatch:
@@ -431,6 +434,7 @@ def update_metrics(
         "objective/force_stop_p": knobs.force_stop_p,
         "objective/kl_coef": state.kl_ctl.value,
         "amp/human_calls": float(rollout.human_calls),
+        "amp/human_timeouts": float(rollout.human_timeouts),
         "rehearsal/human_calls": float(scored.rehearsal_calls),  # 0 when the warm start paid for them
         "amp/targets": float(n_targets),
         "amp/target_accuracy": _accuracy(rollout.amplified, rollout.amp_questions),
@@ -523,7 +527,9 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     unwrapped: PolicyWithValue = accelerator.unwrap_model(prepared)
 
     task = make_task(cfg)
-    store = LabelStore(cfg.run_dir / ("labels.sqlite" if rank == 0 else f"labels.rank{rank}.sqlite"))
+    # real people answer one queue: every process shares the run's store (or human.store); else one store a rank
+    shared = rank == 0 or cfg.human.people
+    store = LabelStore(cfg.run_dir / ("labels.sqlite" if shared else f"labels.rank{rank}.sqlite"))
     human = build_human(cfg.human, task, seed=cfg.run.seed + rank, store=store)
     # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it)
     rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples else []

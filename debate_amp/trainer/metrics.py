@@ -11,7 +11,15 @@ from debate_amp.debate.engine import Debate
 from debate_amp.eval.final import parse_rates
 
 # Per-update scalars that are totals over processes, not means.
-TOTALS = ("amp/human_calls", "rehearsal/human_calls", "amp/subquestions", "amp/targets", "debate/count", "rl/segments")
+TOTALS = (
+    "amp/human_calls",
+    "amp/human_timeouts",
+    "rehearsal/human_calls",
+    "amp/subquestions",
+    "amp/targets",
+    "debate/count",
+    "rl/segments",
+)
 
 
 def judge_accuracy(debate: Debate) -> float | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from debate_amp.agents.humans.frozen_model import ModelHuman
+from debate_amp.agents.humans.people import QueuedHuman, TerminalHuman
 from debate_amp.agents.humans.replay import ReplayHuman, load_jsonl_labels
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.labels import LabeledHuman, LabelStore
@@ -29,11 +31,16 @@ class Human:
     synthetic human's or the frozen model's; a ``replay`` human without a fallback never calls it)."""
 
     agent: Agent
-    source: TaskHuman | ModelHuman | _Uncalled
+    source: TaskHuman | ModelHuman | QueuedHuman | _Uncalled
 
     @property
     def calls(self) -> int:
         return self.source.calls
+
+    @property
+    def timeouts(self) -> int:
+        """Questions real people did not answer in time (the model's draft stood in); 0 for other humans."""
+        return getattr(self.source, "timeouts", 0)
 
     @property
     def rng(self) -> random.Random | None:
@@ -44,8 +51,20 @@ class Human:
 def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore | None = None) -> Human:
     """The human a recipe names for ``task`` (whose synthetic human it is, or falls back to), behind ``store`` when
     given (every new answer recorded before use). A task without a synthetic human (``Task.synthetic`` False) is
-    only asked for one when the recipe names it, which the recipe's checks refuse."""
-    source: TaskHuman | ModelHuman | _Uncalled = _Uncalled()
+    only asked for one when the recipe names it, which the recipe's checks refuse. Real people (``web``,
+    ``terminal``) answer through ``human.store`` if the recipe names one, else ``store``: one of them is needed."""
+    if cfg.people:
+        if cfg.store is not None:
+            store = LabelStore(cfg.store)
+        if store is None:
+            raise ValueError(f"human.kind={cfg.kind} needs a label store to queue questions in: set human.store")
+        people: QueuedHuman
+        if cfg.kind == "terminal":
+            people = TerminalHuman(store, task.name, cfg.timeout_s, cfg.show_draft, person=cfg.person or _user())
+        else:
+            people = QueuedHuman(store, task.name, cfg.timeout_s, cfg.show_draft)
+        return Human(people, people)
+    source: TaskHuman | ModelHuman | QueuedHuman | _Uncalled = _Uncalled()
     agent: Agent | None = None
     if cfg.kind == "synthetic" or (cfg.kind == "replay" and cfg.fallback == "synthetic"):
         synthetic = task.human(error_rate=cfg.error_rate, seed=seed)
@@ -64,3 +83,7 @@ def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore |
     if store is not None:
         agent = LabeledHuman(agent, store, name=cfg.kind)
     return Human(agent, source)
+
+
+def _user() -> str:
+    return os.environ.get("USER") or "terminal"
