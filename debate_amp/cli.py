@@ -9,7 +9,12 @@
     debate-amp eval --compare RUN_A RUN_B              B - A for each statistic, with 95% intervals
     debate-amp eval --protocol liar --model DIR|perfect [--n 500] [--max-turns 1 2 4 6]   honest vs scripted liar
     debate-amp eval PATH... --rejudge --judge-model DIR|perfect|human   agreement of another judge with the verdicts
+    debate-amp eval PATH... --human-judgments FILE    people's judgments of those debates (debate-amp serve --judge)
     debate-amp report RUN_DIR [--out FILE]             one self-contained HTML page: curves, eval table, transcripts
+    debate-amp serve RUN_DIR|STORE [--host H] [--port P] [--token T]   the web app where people answer as H
+    debate-amp serve --judge TRANSCRIPTS... [--store FILE]   the web app where people judge saved debates
+    debate-amp labels RUN_DIR|STORE [--export FILE.jsonl] [--answer [--person NAME]]
+                                                     who answered what, pending questions; export; answer here
     debate-amp config [RECIPE] [section.key=value ...]  print the resolved recipe, or every key with its meaning
 
 Recipes are validated before anything heavy is imported: a bad key, value or path fails in one line, exit code 2.
@@ -99,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--recipe", help="recipe YAML for the task, human, sampler and generation settings")
     ev.add_argument("--task", help="--protocol liar / --rejudge: " + TASK_HELP)
+    ev.add_argument(
+        "--human-judgments",
+        metavar="FILE",
+        help="also score people's judgments of these debates (the SQLite file of `debate-amp serve --judge`)",
+    )
     ev.set_defaults(overrides=[])
 
     report = sub.add_parser("report", help="write one self-contained HTML report of a run")
@@ -106,6 +116,38 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output file (default RUN_DIR/report.html)")
     report.add_argument("--per-update", type=int, default=16, help="debates shown per update (default 16)")
     report.add_argument("--skip-bad", action="store_true", help="skip malformed transcript lines")
+
+    serve = sub.add_parser(
+        "serve",
+        help="the local web app where people answer the label store's questions, or (--judge) judge saved debates",
+        description="A local web app for real people acting as H (docs/humans.md). It listens on 127.0.0.1 unless "
+        "--host says otherwise, which needs --token.",
+    )
+    serve.add_argument(
+        "store", nargs="?", metavar="RUN_DIR|STORE", help="a run directory (its labels.sqlite) or a label store file"
+    )
+    serve.add_argument("--judge", nargs="+", metavar="TRANSCRIPTS", help="judge mode: transcript files or run dirs")
+    serve.add_argument(
+        "--store",
+        dest="judgments",
+        metavar="FILE",
+        help="--judge: where judgments go (default: human_judgments.sqlite beside the first transcript file)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--token", help="a secret every request must carry (needed for a --host other than loopback)")
+    serve.add_argument(
+        "--lease-s", type=float, default=300.0, help="seconds a question or debate stays with one person (300)"
+    )
+
+    labels = sub.add_parser(
+        "labels",
+        help="a label store: answers by person and kind, pending questions; export them, or answer them here",
+    )
+    labels.add_argument("store", metavar="RUN_DIR|STORE", help="a run directory (its labels.sqlite) or a label store")
+    labels.add_argument("--export", metavar="FILE", help="write every answer as JSONL (for human.kind=replay)")
+    labels.add_argument("--answer", action="store_true", help="answer the pending questions at this terminal")
+    labels.add_argument("--person", help="--answer: the name your answers are stored under (default $USER)")
 
     config = sub.add_parser("config", help="print the resolved recipe (or, with --keys, every key documented)")
     config.add_argument("recipe", nargs="?", help="recipe YAML (default: built-in defaults)")
@@ -215,6 +257,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human(cfg: Config, task):
+    """The recipe's human for ``task`` (its label store from ``human.store`` where people answer), or a one-line
+    error."""
+    from debate_amp.agents.humans import HumanSetupError, build_human
+
+    try:
+        return build_human(cfg.human, task, seed=cfg.run.seed)
+    except HumanSetupError as e:
+        _fail(str(e))
+
+
 def _question(args: argparse.Namespace, cfg: Config):
     import random
 
@@ -272,7 +325,7 @@ def _amp_approx(cfg: Config, human, generate_fn, role: str):
 def cmd_amp(args: argparse.Namespace) -> int:
     import asyncio
 
-    from debate_amp.agents.humans import build_human
+    from debate_amp.agents.humans import HumanSetupError, build_human
     from debate_amp.agents.humans.replay import UnseenQuestion
     from debate_amp.agents.labels import LabelStore, LabelStoreError
     from debate_amp.protocol import Posed
@@ -287,6 +340,8 @@ def cmd_amp(args: argparse.Namespace) -> int:
     except LabelStoreError as e:
         print(f"debate-amp: error: --labels {e}" if args.labels else f"debate-amp: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except HumanSetupError as e:
+        _fail(f"{e}, or --labels PATH")
     agent = _amp_approx(cfg, human.agent, generate_fn, "policy")
     try:
         reply = asyncio.run(agent(Posed("answer", question)))
@@ -300,7 +355,6 @@ def cmd_amp(args: argparse.Namespace) -> int:
 
 
 def cmd_debate(args: argparse.Namespace) -> int:
-    from debate_amp.agents.humans import build_human
     from debate_amp.debate.engine import ScriptedDebater, run_debates
     from debate_amp.tasks import make_task
 
@@ -310,7 +364,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
     if max_turns < 1:
         _fail(f"--max-turns: must be at least 1, got {max_turns}")
     question = _question(args, cfg)
-    human = build_human(cfg.human, task, seed=cfg.run.seed)
+    human = _human(cfg, task)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, 0.0), "target")
     if args.liar and not task.synthetic:
@@ -441,6 +495,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ]
     if len(modes) > 1:
         _fail(f"{' and '.join(modes)} are separate modes; give one")
+    if args.human_judgments and modes:
+        _fail(f"--human-judgments scores saved debates; it does not go with {modes[0]}")
     if args.protocol == "liar":
         return _eval_liar(args)
     if args.compare:
@@ -465,22 +521,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from debate_amp.eval.transcripts import format_table, statistics
 
     stats = statistics(transcripts.rows)
+    humans = _human_judges(args.human_judgments, transcripts.rows) if args.human_judgments else None
     if args.json:
+        extra = {} if humans is None else {"human_judges": {"path": args.human_judgments, **humans}}
         print(
             json.dumps(
-                {"paths": args.paths, "files": len(transcripts.files), "skipped": len(transcripts.skipped), **stats}
+                {
+                    "paths": args.paths,
+                    "files": len(transcripts.files),
+                    "skipped": len(transcripts.skipped),
+                    **stats,
+                    **extra,
+                }
             )
         )
     else:
         print(_header(transcripts))
         print(format_table(stats))
+        if humans is not None:
+            from debate_amp.eval.human_judges import format_human_judges
+
+            print()
+            print(format_human_judges(humans, args.human_judgments))
     return 0
+
+
+def _human_judges(path: str, rows) -> dict:
+    """``--human-judgments``: the people's judgments of ``rows``; a file that is not a judgment store fails in one
+    line."""
+    from debate_amp.eval.human_judges import human_judge_statistics
+    from debate_amp.serve.judgments import JudgmentStoreError, read_judgments
+
+    try:
+        judgments = read_judgments(path)
+    except JudgmentStoreError as e:
+        _fail(str(e))
+    return human_judge_statistics(rows, judgments)
 
 
 def _eval_liar(args: argparse.Namespace) -> int:
     import json
 
-    from debate_amp.agents.humans import build_human
     from debate_amp.eval.protocols import honest_vs_liar, liar_table
     from debate_amp.tasks import make_task
 
@@ -495,7 +576,7 @@ def _eval_liar(args: argparse.Namespace) -> int:
     if not task.synthetic:
         _fail(f"--protocol liar: the {task.name} task has no scripted liar")
     questions = task.eval_questions(args.n)
-    human = build_human(cfg.human, task, seed=cfg.run.seed)
+    human = _human(cfg, task)
     policy = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, cfg.generation.temperature), "policy")
     if args.judge_model == "human":
         target, judge = human.agent, "the synthetic human alone"
@@ -519,7 +600,6 @@ def _eval_liar(args: argparse.Namespace) -> int:
 def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
     import json
 
-    from debate_amp.agents.humans import build_human
     from debate_amp.eval.protocols import rejudge
     from debate_amp.tasks import make_task
 
@@ -535,7 +615,7 @@ def _eval_rejudge(args: argparse.Namespace, transcripts) -> int:
             f"{cfg.task.name}; pass --task {tasks[0]} (or a recipe of that task)"
         )
     task = make_task(cfg)
-    human = build_human(cfg.human, task, seed=cfg.run.seed)
+    human = _human(cfg, task)
     if args.judge_model == "human":
         judge = human.agent
     else:
@@ -585,6 +665,98 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    from debate_amp.serve.app import is_loopback
+
+    if (args.store is None) == (args.judge is None):
+        _fail("give a run directory or label store to answer its questions, or --judge TRANSCRIPTS... (not both)")
+    if args.judgments and not args.judge:
+        _fail("--store is where --judge puts its judgments; a label store is given as RUN_DIR|STORE")
+    if not is_loopback(args.host) and not args.token:
+        _fail(f"--host {args.host} accepts connections from other machines: set --token too")
+    if not 0 < args.port < 65536 or args.lease_s <= 0:
+        _fail("--port must be 1-65535 and --lease-s positive")
+    store = judge = None
+    if args.judge:
+        from debate_amp.debate.transcript import TranscriptError
+        from debate_amp.serve.judgments import JudgeSession, JudgmentStoreError
+
+        try:
+            judge = JudgeSession.from_transcripts(args.judge, args.judgments)
+        except (TranscriptError, JudgmentStoreError, OSError, ValueError) as e:
+            _fail(str(e))
+    else:
+        store = _open_store(args.store)
+    try:  # a port in use fails here in one line, not in uvicorn's log
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        socket.create_server((args.host, args.port), family=family).close()
+    except OSError as e:
+        _fail(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})")
+    import uvicorn
+
+    from debate_amp.serve.app import create_app
+
+    app = create_app(store, token=args.token, lease_s=args.lease_s, judge=judge)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}/{'judge' if judge else ''}" + (f"?token={args.token}" if args.token else "")
+    if judge is not None:
+        what = f"{len(judge.debates)} debates to judge; judgments go to {judge.store.path}"
+    else:
+        what = f"questions from {store.path if store is not None else ''}"
+    print(f"debate-amp serve: {what}\nopen {url}  (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _open_store(given: str):
+    """The label store a command names (a run directory means its ``labels.sqlite``), or a one-line error."""
+    from debate_amp.agents.labels import LabelStore, LabelStoreError
+
+    path = Path(given)
+    if path.is_dir():
+        path = path / "labels.sqlite"
+    if not path.is_file():
+        _fail(f"{given}: no such run directory or label store")
+    try:
+        return LabelStore(path)
+    except LabelStoreError as e:
+        _fail(str(e))
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from debate_amp.agents.humans.people import answer_at_terminal
+
+    store = _open_store(args.store)
+    if args.person and not args.answer:
+        _fail("--person names who answers with --answer")
+    if args.export:
+        if not Path(args.export).parent.is_dir():
+            _fail(f"--export: no such folder: {Path(args.export).parent}")
+        print(f"wrote {store.export_jsonl(args.export)} answers to {args.export}")
+    if args.answer:
+        person = args.person or os.environ.get("USER") or "terminal"
+        print(f"answering the questions of {store.path} as {person} (Ctrl-D stops)", flush=True)
+        answer_at_terminal(store.path, person, sys.stdin, sys.stdout, lease_s=3600.0)
+        return 0
+    if args.export:
+        return 0
+    by_person = Counter(label.human for label in store)
+    by_kind = Counter(label.kind for label in store)
+    pending = store.pending()
+    print(f"{store.path}: {len(store)} answers, {len(pending)} questions pending")
+    if by_person:
+        print("by who answered: " + ", ".join(f"{who} {n}" for who, n in by_person.most_common()))
+        print("by posed kind:   " + ", ".join(f"{kind} {n}" for kind, n in by_kind.most_common()))
+    for question in pending:
+        held = f" (with {question.leased_to})" if question.leased_to else ""
+        print(f"  pending {question.kind}{held}: {question.prompt}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
         for key, default, doc in describe_fields():
@@ -612,12 +784,17 @@ def main(argv: list[str] | None = None) -> int:
         "debate": cmd_debate,
         "eval": cmd_eval,
         "report": cmd_report,
+        "serve": cmd_serve,
+        "labels": cmd_labels,
         "config": cmd_config,
     }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:  # Ctrl-C outside the trainer's own handler (the warm start, eval, amp, debate)
-        what = {"train": "; a warm start that did not finish is redone by the same command", "sft": ""}
+        what = {
+            "train": "; a warm start that did not finish is redone by the same command",
+            "sft": "",
+        }
         print(f"\ndebate-amp: interrupted{what.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `debate-amp eval RUN | head`: the reader left; not an error worth a traceback

@@ -183,6 +183,15 @@ class LabelStore:
                 "UPDATE pending SET leased_to = NULL, lease_until = 0 WHERE key = ? AND leased_to = ?", (key, person)
             )
 
+    def skip(self, key: str, person: str) -> None:
+        """``person`` skips the question they hold: it goes back to the queue, behind every other question, so their
+        next claim offers them another."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE pending SET leased_to = NULL, lease_until = 0, created = ? WHERE key = ? AND leased_to = ?",
+                (time.time(), key, person),
+            )
+
     def withdraw(self, key: str) -> bool:
         """Take ``key`` off the queue unless someone holds a running lease on it (their answer may still come, and
         is then stored). True when it was withdrawn."""

@@ -229,3 +229,29 @@ def test_the_terminal_human_answers_at_a_real_pseudo_terminal(tmp_path):
         child.close(force=True)
     label = LabelStore(db).label(posed(1, 2).key())
     assert label is not None and (label.answer, label.human) == ("6", "tess")
+
+
+def test_the_labels_command_lists_exports_and_answers_the_queue(tmp_path, capsys):
+    from debate_amp.agents.humans.replay import load_jsonl_labels
+    from debate_amp.cli import main
+
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    (first,) = queue(store, posed(1, 2))
+    store.put(posed(0), "3", "ann")
+    assert main(["labels", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 answers, 1 questions pending" in out and "by who answered: ann 1" in out
+    assert "pending answer: s=37016254 x=1 k=2" in out
+    # answered at the terminal from standard input (the same loop as human.kind=terminal)
+    proc = subprocess.run(
+        [sys.executable, "-m", "debate_amp.cli", "labels", str(db), "--answer", "--person", "zed"],
+        input="6\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "stored: 6" in proc.stdout and store.label(first).human == "zed" and store.pending() == []
+    assert main(["labels", str(db), "--export", str(tmp_path / "labels.jsonl")]) == 0
+    assert load_jsonl_labels(tmp_path / "labels.jsonl") == {posed(0).key(): "3", first: "6"}
+    with pytest.raises(SystemExit) as e:
+        main(["labels", str(tmp_path / "nope.sqlite")])
+    assert e.value.code == 2 and "no such run directory or label store" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from debate_amp.agents.humans.frozen_model import ModelHuman
 from debate_amp.agents.humans.people import QueuedHuman, TerminalHuman
 from debate_amp.agents.humans.replay import ReplayHuman, load_jsonl_labels
 from debate_amp.agents.humans.synthetic import SyntheticHuman
@@ -15,6 +15,13 @@ from debate_amp.agents.labels import LabeledHuman, LabelStore
 from debate_amp.config import HumanConfig
 from debate_amp.protocol import Agent
 from debate_amp.tasks.base import Task, TaskHuman
+
+if TYPE_CHECKING:  # the frozen model human needs torch: imported only where a recipe asks for it
+    from debate_amp.agents.humans.frozen_model import ModelHuman
+
+
+class HumanSetupError(ValueError):
+    """A recipe's human that cannot be built here (one line, for the CLI)."""
 
 
 @dataclass
@@ -57,7 +64,10 @@ def build_human(cfg: HumanConfig, task: Task, seed: int = 0, store: LabelStore |
         if cfg.store is not None:
             store = LabelStore(cfg.store)
         if store is None:
-            raise ValueError(f"human.kind={cfg.kind} needs a label store to queue questions in: set human.store")
+            raise HumanSetupError(
+                f"human.kind={cfg.kind} needs a label store to queue the questions for people in: set human.store=PATH "
+                "(and answer them with debate-amp serve PATH)"
+            )
         people: QueuedHuman
         if cfg.kind == "terminal":
             people = TerminalHuman(store, task.name, cfg.timeout_s, cfg.show_draft, person=cfg.person or _user())

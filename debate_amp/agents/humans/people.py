@@ -213,24 +213,39 @@ def render_for_terminal(question: PendingQuestion) -> str:
     return "\n".join(lines)
 
 
+def _input_waiting(stdin: TextIO, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``stdin`` to have a line (or its end) to read; False when it has none."""
+    import select
+
+    try:
+        ready, _, _ = select.select([stdin], [], [], timeout)
+    except (OSError, ValueError, TypeError):  # not a file with a descriptor (a StringIO): just wait
+        time.sleep(timeout)
+        return False
+    return bool(ready)
+
+
 def answer_at_terminal(
     store_path: str | Path, person: str, stdin: TextIO, stdout: TextIO, lease_s: float = 3600.0, poll_s: float = 0.25
 ) -> None:
     """Answer the store's queue at a terminal until its input ends: claim a question, show it, read a line, commit
     the answer (then say so). An answer that does not fit the question is refused and asked again."""
     store = LabelStore(store_path)
+    question: PendingQuestion | None = None
     try:
         while True:
             question = store.claim(person, lease_s)
-            if question is None:
-                time.sleep(poll_s)
+            if question is None:  # nothing to answer: wait, but stop at the end of input
+                if _input_waiting(stdin, poll_s):
+                    if not stdin.readline():
+                        return
+                    print("no question is waiting for an answer", file=stdout, flush=True)
                 continue
             print(render_for_terminal(question), file=stdout, flush=True)
             while True:
                 print("> ", end="", file=stdout, flush=True)
                 line = stdin.readline()
-                if not line:  # end of input: give the question back and stop
-                    store.release(question.key, person)
+                if not line:  # end of input: stop (the question goes back to the queue)
                     return
                 text = line.strip() or (question.view.get("draft") or "")
                 try:
@@ -240,6 +255,9 @@ def answer_at_terminal(
                     continue
                 stored = store.answer(question.key, reply, person)
                 print(f"stored: {reply}" if stored else "already answered by someone else", file=stdout, flush=True)
+                question = None
                 break
-    finally:
+    finally:  # Ctrl-C or the end of input: give back the question in hand
+        if question is not None:
+            store.release(question.key, person)
         store.close()
