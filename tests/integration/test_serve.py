@@ -193,17 +193,17 @@ def test_two_people_at_once_get_different_questions_and_every_answer_is_stored_o
 
 @pytest.fixture()
 def transcripts(tmp_path):
-    """Three saved debates (the perfect policy against the scripted liar, the liar opening in the third), judged by
+    """Five saved debates (the perfect policy against the scripted liar, the liar opening in the last two), judged by
     Amp~(H, M_target) with the perfect model: a transcript file as the trainer writes it."""
     human = SyntheticHuman(PermHuman())
     amp_policy = amp_approx(human, ModelAgent(perfect_generate, "policy"), Never())
     amp_target = amp_approx(human, ModelAgent(perfect_generate, "target"), Never())
-    questions = PermTask(8, 15).eval_questions(3, seed=4)
+    questions = PermTask(8, 15).eval_questions(5, seed=4)
     liar = ScriptedDebater(PermLiar(seed=0))
 
     def play():
-        return run_debates(questions[:2], amp_policy, amp_target, 2, odd=liar) + run_debates(
-            questions[2:], amp_policy, amp_target, 2, even=liar
+        return run_debates(questions[:3], amp_policy, amp_target, 2, odd=liar) + run_debates(
+            questions[3:], amp_policy, amp_target, 2, even=liar
         )
 
     # in a thread of its own: run_debates starts an event loop, and this one has Playwright's running
@@ -225,11 +225,11 @@ def transcripts(tmp_path):
     return write_transcripts(tmp_path / "transcripts" / "update_000001.jsonl", records)
 
 
-def test_judge_three_debates_in_the_browser_then_eval_scores_them(browser, transcripts, capsys):
+def test_judge_five_debates_in_the_browser_then_eval_scores_them(browser, transcripts, capsys):
     from playwright.sync_api import expect
 
     rows = load([transcripts]).rows
-    assert [r.even_right for r in rows] == [True, True, False]
+    assert [r.even_right for r in rows] == [True, True, True, False, False]
     session = JudgeSession.from_transcripts([transcripts])
     assert session.store.path == transcripts.parent / "human_judgments.sqlite"
     typed = {}  # question_id -> (initial answer, winner)
@@ -237,13 +237,13 @@ def test_judge_three_debates_in_the_browser_then_eval_scores_them(browser, trans
         page = browser.new_context().new_page()
         enter_name(page, url, "ann")
         assert page.url.endswith("/judge")
-        for i in range(3):
+        for i in range(5):
             question = page.inner_text("#question")
             [row] = [r for r in rows if r.question in question]
             # step 1: the question alone, no argument yet
             assert page.locator("#arguments").count() == 0
             assert not any(argument in page.inner_text("body") for argument in row.arguments)
-            right = row.gold if i == 0 else str((int(row.gold) + 1) % 8)  # naive: right once
+            right = row.gold if i in (0, 3) else str((int(row.gold) + 1) % 8)  # naive: right twice
             page.fill("#initial-answer", right)
             page.fill("#initial-confidence", str(60 + 10 * i))
             page.click("#initial-submit")
@@ -251,27 +251,27 @@ def test_judge_three_debates_in_the_browser_then_eval_scores_them(browser, trans
             expect(page.locator("#arguments li")).to_have_count(len(row.arguments))
             assert [t.strip() for t in page.locator("#arguments .argument").all_inner_texts()] == list(row.arguments)
             honest = "even" if row.even_right else "odd"
-            winner = honest if i < 2 else ("odd" if honest == "even" else "even")  # after debate: right twice
+            winner = honest if i != 2 else ("odd" if honest == "even" else "even")  # after debate: right 4 times
             page.fill("#verdict-confidence", "90")
             page.click(f"#winner-{winner}")
             expect(page.locator("#notice")).to_contain_text(f"stored: your verdict on debate {rows.index(row) + 1}")
             typed[row.question_id] = (right, winner)
-        expect(page.locator("#empty")).to_contain_text("you judged 3 of 3 debates")
+        expect(page.locator("#empty")).to_contain_text("you judged 5 of 5 debates")
 
     judgments = read_judgments(session.store.path)
     assert {j.question_id: (j.initial_answer, j.winner) for j in judgments} == typed
-    assert [j.initial_confidence for j in judgments] == [60, 70, 80] and {j.person for j in judgments} == {"ann"}
+    assert [j.initial_confidence for j in judgments] == [60, 70, 80, 90, 100] and {j.person for j in judgments} == {"ann"}
     assert all(j.initial_seconds >= 0 and j.verdict_seconds > 0 for j in judgments)
 
     assert main(["eval", str(transcripts), "--human-judgments", str(session.store.path), "--json"]) == 0
     humans = json.loads(capsys.readouterr().out)["human_judges"]
-    assert (humans["naive_accuracy"]["successes"], humans["naive_accuracy"]["n"]) == (1, 3)
-    assert (humans["accuracy_after_debate"]["successes"], humans["accuracy_after_debate"]["n"]) == (2, 3)
+    assert (humans["naive_accuracy"]["successes"], humans["naive_accuracy"]["n"]) == (2, 5)
+    assert (humans["accuracy_after_debate"]["successes"], humans["accuracy_after_debate"]["n"]) == (4, 5)
     by_id = {r.question_id: r for r in rows}
     agree = sum(winner == by_id[q].winner for q, (_, winner) in typed.items())
     assert humans["agreement_with_model_judge"]["successes"] == agree
     assert humans["model_judge_accuracy"]["successes"] == sum(bool(r.correct) for r in rows)
-    assert humans["judgments"] == 3 and humans["median_seconds"] > 0
+    assert humans["judgments"] == 5 and humans["median_seconds"] > 0
 
 
 def test_serve_command_starts_the_app_and_stops_on_sigint(tmp_path):
