@@ -9,6 +9,10 @@ Amp runs the two-subquestion protocol of ``references/000``: the asker is posed 
 workspace of sub-answers so far and replies with an answer or exactly two subquestions; M answers both (the second
 may use the first's answer as ``#1``, and then waits for it); repeat until an answer or ``max_rounds`` rounds of
 subquestions, after which the asker is posed the step once more and anything but an answer gives ``?``.
+
+``AdversarialAmp`` is ``references/000``'s amplification with its adversary (``sampler.kind: adversary``): the
+human is asked only where the adversary doubts M's draft, and at each decomposition works down the one subquestion
+the adversary (with Boltzmann exploration) thinks M most likely got wrong, M's answer standing for the other.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from debate_amp.protocol import UNKNOWN, Agent, Answer, Ask, ConsultsDraft, Posed, Reply, Trace
-from debate_amp.samplers import Sampler
+from debate_amp.samplers import Adversarial, Budget, Sampler
 
 
 @dataclass
@@ -103,3 +107,99 @@ def amp_approx(human: Agent, model: Agent, sampler: Sampler, max_rounds: int = 2
         answerer = Amp(asker, answerer, max_rounds)
     assert isinstance(answerer, Amp)
     return answerer
+
+
+@dataclass
+class _Room:
+    """The sampler of the human's steps at one node of :class:`AdversarialAmp`: the first step was counted against
+    the budget when the node was handed to the human; each later one is asked while the budget has room."""
+
+    budget: Budget | None
+    prepaid: bool = True
+
+    def __call__(self, posed: Posed, model_reply: Reply) -> bool:
+        if self.prepaid:
+            self.prepaid = False
+            return True
+        return self.budget is None or self.budget.allow()
+
+
+@dataclass
+class AdversarialAmp:
+    """Amp~(H, M) with ``references/000``'s adversary, for a posed question Q:
+
+    1. M drafts an answer M(Q). If the adversary is confident in it, Adv(Q, M(Q)) < ``confidence`` (000's
+       iteration step, H' = M), or the budget has no room for a human call, M's draft stands and the human is not
+       asked.
+    2. Otherwise the human is posed the step question (as an asker in :class:`Amp`, through ``Approx(H, M)``: M
+       drafts the step too, kept as ``replaced``, and each human step is one call against the budget). An answer
+       ends the node.
+    3. Two subquestions: M answers both, the adversary scores both answers, and the Gumbel-max trick picks i with
+       probability softmax(Adv / temperature)_i (000's step 4).
+    4. The chosen subquestion is answered by this same procedure (from step 1 with M's answer as the draft: the
+       human keeps working down that branch where the adversary still doubts M); M's answer stands for the other.
+       When the second subquestion refers to the first (``#1``), it reads the first's answer that is used.
+    5. The human is posed the step again with both answers (integration): an answer, or two more subquestions
+       (back to 3), up to ``max_rounds`` rounds, as in :class:`Amp`.
+
+    The node's trace is an ``amp`` node whose ``replaced`` is M's draft of step 1 (the amplified answer replaced
+    it: the pair labels the adversary), its children the steps and sub-answers in order, as :class:`Amp`'s.
+    """
+
+    human: Agent
+    model: Agent
+    sampler: Adversarial
+    budget: Budget | None = None
+    max_rounds: int = 2
+
+    async def __call__(self, posed: Posed) -> Reply:
+        draft = await self.model(posed)
+        return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft.text)])[0])
+
+    async def _node(self, posed: Posed, draft: Reply, p_wrong: float) -> Reply:
+        if not self.sampler.doubts(p_wrong) or (self.budget is not None and not self.budget.allow()):
+            return draft  # the first human step is counted here: a node the human takes has a human in it
+        asker = Approx(self.human, self.model, _Room(self.budget))
+        workspace: list[str] = []
+        children: list[Trace] = []
+        for round_ in range(self.max_rounds + 1):
+            step_reply = await asker(posed.step(tuple(workspace)))
+            children.append(step_reply.trace)
+            step = posed.question.parse_step(step_reply.text)
+            if isinstance(step, Answer):
+                return self._reply(posed, step.text, children, draft)
+            if not isinstance(step, Ask) or round_ == self.max_rounds:
+                break
+            workspace.extend(await self._ask(posed, step, children))
+        return self._reply(posed, UNKNOWN, children, draft)
+
+    async def _ask(self, posed: Posed, ask: Ask, children: list[Trace]) -> list[str]:
+        """M answers both subquestions; the human works down the one the Gumbel-max choice picks."""
+        refers = "#1" in ask.second
+        if refers:
+            first = await self._subanswer(posed, ask.first)
+            second = await self._subanswer(posed, ask.second.replace("#1", first.text))
+        else:
+            first, second = await asyncio.gather(self._subanswer(posed, ask.first), self._subanswer(posed, ask.second))
+        replies = [first, second]
+        open_ = [i for i, r in enumerate(replies) if r.trace.source != "unparsed"]  # nothing to work down otherwise
+        if open_:
+            scores = self.sampler.p_wrong([(replies[i].trace.posed, replies[i].text) for i in open_])
+            pick = self.sampler.choose(scores) if len(open_) == 2 else 0
+            chosen = open_[pick]
+            replies[chosen] = await self._node(replies[chosen].trace.posed, replies[chosen], scores[pick])
+            if chosen == 0 and refers and replies[0].text != first.text:  # #1 is the answer that is used
+                replies[1] = await self._subanswer(posed, ask.second.replace("#1", replies[0].text))
+        children.extend(r.trace for r in replies)
+        return [r.text for r in replies]
+
+    async def _subanswer(self, posed: Posed, text: str) -> Reply:
+        subquestion = posed.question.subquestion(text)
+        if subquestion is None:  # an asker's subquestion that does not parse is data: its answer is "?"
+            return Reply(UNKNOWN, Trace("unparsed", posed, text))
+        return await self.model(Posed("answer", subquestion))
+
+    @staticmethod
+    def _reply(posed: Posed, text: str, children: list[Trace], draft: Reply) -> Reply:
+        trace = Trace(children[-1].source, posed, text, children=children, op="amp", replaced=draft.trace)
+        return Reply(text, trace)

@@ -264,9 +264,11 @@ class HumanConfig:
 
 @dataclass(config=_STRICT)
 class SamplerConfig:
-    kind: Literal["always", "never", "bernoulli", "confidence"] = "bernoulli"
+    kind: Literal["always", "never", "bernoulli", "confidence", "adversary"] = "bernoulli"
     """Samp: when Approx asks the real human instead of the model. ``confidence`` asks when the model's reply has
-    mean token log-probability below ``threshold``."""
+    mean token log-probability below ``threshold``. ``adversary``: references/000's adversarial amplification
+    (docs/adversarial_ida.md): a learned predictor of "M's draft is wrong" skips the human where it is confident and
+    sends the human down the subquestion it doubts most (Boltzmann exploration); ``amp.levels`` does not apply."""
     p: Probability = 0.1
     """bernoulli: probability that a call goes to the human."""
     threshold: float = -0.5
@@ -275,6 +277,24 @@ class SamplerConfig:
     """Hard cap on human calls per update (None: no cap)."""
     per_run: NonNegativeInt | None = None
     """Hard cap on human calls in the whole run (None: no cap)."""
+    confidence: Probability = 0.2
+    """adversary: the human is asked about a node only when the adversary's probability that M's draft is wrong is
+    at least this; below it M's draft stands (references/000's confidence threshold)."""
+    temperature: PositiveFloat = 0.2
+    """adversary: Boltzmann temperature of the choice of the subquestion the human works down: i with probability
+    softmax(p_wrong / temperature)_i over the adversary's scores of M's two answers (Gumbel-max)."""
+    adversary_steps: PositiveInt = 16
+    """adversary: AdamW minibatch steps (64 labelled nodes each) the adversary takes each update."""
+    adversary_questions: Probability = 0.0
+    """adversary: the share of each update's amplification questions (``amp.questions_per_update``) chosen by the
+    adversary, as the ones whose direct answers by M it rates most likely wrong among ``adversary_pool`` times as
+    many training questions; the rest come from the training distribution."""
+    adversary_pool: PositiveInt = 4
+    """adversary: candidates drawn per question the adversary chooses (``adversary_questions``)."""
+
+    def __post_init__(self) -> None:
+        if self.adversary_questions and self.kind != "adversary":
+            raise ValueError(f"adversary_questions: needs kind=adversary (kind={self.kind} has no adversary)")
 
 
 @dataclass(config=_STRICT)

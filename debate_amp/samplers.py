@@ -2,12 +2,16 @@
 
 A sampler is called as ``sampler(posed, model_reply) -> bool`` (True: ask the human). ``budget`` wraps another
 sampler with hard caps on human calls per update and per run; call ``new_update()`` at the start of each update.
+``adversary`` is ``references/000``'s Samp: a learned predictor of "this draft is wrong" (``debate_amp.adversary``)
+decides where the human is skipped, and :func:`gumbel_max` which subquestion the human works down
+(``debate_amp.combinators.AdversarialAmp`` runs it).
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,11 +87,17 @@ class Budget:
         self.update_calls = 0
 
     def __call__(self, posed: Posed, model_reply: Reply) -> bool:
-        if not self.inner(posed, model_reply):
-            return False
-        if self.per_update is not None and self.update_calls >= self.per_update:
-            return False
-        if self.per_run is not None and self.run_calls >= self.per_run:
+        return self.inner(posed, model_reply) and self.allow()
+
+    def has_room(self) -> bool:
+        """Is there room for one more human call under both caps (nothing counted)?"""
+        return (self.per_update is None or self.update_calls < self.per_update) and (
+            self.per_run is None or self.run_calls < self.per_run
+        )
+
+    def allow(self) -> bool:
+        """One more human call, if there is room for it under both caps: then it is counted."""
+        if not self.has_room():
             return False
         self.update_calls += 1
         self.run_calls += 1
@@ -100,6 +110,75 @@ class Budget:
         self.update_calls, self.run_calls = state["update_calls"], state["run_calls"]
 
 
+class Adversary(Protocol):
+    """Adv(q, a) of ``references/000``: for (the posed question as a model reads it, a draft reply), the probability
+    that the draft is wrong (``debate_amp.adversary.Adversary`` is the learned one)."""
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+@dataclass
+class Uninformed:
+    """An adversary that knows nothing: every draft is wrong with probability ``p_wrong``. What a command without a
+    trained adversary uses: every node is doubted (at the default confidence) and each choice is a fair coin."""
+
+    p_wrong: float = 0.5
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return [self.p_wrong] * len(pairs)
+
+
+def gumbel_max(scores: Sequence[float], temperature: float, rng: random.Random) -> int:
+    """argmax_i (score_i / temperature + g_i) with g_i ~ Gumbel(0, 1) independent: index i with probability
+    softmax(scores / temperature)_i (the Gumbel-max trick; Boltzmann exploration, ``references/000``)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    best, best_value = 0, -math.inf
+    for i, score in enumerate(scores):
+        u = rng.random() or 5e-324  # in (0, 1): -log(-log u) is finite
+        value = score / temperature - math.log(-math.log(u))
+        if value > best_value:
+            best, best_value = i, value
+    return best
+
+
+@dataclass
+class Adversarial:
+    """``sampler.kind: adversary``, the Samp of ``references/000``'s iteration step: ask the human when the
+    adversary's probability that the model's draft is wrong is at least ``confidence`` (where it is below, the
+    model's draft stands: H' = M). At a decomposition, :meth:`choose` picks the subquestion the human works down by
+    Boltzmann exploration over the adversary's scores of the model's answers, with ``temperature``; its Gumbel
+    noise is drawn from ``rng`` (seeded; checkpoints save it)."""
+
+    adversary: Adversary
+    confidence: float = 0.2
+    temperature: float = 0.2
+    seed: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"adversary confidence must be in [0, 1], got {self.confidence}")
+        if self.temperature <= 0:
+            raise ValueError(f"adversary temperature must be > 0, got {self.temperature}")
+        self.rng = random.Random(self.seed)
+
+    def p_wrong(self, pairs: Sequence[tuple[Posed, str]]) -> list[float]:
+        """Adv(q, a) of each (posed question, draft text), as the adversary reads them (the rendered question)."""
+        return self.adversary.score([(posed.render(), text) for posed, text in pairs])
+
+    def doubts(self, p_wrong: float) -> bool:
+        """Is the adversary not confident that the draft is right (the human is to be asked)?"""
+        return p_wrong >= self.confidence
+
+    def __call__(self, posed: Posed, model_reply: Reply) -> bool:
+        return self.doubts(self.p_wrong([(posed, model_reply.text)])[0])
+
+    def choose(self, p_wrong: Sequence[float]) -> int:
+        """The subquestion the human works down: i with probability softmax(p_wrong / temperature)_i."""
+        return gumbel_max(p_wrong, self.temperature, self.rng)
+
+
 def build_sampler(
     kind: str,
     p: float = 0.1,
@@ -107,13 +186,19 @@ def build_sampler(
     per_update: int | None = None,
     per_run: int | None = None,
     seed: int = 0,
+    *,
+    confidence: float = 0.2,
+    temperature: float = 0.2,
+    adversary: Adversary | None = None,
 ) -> Sampler:
-    """The sampler a recipe names; wrapped in :class:`Budget` when either cap is set."""
+    """The sampler a recipe names; wrapped in :class:`Budget` when either cap is set. ``adversary`` is the predictor
+    of ``kind="adversary"`` (none given: :class:`Uninformed`)."""
     builders: dict[str, Callable[[], Sampler]] = {
         "always": lambda: Always(),
         "never": lambda: Never(),
         "bernoulli": lambda: Bernoulli(p, seed),
         "confidence": lambda: Confidence(threshold),
+        "adversary": lambda: Adversarial(adversary or Uninformed(), confidence, temperature, seed),
     }
     if kind not in builders:
         raise ValueError(f"unknown sampler {kind!r}; one of {sorted(builders)}")

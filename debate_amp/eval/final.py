@@ -65,11 +65,21 @@ def final_evaluation(
     questions: list[Any],
     report: HeldoutReport,
     mean_debate_length: float,
+    adversary: Any = None,
 ) -> dict[str, Any]:
-    """The final table of a run whose trained policy is ``model`` (see the module docstring)."""
+    """The final table of a run whose trained policy is ``model`` (see the module docstring). ``adversary``: the
+    run's trained Adv(q, a) where the sampler is ``adversary`` (it decides where the human is asked here too)."""
     human = final_human(cfg, task)
     s = cfg.sampler
-    sampler = build_sampler(s.kind, s.p, s.threshold, seed=cfg.run.seed + 7)
+    sampler = build_sampler(
+        s.kind,
+        s.p,
+        s.threshold,
+        seed=cfg.run.seed + 7,
+        confidence=s.confidence,
+        temperature=s.temperature,
+        adversary=adversary,
+    )
     agent = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
     amp = recipe_amp(cfg, human, agent, sampler)
     forfeit = cfg.debate.forfeit_unparsed

@@ -3,6 +3,7 @@
 One update, as in DESIGN.md section 1 (``train`` calls one function per step; each returns a small record):
   1. rollout     debates of Amp~(H, M) judged by Amp~(H, M_target), all questions under one event loop, and
                  Amp~(H, M)'s answers to training questions                                 collect -> Rollout
+     adversary   (sampler.kind: adversary) Adv(q, a) learns from the nodes the trees labelled   update_adversary
   2. rewards     side rewards +1 / -1, minus catastrophe_coef * cost_t, minus the per-token KL to the reference
   3. advantages  values and reference log-probs of every RL segment, GAE, whitening   score_rollout -> ScoredBatch
   4. optimise    PPO epochs over minibatches: L_rl (clipped policy + value loss) combined with L_sup by the
@@ -36,11 +37,12 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from debate_amp.adversary import Adversary, labelled_nodes
 from debate_amp.agents.humans import Human, build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
-from debate_amp.combinators import Amp
+from debate_amp.combinators import AdversarialAmp, Amp
 from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
@@ -59,7 +61,7 @@ from debate_amp.objectives import (
     value_loss,
     whiten,
 )
-from debate_amp.protocol import UNKNOWN, Reply
+from debate_amp.protocol import UNKNOWN, Posed, Reply
 from debate_amp.samplers import Budget, Sampler
 from debate_amp.schedules import Schedule
 from debate_amp.target import is_peft, make_target_and_reference, sync_target
@@ -170,9 +172,9 @@ class Run:
     task: Task
     store: LabelStore
     human: Human
-    debater: Amp  # Amp~(H, M): the arguments
-    judge: Amp  # Amp~(H, M_target): continue_t, the winner, the catastrophe costs
-    amplifier: Amp  # Amp~(H, M) with M greedy: the answers distilled in step 4
+    debater: Amp | AdversarialAmp  # Amp~(H, M): the arguments
+    judge: Amp | AdversarialAmp  # Amp~(H, M_target): continue_t, the winner, the catastrophe costs
+    amplifier: Amp | AdversarialAmp  # Amp~(H, M) with M greedy: the answers distilled in step 4
     amplifier_agent: ModelAgent  # that M
     mode: ObjectiveMode
     schedules: dict[str, Schedule]  # weight (the mode's annealed parameter), force_stop_p, learning_rate
@@ -258,12 +260,14 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     for update in log.bar(state.update):
         knobs = _knobs(run, state, update)
         rollout = collect(run, state, knobs)  # 1. debates and amplified answers
+        adversary = update_adversary(run, state, rollout)  # the adversary learns from the nodes they labelled
         scored = score_rollout(run, state, rollout, knobs)  # 2. rewards and 3. advantages
         result = optimise(run, state, scored, knobs)  # 4. PPO epochs, L_rl and L_sup combined by the mode
         if not result.skipped:
             follow_policy(run, state, update)  # 5. M_target follows M
         state.update = update + 1
         metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
+        metrics |= adversary  # the same on every process
         adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
         log.write(state, metrics, rollout.debates, knobs)
         # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
@@ -325,7 +329,13 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     rollout_s = time.perf_counter() - t0
     curriculum = cfg.amp.curriculum
     depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
-    amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(run.amp_questions)]
+    n_hardest = round(cfg.sampler.adversary_questions * run.amp_questions) if state.adversary is not None else 0
+    amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(run.amp_questions - n_hardest)]
+    if n_hardest:  # references/000: "from the training distribution or from the output of some adversary"
+        pool = [
+            task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(n_hardest * cfg.sampler.adversary_pool)
+        ]
+        amp_questions += _hardest(run.amplifier_agent, state.adversary, pool, n_hardest)
     probe = task.at_depth(rng, state.amp_depth + 1, run.probe_questions) if curriculum else []
     replies = amplify(amp_questions + probe, run.amplifier) if amp_questions or probe else []
     amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
@@ -336,6 +346,21 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     return Rollout(
         debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s, timeouts
     )
+
+
+def update_adversary(run: Run, state: TrainState, rollout: Rollout) -> dict[str, float]:
+    """The adversary (``sampler.kind: adversary``, ``references/000``) learns online from every node of this
+    update's trees (debates, amplified answers, probes) where M's draft and the human's or the amplified answer are
+    both known; one node in five, by a hash of its prompt, is held out for ``adversary/auc`` and ``adversary/ece``.
+    Every process learns from every process's nodes, in the same order and steps, so the adversaries stay equal."""
+    if state.adversary is None:
+        return {}
+    traces = [trace for debate in rollout.debates for trace in debate.traces()]
+    traces += [reply.trace for reply in rollout.amplified + rollout.probed]
+    examples = [example for trace in traces for example in labelled_nodes(trace)]
+    if run.accelerator.num_processes > 1:
+        examples = gather_object(examples)
+    return state.adversary.learn(examples)
 
 
 def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -> ScoredBatch:
@@ -533,7 +558,11 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     human = build_human(cfg.human, task, seed=cfg.run.seed + rank, store=store)
     # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it)
     rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples else []
-    sampler = recipe_sampler(cfg, seed=cfg.run.seed + rank)  # one for the debaters, the judge and the amplifier
+    adversary = None
+    if cfg.sampler.kind == "adversary":  # the same initial weights and minibatches on every process
+        adversary = Adversary(steps=cfg.sampler.adversary_steps, seed=cfg.run.seed, device=accelerator.device)
+    # one sampler for the debaters, the judge and the amplifier
+    sampler = recipe_sampler(cfg, seed=cfg.run.seed + rank, adversary=adversary)
     g = cfg.generation
     debater_agent = recipe_model_agent(
         cfg, recipe_generate_fn(cfg, unwrapped.policy, tokenizer, g.temperature, g.top_p), "policy"
@@ -551,6 +580,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     )
     rng = random.Random(cfg.run.seed * 1000 + rank)
     generators = {"questions": rng, "sampler": _sampler_rng(sampler), "human": human.rng}
+    generators["adversary"] = adversary.rng if adversary is not None else None
     state = TrainState(
         model=unwrapped,
         target_policy=target_policy,
@@ -560,6 +590,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
         generators={name: rng_ for name, rng_ in generators.items() if rng_ is not None},
         lagrange_multiplier=o.lagrange_init,
         amp_depth=min(cfg.amp.start_depth, task.max_depth),
+        adversary=adversary,
     )
     if plan.resume_from is not None:
         restore_state(plan.resume_from, accelerator, state)
@@ -816,6 +847,8 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
         str(model_dir / "value_head.safetensors"),
     )
     (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
+    if state.adversary is not None:
+        state.adversary.save(cfg.run_dir / "adversary.safetensors")
     if len(set(fingerprints)) > 1:
         raise RuntimeError(f"parameters differ across processes after training: {fingerprints}")
     questions = _eval_questions(run.task, cfg)
@@ -831,7 +864,9 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
     answers = report.as_dict()["answer"].items()
     accelerator.log({f"eval/answer_accuracy_{name}{key}": value for key, value in answers}, step=state.update)
     last_length = state.history[-1]["debate/mean_turns"] if state.history else float("nan")
-    final = final_evaluation(state.model.policy, run.tokenizer, cfg, run.task, questions, report, last_length)
+    final = final_evaluation(
+        state.model.policy, run.tokenizer, cfg, run.task, questions, report, last_length, state.adversary
+    )
     final["human_calls"] = state.human_calls
     final["updates"] = state.update
     (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
@@ -971,6 +1006,17 @@ def _agreement(model_agent: ModelAgent, amplified: list[Reply], questions: list,
     prompts = [r.trace.posed.render() for r, _ in pairs]
     direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts)).texts
     return sum(d.strip() == r.text.strip() for d, (r, _) in zip(direct, pairs, strict=True)) / len(pairs)
+
+
+def _hardest(model_agent: ModelAgent, adversary: Adversary | None, pool: list, n: int) -> list:
+    """The ``n`` questions of ``pool`` whose direct answers by M the adversary rates most likely wrong (one batched
+    generate for the pool, one batched scoring)."""
+    assert adversary is not None
+    prompts = [Posed("answer", q).render() for q in pool]
+    direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts)).texts
+    p_wrong = adversary.score([(prompt, text.strip()) for prompt, text in zip(prompts, direct, strict=True)])
+    ranked = sorted(range(len(pool)), key=lambda i: -p_wrong[i])
+    return [pool[i] for i in ranked[:n]]
 
 
 def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, float]:

@@ -1,8 +1,10 @@
 """What a run carries from update to update, how a checkpoint saves it and how a resume restores it.
 
 A checkpoint (:mod:`debate_amp.trainer.checkpoint` writes it atomically) holds the trained policy and value head, the
-target policy, the optimizer, the counters below, the KL controller, the sampler's budgets and every process's random
-generators; a resumed run then draws and computes exactly what the uninterrupted run would have.
+target policy, the optimizer, the counters below, the KL controller, the sampler's budgets, the adversary
+(``sampler.kind: adversary``: its weights and optimizer in ``adversary.safetensors``, its labelled nodes in
+``state.json``) and every process's random generators; a resumed run then draws and computes exactly what the
+uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from debate_amp.adversary import Adversary
 from debate_amp.config import Config, config_to_dict
 from debate_amp.samplers import Budget, Sampler
 from debate_amp.target import (
@@ -56,6 +59,7 @@ class TrainState:
     human_calls: int = 0
     amp_depth: int = 0  # the amplification curriculum's current depth
     history: list[dict[str, float]] = field(default_factory=list)
+    adversary: Adversary | None = None  # references/000's Adv(q, a) (sampler.kind: adversary), trained online
 
 
 def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
@@ -76,6 +80,9 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
         modules = {"target_policy": target_tensors(policy, state.target_policy)}
         if not sharded:
             modules |= {"policy": trained_tensors(policy), "value_head": state.model.value_head.state_dict()}
+        adversary: dict[str, Any] = {}
+        if state.adversary is not None:
+            modules["adversary"], adversary = _adversary_parts(state.adversary)
         checkpoint.finish(
             root,
             state.update,
@@ -88,6 +95,7 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
                 "lora": is_peft(policy),
                 "sharded": sharded,
                 "recipe": config_to_dict(cfg),
+                "adversary": adversary,
             },
             keep_last=cfg.trainer.keep_last,
         )
@@ -118,6 +126,8 @@ def restore_state(path, accelerator, state: TrainState) -> None:
     for name in COUNTERS:
         setattr(state, name, saved.get(name, getattr(state, name)))  # amp_depth: older checkpoints lack it
     state.kl_ctl.load_state_dict(saved["kl"])
+    if state.adversary is not None:
+        _load_adversary(state.adversary, checkpoint.load_tensors(path, "adversary"), saved["adversary"])
     local = checkpoint.load_rng(path, accelerator.process_index, state.generators)  # last: nothing draws after it
     if isinstance(state.sampler, Budget):
         state.sampler.load_state_dict(local["sampler"])
@@ -128,3 +138,21 @@ def is_sharded(accelerator) -> bool:
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+
+
+def _adversary_parts(adversary: Adversary) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The adversary's state as tensors (weights ``net.*``, optimizer ``optimizer.*``) and JSON (the rest of the
+    optimizer's state, the labelled nodes)."""
+    saved = adversary.state_dict()
+    opt_tensors, opt_plain = checkpoint._flatten_optimizer(saved["optimizer"])
+    tensors = {f"net.{k}": v for k, v in saved["net"].items()} | {f"optimizer.{k}": v for k, v in opt_tensors.items()}
+    return tensors, {"optimizer": opt_plain, "train": saved["train"], "heldout": saved["heldout"]}
+
+
+def _load_adversary(adversary: Adversary, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    net = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
+    opt = {k.removeprefix("optimizer."): v for k, v in tensors.items() if k.startswith("optimizer.")}
+    optimizer = checkpoint._unflatten_optimizer(opt, plain["optimizer"])
+    adversary.load_state_dict(
+        {"net": net, "optimizer": optimizer, "train": plain["train"], "heldout": plain["heldout"]}
+    )

@@ -260,7 +260,8 @@ def test_judge_five_debates_in_the_browser_then_eval_scores_them(browser, transc
 
     judgments = read_judgments(session.store.path)
     assert {j.question_id: (j.initial_answer, j.winner) for j in judgments} == typed
-    assert [j.initial_confidence for j in judgments] == [60, 70, 80, 90, 100] and {j.person for j in judgments} == {"ann"}
+    assert [j.initial_confidence for j in judgments] == [60, 70, 80, 90, 100]
+    assert {j.person for j in judgments} == {"ann"}
     assert all(j.initial_seconds >= 0 and j.verdict_seconds > 0 for j in judgments)
 
     assert main(["eval", str(transcripts), "--human-judgments", str(session.store.path), "--json"]) == 0

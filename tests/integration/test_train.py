@@ -274,3 +274,36 @@ def test_a_tracker_accelerate_cannot_use_stops_the_run_before_any_work(tmp_path)
     with pytest.raises(ConfigError, match=rf"^run.log_with: accelerate cannot use {missing[0]} here"):
         train(cfg, progress=False)
     assert not (tmp_path / "t").exists()
+
+
+def test_adversarial_amplification_trains_its_adversary_logs_it_and_saves_it(tmp_path):
+    """recipes/adversarial_ida.yaml (sampler.kind=adversary, references/000), two tiny updates."""
+    from debate_amp.adversary import Adversary
+    from debate_amp.trainer import checkpoint
+    from debate_amp.trainer.state import _load_adversary
+
+    fast = ("trainer.questions_per_update=4", "trainer.eval_size=2", "sampler.adversary_steps=4")
+    fast += ("amp.questions_per_update=4", "debate.max_turns=1")  # 9 s, not 90: the untrained M's trees are deep
+    cfg, summary = run(
+        tmp_path, "adv", "trainer.updates=2", "trainer.max_minutes=null", *fast, recipe="recipes/adversarial_ida.yaml"
+    )
+    rows = metrics(cfg)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["adversary/examples"] > 0 and row["amp/human_calls"] > 0
+        assert math.isfinite(row["adversary/loss"]) and 0 <= row["adversary/wrong_rate"] <= 1
+        for tag in ("adversary/auc", "adversary/ece", "adversary/heldout"):
+            assert tag in row
+    assert rows[-1]["adversary/heldout"] > 0 and summary["human_calls"] > 0
+    assert "adversary/loss" in tensorboard_steps(cfg.run_dir)
+    # the amplification trees are AdversarialAmp's: amplified answers with M's direct draft kept beside them
+    records = [r for f in (cfg.run_dir / "transcripts").glob("*.jsonl") for r in read_transcripts(f)]
+    nodes = [t["trace"] for r in records for t in r["turns"]]
+    assert any(n.get("op") == "amp" and "replaced" in n for n in nodes)
+    # the checkpoint keeps the adversary, and the end of the run saved the same weights
+    latest = checkpoint.latest_checkpoint(cfg.run_dir / "checkpoints")
+    restored = Adversary()
+    _load_adversary(restored, checkpoint.load_tensors(latest, "adversary"), checkpoint.load_state(latest)["adversary"])
+    saved = Adversary.load(cfg.run_dir / "adversary.safetensors")
+    pairs = [(e.prompt, e.draft) for e in list(restored.heldout)[:16]]
+    assert pairs and restored.score(pairs) == pytest.approx(saved.score(pairs), abs=1e-6)
