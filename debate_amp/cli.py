@@ -3,6 +3,8 @@
     debate-amp train RECIPE [section.key=value ...] [--resume | --overwrite]
                                                      the main job: warm start, then PPO on debates + imitation
     debate-amp sft RECIPE [section.key=value ...]     warm start A[0] by imitating the synthetic human
+    debate-amp ida RECIPE [section.key=value ...] [--resume | --overwrite]
+                                                     the IDA outer loop: A[t+1] = Distill(Amplify(H, A[t]))
     debate-amp amp --model DIR|perfect [--question Q]   print one question's amplification tree
     debate-amp debate --model DIR|perfect [--question Q] [--liar even|odd] [--max-turns N]   print one debate
     debate-amp eval PATH... [--json] [--skip-bad]     statistics of saved debates (files or run directories)
@@ -57,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     sft.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. sft.epochs=1")
     sft.add_argument("--no-progress", action="store_true", help="no progress bars")
     sft.add_argument("--overwrite", action="store_true", help="delete the run directory first and start again")
+
+    ida = sub.add_parser("ida", help="the IDA outer loop: rounds of A[t+1] = Distill(Amplify(H, A[t]))")
+    ida.add_argument("recipe", help="recipe YAML, e.g. recipes/ida.yaml")
+    ida.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. ida.rounds=2")
+    ida.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ida.add_argument("--resume", action="store_true", help="continue the run directory after its last finished round")
+    ida.add_argument("--overwrite", action="store_true", help="delete the run directory first and start again")
 
     amp = sub.add_parser("amp", help="answer one question with Amp~(H, M) and print its amplification tree")
     amp.add_argument(
@@ -254,6 +263,27 @@ def cmd_sft(args: argparse.Namespace) -> int:
         f"direct answers {name}<={h}: {report.own():.1%}   "
         f"steps, all {name}: {report.accuracy('step'):.1%}   integrate, all {name}: {report.accuracy('integrate'):.1%}"
     )
+    return 0
+
+
+def cmd_ida(args: argparse.Namespace) -> int:
+    cfg = _load(args.recipe, args.overrides)
+    if args.resume and args.overwrite:  # before torch is imported
+        _fail("--resume and --overwrite exclude each other")
+    from debate_amp.models import ModelLoadError
+    from debate_amp.trainer.ida import format_rounds, run_ida
+    from debate_amp.trainer.rundir import RunDirError
+
+    try:
+        result = run_ida(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, RunDirError, ModelLoadError) as e:
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"\n{len(result.rounds)} IDA rounds in {result.run_dir / 'ida'} (rounds.jsonl, round_<r>/); held-out accuracy "
+        f"of direct answers by {result.difficulty_name}, A[r] = Distill(Amplify(H, A[r-1]))"
+    )
+    print(format_rounds(result))
     return 0
 
 
@@ -780,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": cmd_train,
         "sft": cmd_sft,
+        "ida": cmd_ida,
         "amp": cmd_amp,
         "debate": cmd_debate,
         "eval": cmd_eval,
@@ -794,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         what = {
             "train": "; a warm start that did not finish is redone by the same command",
             "sft": "",
+            "ida": "; --resume continues after the last finished round",
         }
         print(f"\ndebate-amp: interrupted{what.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED

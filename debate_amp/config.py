@@ -539,6 +539,36 @@ class TrainerConfig:
 
 
 @dataclass(config=_STRICT)
+class IdaConfig:
+    """``debate-amp ida``: the IDA outer loop, A[t+1] = Distill(Amplify(H, A[t])) (``references/003``;
+    docs/ida.md). Amplify is Amp~(H, A[t]) as the recipe wires it (``human``, ``sampler``, ``amp.max_rounds``,
+    ``amp.levels``, ``amp.temperature``); Distill steps like the warm start (``sft.batch_size``,
+    ``sft.warmup_ratio``, ``sft.weight_decay``) from A[t]'s weights."""
+
+    rounds: PositiveInt = 3
+    """Rounds t = 0..rounds-1, each making A[t+1] from A[t]; A[0] is the warm start, ``model.path`` or (with
+    ``trainer.warm_start: false``) an untrained model."""
+    questions_per_round: PositiveInt = 4096
+    """Training questions amplified by Amp~(H, A[t]) each round; their amplified answers and the human's answers
+    inside the trees are the round's new imitation examples."""
+    epochs: PositiveFloat = 2.0
+    """Passes of the distillation over the round's dataset."""
+    learning_rate: PositiveFloat = 1e-3
+    """Peak learning rate of the distillation (AdamW, linear decay after warmup), restarted each round."""
+    keep_previous: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    """Share of each round's dataset drawn from earlier rounds' examples (the warm start's included, when this run
+    made A[0]), so that skills the new examples do not exercise are not forgotten: 0.5 adds as many old examples as
+    there are new ones; 0: the new ones only."""
+    curriculum: bool = True
+    """Round t draws questions of depth (decomposition levels) <= t + n only, n = ``amp.levels``: Amp~^n(H, A[t])'s
+    answers at depth d + n rest on A[t]'s at depth d, so they are right only once A[t] is (A[0] is at depth 0).
+    False: every depth from round 0 on."""
+    max_minutes: PositiveFloat | None = None
+    """Stop each round's distillation after this much wall time (the round is saved and evaluated as usual);
+    None: all ``epochs``."""
+
+
+@dataclass(config=_STRICT)
 class Config:
     """A recipe. Sections mirror the procedure in DESIGN.md section 1."""
 
@@ -554,6 +584,7 @@ class Config:
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     target: TargetConfig = dataclasses.field(default_factory=TargetConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    ida: IdaConfig = dataclasses.field(default_factory=IdaConfig)
 
     @property
     def run_dir(self) -> Path:

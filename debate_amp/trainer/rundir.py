@@ -51,6 +51,7 @@ RUN_FILES = (
     "checkpoints",
     "transcripts",
     "model",
+    "ida",
 )
 
 
@@ -131,6 +132,61 @@ def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
     return RunPlan(run_dir)
 
 
+# What a resumed IDA run (``debate-amp ida --resume``) may change: how many rounds, the time limit and where it logs.
+IDA_RESUME_MAY_CHANGE = ("ida.rounds", "ida.max_minutes", "run.torch_threads", "run.log_with")
+
+
+def finished_rounds(ida_dir: Path) -> int:
+    """The last IDA round whose folder ``round_<r>/`` is whole (written under a temporary name and renamed when
+    done; ``round.json`` is its last file), counting up from 1: 0 when none is."""
+    r = 0
+    while (ida_dir / f"round_{r + 1}" / "round.json").is_file():
+        r += 1
+    return r
+
+
+def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunPlan:
+    """``debate-amp ida``: a directory holding IDA rounds (``ida/``) refuses a new start without ``resume`` (continue
+    after the last finished round: ``RunPlan.resume_update``) or ``overwrite``; one holding a ``train`` run, or a
+    run of another recipe, refuses too. Only reads."""
+    run_dir = cfg.run_dir
+    if resume and overwrite:
+        raise RunDirError("--resume and --overwrite exclude each other")
+    if overwrite:
+        _check_deletable(run_dir, Path(cfg.run.output_dir))
+        return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
+    try:
+        check_label_store(run_dir / "labels.sqlite")
+    except LabelStoreError as e:
+        raise RunDirError(
+            f"{e}; nothing was written: move it aside (it may hold human answers) and run again"
+        ) from None
+    if _has_training_output(run_dir):
+        raise RunDirError(
+            f"{run_dir} holds a `debate-amp train` run; pass --overwrite to start again, or another run.name"
+        )
+    ida_dir = run_dir / "ida"
+    done = finished_rounds(ida_dir)
+    if resume:
+        changed = _resume_changes(cfg, run_dir / "config.yaml", IDA_RESUME_MAY_CHANGE, "ida.rounds")
+        note = f"resuming {run_dir} after round {done}" if done else f"--resume: no finished round in {ida_dir}"
+        return RunPlan(run_dir, resume_update=done, note=note + (f" with {changed}" if changed else ""))
+    changed = _recipe_changes(cfg, run_dir / "config.yaml")
+    if changed:
+        try:
+            _resume_changes(cfg, run_dir / "config.yaml", IDA_RESUME_MAY_CHANGE, "ida.rounds")
+            options = "pass --resume to continue it with this recipe or --overwrite to start again"
+        except RunDirError:
+            options = "pass --overwrite to start again, or another run.name (a resume may not change these keys)"
+        raise RunDirError(f"{run_dir} holds a run of a different recipe ({changed}); {options}")
+    if ida_dir.exists():
+        raise RunDirError(
+            f"{run_dir} already holds IDA rounds ({done} finished); pass --resume to continue or --overwrite to "
+            "start again"
+        )
+    return RunPlan(run_dir)
+
+
 def _check_deletable(run_dir: Path, output_dir: Path) -> None:
     """--overwrite deletes only a run directory: directly inside ``run.output_dir``, holding what a run writes."""
     if not run_dir.exists():
@@ -194,9 +250,11 @@ def _has_training_output(run_dir: Path) -> bool:
     )
 
 
-def _resume_changes(cfg: Config, saved: Path) -> str:
+def _resume_changes(
+    cfg: Config, saved: Path, may_change: tuple[str, ...] = RESUME_MAY_CHANGE, upwards: str = "trainer.updates"
+) -> str:
     """'' when the recipe equals the run's ``config.yaml``; the allowed changes in words; :class:`RunDirError`
-    naming the keys that may not change on resume."""
+    naming the keys that may not change on resume (``may_change`` may, ``upwards`` only upwards)."""
     if not saved.is_file():
         return ""
     try:
@@ -205,16 +263,15 @@ def _resume_changes(cfg: Config, saved: Path) -> str:
         raise RunDirError(f"--resume: {saved} no longer loads ({e}); cannot check the recipe against it") from None
     new = flatten_recipe(config_to_dict(cfg))
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
-    updates = "trainer.updates"
-    if updates in changed and int(new[updates]) < int(old[updates]):  # type: ignore[call-overload]
-        refused.insert(0, updates)
+    refused = [k for k in changed if k not in may_change]
+    if upwards in changed and int(new[upwards]) < int(old[upwards]):  # type: ignore[call-overload]
+        refused.insert(0, upwards)
     if refused:
         what = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused[:3])
         more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
         raise RunDirError(
             f"--resume would change what {saved.parent} trained ({what}{more}); a resume may change only "
-            f"{', '.join(RESUME_MAY_CHANGE)} (trainer.updates upwards): pass --overwrite, or another run.name"
+            f"{', '.join(may_change)} ({upwards} upwards): pass --overwrite, or another run.name"
         )
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
 

@@ -13,6 +13,7 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,9 @@ def seed_everything(seed: int) -> None:
 
 def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     import datasets
-    from trl import SFTConfig, SFTTrainer
 
     if not progress:
         datasets.disable_progress_bars()
-    # TRL's own config still sets the old name; the warning is not about anything a recipe can change.
-    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
@@ -118,42 +116,22 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     human_calls = 0 if cfg.sft.data == "gold" else sum(e.human_calls for e in examples)
     task = make_task(cfg)
 
-    # 2. Train with TRL's SFTTrainer (loss on the completion tokens only), on examples tokenized here the way the
-    #    trainer and generate read them (a prompt with the tokenizer's special tokens, e.g. the prefix-LM's
-    #    <prompt_end>; TRL would tokenize the prompt as plain text).
+    # 2. Train with TRL's SFTTrainer, the loss on the completion tokens only (distill).
     model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
-    dataset = imitation_dataset(tokenizer, examples)
-    args = SFTConfig(
-        output_dir=str(run_dir / "sft_trainer"),
-        num_train_epochs=cfg.sft.epochs,
-        per_device_train_batch_size=cfg.sft.batch_size,
-        learning_rate=cfg.sft.learning_rate,
-        warmup_steps=cfg.sft.warmup_ratio,
-        weight_decay=cfg.sft.weight_decay,
-        lr_scheduler_type="linear",
-        completion_only_loss=True,
-        max_length=cfg.model.max_positions,
-        logging_steps=25,
-        save_strategy="no",
-        report_to="tensorboard",
-        seed=cfg.run.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=cfg.model.dtype == "bfloat16",
-        disable_tqdm=not progress,
-        optim="adamw_torch",
-        gradient_checkpointing=False,  # TRL turns it on to save memory; a small model only pays its recomputation
-        train_sampling_strategy="group_by_length",  # batches of like lengths: short answers are not padded to debates
-    )
-    peft_config = peft_lora_config(cfg.model.lora, model) if cfg.model.lora.enabled else None
-    # transformers' TensorBoard callback reads its directory from the environment when the trainer is built
-    with mock.patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard" / "sft")}):
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
-        )
     questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
     curve = LearningCurve(task, questions, tokenizer, cfg, progress)
-    trainer.add_callback(curve)
-    trainer.train()
+    trainer = distill(
+        cfg,
+        model,
+        tokenizer,
+        examples,
+        output_dir=run_dir / "sft_trainer",
+        tensorboard_dir=run_dir / "tensorboard" / "sft",
+        epochs=cfg.sft.epochs,
+        learning_rate=cfg.sft.learning_rate,
+        progress=progress,
+        callbacks=[curve],
+    )
     train_seconds = time.perf_counter() - curve.start
     trained: Any = trainer.model
     if cfg.model.lora.enabled:
@@ -184,6 +162,65 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     )
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
     return SftResult(model_dir, report, train_seconds, len(examples), seen, curve.points, human_calls)
+
+
+def distill(
+    cfg: Config,
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    *,
+    output_dir: Path,
+    tensorboard_dir: Path | None,
+    epochs: float,
+    learning_rate: float,
+    progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Any:
+    """Distill(examples) from ``model``'s current weights: TRL's ``SFTTrainer`` minimises the completion tokens' NLL,
+    d(completion, M(""prompt)), over ``epochs`` passes, AdamW at ``learning_rate`` with linear decay after warmup,
+    in batches of ``sft.batch_size`` of like lengths; LoRA adapters when ``model.lora.enabled``. Examples are
+    tokenized here the way the trainer and ``generate`` read them (a prompt with the tokenizer's special tokens,
+    e.g. the prefix-LM's ``<prompt_end>``; TRL would tokenize the prompt as plain text). The warm start
+    (:func:`run_sft`) and each IDA round (:mod:`debate_amp.trainer.ida`) train through it. Returns the trained
+    ``SFTTrainer`` (``.model``: a peft model when LoRA is on; ``.state.log_history``: the losses).
+    ``tensorboard_dir`` None: no TensorBoard events."""
+    from trl import SFTConfig, SFTTrainer
+
+    # TRL's own config still sets the old name; the warning is not about anything a recipe can change.
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+    dataset = imitation_dataset(tokenizer, examples)
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=cfg.sft.batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=cfg.sft.warmup_ratio,
+        weight_decay=cfg.sft.weight_decay,
+        lr_scheduler_type="linear",
+        completion_only_loss=True,
+        max_length=cfg.model.max_positions,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="tensorboard" if tensorboard_dir is not None else "none",
+        seed=cfg.run.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.model.dtype == "bfloat16",
+        disable_tqdm=not progress,
+        optim="adamw_torch",
+        gradient_checkpointing=False,  # TRL turns it on to save memory; a small model only pays its recomputation
+        train_sampling_strategy="group_by_length",  # batches of like lengths: short answers are not padded to debates
+    )
+    peft_config = peft_lora_config(cfg.model.lora, model) if cfg.model.lora.enabled else None
+    # transformers' TensorBoard callback reads its directory from the environment when the trainer is built
+    with mock.patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(tensorboard_dir or output_dir)}):
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train()
+    return trainer
 
 
 def imitation_dataset(tokenizer, examples: list[Example]):
