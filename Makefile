@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/mypy debate_amp
 
 bench: $(STAMP)
-	$(BIN)/python -m debate_amp.bench --learning
+	$(BIN)/python -m debate_amp.bench --learning --human-efficiency
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

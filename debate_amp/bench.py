@@ -11,6 +11,10 @@
   gold labels the supervised run used and the human calls amplification used (its warm start's included). The same
   comparison on the add task (``--tasks perm add``, the default; operands of 1-6 digits, held-out digits >= 2)
   writes the same keys prefixed ``add_``.
+- with ``--human-efficiency``: held-out accuracy against cumulative human calls, pure amplification from the same
+  A[0] with each sampler of :data:`SAMPLERS` (bernoulli at two rates, a per-update budget, the adversary of
+  references/000), the same seeds and wall budget; ``human_calls_to_target`` per sampler is the human calls it took
+  to reach 95% of the supervised baseline's held-out accuracy (k >= 2), None if it did not within the budget.
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
 the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
@@ -193,6 +197,75 @@ def bench_learning(minutes: float, task: str = "perm") -> dict[str, Any]:
     return {prefix + key: value for key, value in results.items()}
 
 
+SAMPLERS: dict[str, tuple[str, ...]] = {
+    "bernoulli_0.1": ("sampler.kind=bernoulli", "sampler.p=0.1"),
+    "bernoulli_0.3": ("sampler.kind=bernoulli", "sampler.p=0.3"),
+    "budget": ("sampler.kind=bernoulli", "sampler.p=0.3", "sampler.per_update=500"),
+    "adversary": ("sampler.kind=adversary", "amp.curriculum=false"),
+}
+"""The samplers the human-efficiency bench compares, as recipe overrides of recipes/pure_amplification.yaml."""
+
+
+def calls_to_target(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The cumulative human calls at the first point of ``curve`` ((calls, accuracy), in order) whose accuracy
+    reached ``target``; None if none did."""
+    return next((calls for calls, acc in curve if acc >= target), None)
+
+
+def bench_human_efficiency(
+    a0: Path,
+    minutes: float,
+    supervised_accuracy: float | None,
+    samplers: dict[str, tuple[str, ...]] = SAMPLERS,
+    output_dir: str = "runs/bench",
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Human calls against held-out accuracy (perm, k >= 2, asked directly) for each sampler: pure amplification
+    (``recipes/pure_amplification.yaml``) from the same A[0], evaluated every update, at most ``minutes`` each. The
+    warm start's human calls are not counted (the same A[0] for all), nor the rehearsal's (off: it would replay the
+    synthetic human's warm-start answers). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
+    held-out accuracy from this bench run or an earlier one; 1.0 when there is none). ``extra``: more overrides
+    for every run (the tests' tiny model)."""
+    from debate_amp.trainer.loop import train
+
+    target = 0.95 * (supervised_accuracy if supervised_accuracy is not None else 1.0)
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for name, overrides in samplers.items():
+        cfg = load_config(
+            "recipes/pure_amplification.yaml",
+            [
+                f"run.output_dir={output_dir}",
+                f"run.name=human_efficiency_{name}",
+                f"model.path={a0}",
+                "trainer.warm_start=false",
+                "trainer.rehearsal_examples=0",
+                "trainer.eval_every=1",
+                f"trainer.max_minutes={minutes}",
+                *extra,
+                *overrides,
+            ],
+        )
+        print(f"\nhuman efficiency: {name} ({' '.join(overrides)}), at most {minutes:g} minutes")
+        train(cfg, progress=True, overwrite=True)
+        rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+        calls, curve = 0, []
+        for row in rows:
+            calls += int(row.get("amp/human_calls", 0))
+            if "eval/answer_accuracy_k_ge_2" in row:
+                curve.append((calls, row["eval/answer_accuracy_k_ge_2"]))
+        curves[name] = curve
+    to_target = {name: calls_to_target(curve, target) for name, curve in curves.items()}
+    reached = [n for name, n in to_target.items() if name.startswith("bernoulli") and n is not None]
+    adversary = to_target.get("adversary")
+    return {
+        "human_efficiency_target": target,
+        "human_efficiency_minutes_cap": minutes,
+        "human_calls_to_target": to_target,
+        "human_efficiency_curves": curves,
+        "adversary_over_best_bernoulli": adversary / min(reached) if adversary is not None and reached else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debate_amp.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
@@ -202,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", nargs="+", default=["perm", "add"], help="--learning: the tasks compared (default: perm add)"
     )
+    parser.add_argument(
+        "--human-efficiency", action="store_true", help="also held-out accuracy against human calls, per sampler"
+    )
+    parser.add_argument("--he-minutes", type=float, default=8.0, help="--human-efficiency: minutes per sampler")
     args = parser.parse_args(argv)
     cfg = load_config(args.recipe)
     random.seed(cfg.run.seed)
@@ -211,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.learning:
         for task in args.tasks:
             results.update(bench_learning(args.minutes, task))
+    if args.human_efficiency:
+        earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        supervised = results.get("supervised_heldout_accuracy", earlier.get("supervised_heldout_accuracy"))
+        results.update(bench_human_efficiency(a0, args.he_minutes, supervised))
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     print(f"\nbench ({date.today()}, {machine})")
     print(
@@ -240,6 +321,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{results[f'{p}supervised_labels']} gold labels); amp_wall_ratio "
             + ("not reached" if ratio is None else f"{ratio:.2f}")
         )
+    if args.human_efficiency:
+        print(
+            f"  human calls to reach {results['human_efficiency_target']:.1%} held-out on k >= 2 (95% of supervised):"
+        )
+        for name, n in results["human_calls_to_target"].items():
+            last = results["human_efficiency_curves"][name][-1:] or [(0, float("nan"))]
+            reached = "not reached" if n is None else f"{n:,}"
+            print(f"    {name:14s} {reached:>12s}   (last: {last[0][1]:.1%} after {last[0][0]:,} calls)")
+        ratio = results["adversary_over_best_bernoulli"]
+        print("  adversary / best bernoulli: " + ("n/a" if ratio is None else f"{ratio:.2f}"))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     merged.update(results, machine=machine, date=str(date.today()))

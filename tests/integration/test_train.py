@@ -307,3 +307,25 @@ def test_adversarial_amplification_trains_its_adversary_logs_it_and_saves_it(tmp
     saved = Adversary.load(cfg.run_dir / "adversary.safetensors")
     pairs = [(e.prompt, e.draft) for e in list(restored.heldout)[:16]]
     assert pairs and restored.score(pairs) == pytest.approx(saved.score(pairs), abs=1e-6)
+
+
+@pytest.mark.slow  # about 45 s: two tiny runs with their final tables
+def test_the_human_efficiency_bench_runs_each_sampler_and_counts_its_calls(tmp_path):
+    """make bench's human-efficiency comparison at the tiny size: one update per sampler from the same A[0]."""
+    from debate_amp.bench import bench_human_efficiency
+    from debate_amp.models import build_tiny_model, save_model
+
+    save_model(*build_tiny_model(load_config("recipes/default.yaml", [*TINY]).model), tmp_path / "a0")
+    samplers = {"bernoulli_1.0": ("sampler.p=1.0",), "adversary": ("sampler.kind=adversary", "amp.curriculum=false")}
+    tiny = (*TINY, "trainer.updates=1", "amp.questions_per_update=4", "trainer.questions_per_update=4")
+    tiny += ("debate.max_turns=1", "sampler.adversary_steps=4")
+    results = bench_human_efficiency(tmp_path / "a0", 5, 0.0, samplers, str(tmp_path), tiny)
+    assert results["human_efficiency_target"] == 0.0  # any accuracy reaches it: the calls of the first update
+    curves = results["human_efficiency_curves"]
+    assert set(curves) == set(samplers) and all(len(curve) == 1 for curve in curves.values())
+    for name, ((calls, accuracy),) in curves.items():
+        assert calls > 0 and 0.0 <= accuracy <= 1.0
+        assert results["human_calls_to_target"][name] == calls
+        lines = (tmp_path / f"human_efficiency_{name}" / "metrics.jsonl").read_text().splitlines()
+        assert calls == sum(int(json.loads(line)["amp/human_calls"]) for line in lines)
+    assert results["adversary_over_best_bernoulli"] == curves["adversary"][0][0] / curves["bernoulli_1.0"][0][0]
