@@ -24,6 +24,15 @@ from debate_amp.protocol import UNKNOWN, Agent, Answer, Ask, ConsultsDraft, Pose
 from debate_amp.samplers import Adversarial, Budget, Sampler
 
 
+async def subanswer(model: Agent, posed: Posed, text: str) -> Reply:
+    """``model``'s answer to the subquestion an asker wrote as ``text`` while answering ``posed``; a subquestion
+    that does not parse is data, not an error: its answer is ``?``."""
+    subquestion = posed.question.subquestion(text)
+    if subquestion is None:
+        return Reply(UNKNOWN, Trace("unparsed", posed, text))
+    return await model(Posed("answer", subquestion))
+
+
 @dataclass
 class Approx:
     """The model answers; the sampler, seeing the question and the model's reply, may hand the call to the human.
@@ -84,10 +93,7 @@ class Amp:
         return [first.text, second.text]
 
     async def _subanswer(self, posed: Posed, text: str) -> Reply:
-        subquestion = posed.question.subquestion(text)
-        if subquestion is None:  # an asker's subquestion that does not parse is data: its answer is "?"
-            return Reply(UNKNOWN, Trace("unparsed", posed, text))
-        return await self.model(Posed("answer", subquestion))
+        return await subanswer(self.model, posed, text)
 
     @staticmethod
     def _reply(posed: Posed, text: str, children: list[Trace]) -> Reply:
@@ -194,10 +200,7 @@ class AdversarialAmp:
         return [r.text for r in replies]
 
     async def _subanswer(self, posed: Posed, text: str) -> Reply:
-        subquestion = posed.question.subquestion(text)
-        if subquestion is None:  # an asker's subquestion that does not parse is data: its answer is "?"
-            return Reply(UNKNOWN, Trace("unparsed", posed, text))
-        return await self.model(Posed("answer", subquestion))
+        return await subanswer(self.model, posed, text)
 
     @staticmethod
     def _reply(posed: Posed, text: str, children: list[Trace], draft: Reply) -> Reply:

@@ -50,27 +50,36 @@ class LabelStoreError(ValueError):
     """A label store that cannot be used: one line naming the file and what is wrong with it."""
 
 
-def check_label_store(path: str | Path) -> None:
-    """Raise :class:`LabelStoreError` unless ``path`` is absent or a label store that opens and passes SQLite's
-    integrity check; reads only (opens the file read-only, writes nothing, creates nothing)."""
+def check_sqlite_store(path: str | Path, table: str, columns: list[str], what: str, error: type[ValueError]) -> None:
+    """Raise ``error`` (one line naming the file) unless ``path`` is absent or a SQLite file that opens, passes
+    SQLite's integrity check and whose ``table``, if it has one, has ``columns``: the check of a ``what`` (a label
+    store, a judgment store) before it is used. Reads only (opens the file read-only, writes nothing, creates
+    nothing)."""
     path = Path(path)
     if not path.exists():
         return
     if not path.is_file():
-        raise LabelStoreError(f"{path}: not a label store (not a file)")
+        raise error(f"{path}: not a {what} (not a file)")
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             verdict = db.execute("PRAGMA quick_check").fetchone()
-            columns = [row[1] for row in db.execute("PRAGMA table_info(labels)")]
+            found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
         finally:
             db.close()
     except sqlite3.Error as e:
-        raise LabelStoreError(f"{path}: not a readable label store ({e})") from None
+        raise error(f"{path}: not a readable {what} ({e})") from None
     if verdict is None or verdict[0] != "ok":
-        raise LabelStoreError(f"{path}: the label store is damaged (SQLite integrity check: {verdict})")
-    if columns and columns != ["key", "kind", "prompt", "answer", "human", "created"]:
-        raise LabelStoreError(f"{path}: a SQLite file, but its labels table is not a label store's ({columns})")
+        raise error(f"{path}: the {what} is damaged (SQLite integrity check: {verdict})")
+    if found and found != columns:
+        raise error(f"{path}: a SQLite file, but its {table} table is not a {what}'s ({found})")
+
+
+def check_label_store(path: str | Path) -> None:
+    """Raise :class:`LabelStoreError` unless ``path`` is absent or a label store that opens and passes SQLite's
+    integrity check; reads only."""
+    columns = ["key", "kind", "prompt", "answer", "human", "created"]
+    check_sqlite_store(path, "labels", columns, "label store", LabelStoreError)
 
 
 @dataclass(frozen=True)

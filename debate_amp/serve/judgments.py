@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from debate_amp.agents.labels import check_sqlite_store
 from debate_amp.debate.transcript import TranscriptError
 from debate_amp.eval.transcripts import iter_records, to_row, transcript_files
 from debate_amp.protocol import EVEN, ODD
@@ -136,23 +137,7 @@ def check_confidence(value: float) -> float:
 def _check_file(path: Path) -> None:
     """Raise :class:`JudgmentStoreError` unless ``path`` is absent or a judgment store that opens and passes
     SQLite's integrity check (reads only)."""
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise JudgmentStoreError(f"{path}: not a judgment store (not a file)")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            verdict = db.execute("PRAGMA quick_check").fetchone()
-            columns = [row[1] for row in db.execute("PRAGMA table_info(judgments)")]
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        raise JudgmentStoreError(f"{path}: not a readable judgment store ({e})") from None
-    if verdict is None or verdict[0] != "ok":
-        raise JudgmentStoreError(f"{path}: the judgment store is damaged (SQLite integrity check: {verdict})")
-    if columns and columns != _COLUMNS:
-        raise JudgmentStoreError(f"{path}: a SQLite file, but its judgments table is not a judgment store's")
+    check_sqlite_store(path, "judgments", _COLUMNS, "judgment store", JudgmentStoreError)
 
 
 class JudgmentStore:
