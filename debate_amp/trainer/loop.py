@@ -415,6 +415,8 @@ def optimise(run: Run, state: TrainState, scored: ScoredBatch, knobs: Knobs) -> 
     n_rl = len(scored.segments)
     n_sup = len(scored.sup) if scored.sup is not None else 0
     t = cfg.trainer
+    if not _any_process(accelerator, n_rl + n_sup > 0):  # nothing to learn from anywhere (e.g. no human was asked)
+        return UpdateStats(stats, False, time.perf_counter() - t0)
     n_minibatches = _max_over_processes(
         accelerator, max(1, math.ceil(n_rl / t.minibatch_size), math.ceil(n_sup / t.sup_minibatch_size))
     )
@@ -722,7 +724,9 @@ def _idle_pass(run: Run, scored: ScoredBatch) -> torch.Tensor:
     """A zero-weight pass on one row, for a minibatch in which this process has nothing: DDP averages gradients
     only once every process has given every parameter one."""
     any_batch = scored.sup if scored.sup is not None else scored.rl
-    assert any_batch is not None
+    if any_batch is None:  # this process has nothing at all this update (others do): one padding token
+        pad = torch.full((1, 1), run.tokenizer.pad_token_id, device=run.accelerator.device)
+        return _zero_weight(*run.model(pad, torch.ones_like(pad)))
     return _zero_weight(*run.model(any_batch.input_ids[:1], any_batch.attention_mask[:1]))
 
 
