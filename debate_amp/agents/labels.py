@@ -140,6 +140,17 @@ class LabelStore:
             ).fetchone()
         return None if row is None else Label(*row)
 
+    def labels(self, keys: list[str]) -> dict[str, Label]:
+        """The stored labels among ``keys`` (one query per 500 keys)."""
+        found: dict[str, Label] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, kind, prompt, answer, human FROM labels WHERE key IN ({marks})"
+                found.update((row[0], Label(*row)) for row in self._db.execute(query, chunk))
+        return found
+
     def put(self, posed: Posed, answer: str, human: str) -> None:
         """Record ``answer`` to ``posed``; returns once it is committed. The first answer to a question stays."""
         with self._lock:

@@ -43,6 +43,7 @@ def test_a_claimed_question_is_leased_to_one_person_and_answered_once(tmp_path):
     assert store.answer(k0, "3", "ann") is True
     assert store.answer(k0, "4", "bob") is False  # the first answer stays
     assert store.get(k0) == "3" and store.label(k0).human == "ann"
+    assert {k: label.answer for k, label in store.labels([k0, k1, "not a key"]).items()} == {k0: "3"}
     assert not store.post(posed(0), {})  # answered: never queued again
     # a lease that ran out is offered to someone else; a released question at once
     assert store.claim("cat", lease_s=60).key == k2

@@ -158,11 +158,11 @@ class QueuedHuman:
                     del self._waiting[key]
 
     async def _poll(self) -> None:
-        """One poller for every question this human waits on: a store read per tick, not one per question."""
+        """One poller for every question this human waits on: one store read a tick for all of them."""
         while self._waiting:
-            for key, future in list(self._waiting.items()):
-                if not future.done() and (label := self.store.label(key)) is not None:
-                    future.set_result(label)
+            open_ = [key for key, future in self._waiting.items() if not future.done()]
+            for key, label in self.store.labels(open_).items():
+                self._waiting[key].set_result(label)
             await asyncio.sleep(self.poll_s)
 
 
