@@ -766,6 +766,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
     if args.export:
         if not Path(args.export).parent.is_dir():
             _fail(f"--export: no such folder: {Path(args.export).parent}")
+        if Path(args.export).exists():  # never write over a file the user made
+            _fail(f"--export: {args.export} already exists; give a new file name")
         print(f"wrote {store.export_jsonl(args.export)} answers to {args.export}")
     if args.answer:
         person = args.person or os.environ.get("USER") or "terminal"

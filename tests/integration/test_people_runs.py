@@ -120,14 +120,19 @@ def test_a_run_waits_on_people_is_killed_with_questions_pending_and_resumes(tmp_
     assert [row["update"] for row in rows if "update" in row][-1] == 3
     assert all(row.get("amp/human_timeouts", 0) == 0 for row in rows)
     # the transcripts name who answered each human node: a person, never "synthetic"
-    sources = {
+    sources = human_sources(run_dir)
+    assert sources and sources <= {"human:ann", "human:bob"}
+
+
+def human_sources(run_dir: Path) -> set[str]:
+    """Who answered the human nodes of every debate in the run's transcripts (``human:ann``, ...)."""
+    return {
         node["source"]
         for path in sorted((run_dir / "transcripts").glob("*.jsonl"))
         for record in read_transcripts(path)
         for node in _nodes(record)
         if node["who"] == "human"
     }
-    assert sources and sources <= {"human:ann", "human:bob"}
 
 
 def _nodes(record: dict):

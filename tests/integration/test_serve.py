@@ -318,8 +318,7 @@ def test_a_training_run_waits_for_a_person_who_answers_in_the_browser(browser, t
     answers it in the page; the label is stored under their name, the transcripts name them, the run finishes."""
     from playwright.sync_api import expect
 
-    from debate_amp.debate.transcript import read_transcripts
-    from tests.integration.test_people_runs import PEOPLE, _nodes
+    from tests.integration.test_people_runs import PEOPLE, human_sources
     from tests.integration.test_train import TINY
 
     run_dir = tmp_path / "web"
@@ -353,11 +352,5 @@ def test_a_training_run_waits_for_a_person_who_answers_in_the_browser(browser, t
     finally:
         if proc.poll() is None:
             proc.kill()
-    sources = {
-        node["source"]
-        for path in sorted((run_dir / "transcripts").glob("*.jsonl"))
-        for record in read_transcripts(path)
-        for node in _nodes(record)
-        if node["who"] == "human"
-    }
+    sources = human_sources(run_dir)
     assert sources == {"human:ann"}

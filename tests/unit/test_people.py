@@ -253,6 +253,9 @@ def test_the_labels_command_lists_exports_and_answers_the_queue(tmp_path, capsys
     assert "stored: 6" in proc.stdout and store.label(first).human == "zed" and store.pending() == []
     assert main(["labels", str(db), "--export", str(tmp_path / "labels.jsonl")]) == 0
     assert load_jsonl_labels(tmp_path / "labels.jsonl") == {posed(0).key(): "3", first: "6"}
+    with pytest.raises(SystemExit) as e:  # an existing file is never written over
+        main(["labels", str(db), "--export", str(tmp_path / "labels.jsonl")])
+    assert e.value.code == 2 and "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["labels", str(tmp_path / "nope.sqlite")])
     assert e.value.code == 2 and "no such run directory or label store" in capsys.readouterr().err
