@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +199,32 @@ def _check_deletable(run_dir: Path, output_dir: Path) -> None:
             f"--overwrite: refusing to delete {run_dir}: it does not look like a run directory "
             f"(none of {', '.join(RUN_FILES)})"
         )
+    if people := _answers_from_people(run_dir / "labels.sqlite"):
+        raise RunDirError(
+            f"--overwrite: refusing to delete {run_dir}: its labels.sqlite holds {people} answers from people; "
+            f"export them (debate-amp labels {run_dir} --export FILE) or move the file aside first"
+        )
+
+
+MACHINE_HUMANS = ("synthetic", "model", "replay")
+"""The label store's ``human`` of answers no person gave (the simulated H, a frozen model, a replay)."""
+
+
+def _answers_from_people(store: Path) -> int:
+    """How many answers in ``store`` real people gave (reads only; 0 when there is no store or it cannot be read:
+    a damaged store is refused elsewhere)."""
+    if not store.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            marks = ",".join("?" * len(MACHINE_HUMANS))
+            row = db.execute(f"SELECT COUNT(*) FROM labels WHERE human NOT IN ({marks})", MACHINE_HUMANS).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(row[0])
 
 
 def apply_plan(plan: RunPlan) -> None:

@@ -46,6 +46,26 @@ def test_overwrite_deletes_a_run_directory(tmp_path):
     assert cfg.run_dir.is_dir() and not any(cfg.run_dir.iterdir())
 
 
+def test_overwrite_refuses_a_run_whose_labels_came_from_people(tmp_path):
+    from debate_amp.agents.labels import LabelStore
+    from debate_amp.protocol import Posed
+    from debate_amp.tasks.perm import PermQuestion
+
+    cfg = _cfg(tmp_path)
+    cfg.run_dir.mkdir(parents=True)
+    store = LabelStore(cfg.run_dir / "labels.sqlite")
+    store.put(Posed("answer", PermQuestion((1, 0, 2), 0, 1)), "1", "synthetic")
+    store.close()
+    plan_run_dir(cfg, overwrite=True)  # the simulated human's answers: a run may start afresh
+    store = LabelStore(cfg.run_dir / "labels.sqlite")
+    store.put(Posed("answer", PermQuestion((1, 0, 2), 1, 1)), "0", "ann")
+    store.close()
+    for plan in (lambda: plan_run_dir(cfg, overwrite=True), lambda: plan_sft_dir(cfg, overwrite=True)):
+        with pytest.raises(RunDirError, match="holds 1 answers from people; export them"):
+            plan()
+    assert len(LabelStore(cfg.run_dir / "labels.sqlite")) == 2
+
+
 def test_sft_refuses_a_directory_holding_a_warm_start_or_training_output(tmp_path):
     cfg = _cfg(tmp_path)
     plan_sft_dir(cfg)  # nothing there yet: fine
