@@ -681,8 +681,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         _fail(f"{args.run_dir}: not a run directory")
-    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "transcripts", "final.json")):
-        _fail(f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/ or final.json); nothing written")
+    # results.json: the bench's directory (runs/bench), whose report shows its human-efficiency comparison
+    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "transcripts", "final.json", "results.json")):
+        _fail(
+            f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/, final.json or results.json); "
+            "nothing written"
+        )
     if args.per_update < 0:
         _fail("--per-update must be at least 0")
     from debate_amp.eval.report import write_report

@@ -290,6 +290,110 @@ def alpha_sweep_html(run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Human efficiency
+
+
+def human_efficiency_figure(curves: dict[str, list[list[float]]], target: float, highlight: str | None = None) -> bytes:
+    """``python -m debate_amp.bench --human-efficiency``'s figure as PNG bytes: held-out accuracy (k >= 2, asked
+    directly) against cumulative human calls, one line per sampler, the target dashed; ``highlight`` drawn thicker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, points in curves.items():
+        if points:
+            xs, ys = zip(*points, strict=True)
+            thick = name == highlight
+            ax.plot(xs, ys, marker="o", markersize=4 if thick else 3, linewidth=3 if thick else 1.2, label=name)
+    ax.axhline(target, linestyle="--", color="k", linewidth=1, label=f"target {target:.1%} (95% of supervised)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("cumulative human calls (warm start not counted)", fontsize=8)
+    ax.set_ylabel("held-out accuracy, k >= 2", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def human_efficiency_html(run_dir: Path) -> str:
+    """The human-efficiency section, when the run is one of ``python -m debate_amp.bench --human-efficiency``'s
+    (``runs/bench/human_efficiency_<sampler>``) or the bench directory itself: a ``results.json`` holding
+    ``human_efficiency_curves`` in the run directory or beside it. A table per sampler and the figure, this run
+    in bold."""
+    for path in (run_dir / "results.json", run_dir.parent / "results.json"):
+        if not path.is_file():
+            continue
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(results, dict) or "human_efficiency_curves" not in results:
+                continue  # some other results.json, or a bench run without --human-efficiency
+            curves, target = results["human_efficiency_curves"], results.get("human_efficiency_target")
+            if not isinstance(curves, dict) or not all(
+                isinstance(c, list)
+                and all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p) for p in c)
+                for c in curves.values()
+            ):
+                raise ValueError("human_efficiency_curves is not an object of [[human calls, accuracy], ...]")
+            if not isinstance(target, int | float):
+                raise ValueError("human_efficiency_target is not a number")
+        except (OSError, ValueError) as e:
+            return f"<h2>Human efficiency</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
+        break
+    else:
+        return ""
+    here = run_dir.resolve().name
+    highlight = next((name for name in curves if here == f"human_efficiency_{name}"), None)
+    marked = ' class="this-run"'
+    to_target = results.get("human_calls_to_target")
+    to_target = to_target if isinstance(to_target, dict) else {}
+    minutes = results.get("human_efficiency_minutes_cap")
+    cap = f", at most {minutes:g} minutes each" if isinstance(minutes, int | float) else ""
+    head = "".join(
+        f"<th>{escape(title)}</th>"
+        for title in (
+            "sampler",
+            "human calls (last point)",
+            "best held-out k >= 2 (at human calls)",
+            "last held-out k >= 2",
+            "human calls to target",
+        )
+    )
+
+    def reached(name: str) -> str:
+        if name not in to_target:
+            return "-"
+        n = to_target[name]
+        return f"{n:,}" if isinstance(n, int | float) else "not reached"
+
+    rows = []
+    for name, points in curves.items():
+        if points:
+            best = max(points, key=lambda p: p[1])
+            cells = [f"{int(points[-1][0]):,}", f"{best[1]:.1%} ({int(best[0]):,})", f"{points[-1][1]:.1%}"]
+        else:
+            cells = ["-", "-", "-"]
+        rows.append(
+            f"<tr{marked if name == highlight else ''}><td>{escape(name)}</td>"
+            + "".join(f"<td>{cell}</td>" for cell in cells)
+            + f"<td>{reached(name)}</td></tr>"
+        )
+    png = base64.b64encode(human_efficiency_figure(curves, float(target), highlight=highlight)).decode("ascii")
+    return (
+        f"<h2>Human efficiency ({escape(path.name)})</h2>"
+        "<p>The same A[0] trained by pure amplification once per sampler (python -m debate_amp.bench "
+        f"--human-efficiency{escape(cap)}, the warm start&#39;s human calls not counted); the target is 95% of the "
+        f"supervised baseline&#39;s held-out accuracy on k &ge; 2 ({float(target):.1%})"
+        f"{'; this run is in bold' if highlight else ''}.</p>"
+        f'<table class="final" id="human-efficiency"><tr>{head}</tr>{"".join(rows)}</table>'
+        f'<img class="curve" alt="human efficiency" src="data:image/png;base64,{png}">'
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Transcripts
 
 
@@ -522,6 +626,7 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
 {f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
 {config_html}
 {alpha_sweep_html(run_dir)}
+{human_efficiency_html(run_dir)}
 <h2>Training curves (metrics.jsonl)</h2>
 {curves or "<p>no metrics.jsonl in this run directory</p>"}
 <h2>Eval (debate-amp eval)</h2>

@@ -385,3 +385,68 @@ def test_metrics_with_binary_bytes_are_read_around_them(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"update": 1, "loss/sup": 0.5}\n\xff\xfe\x00\x89garbage\n{"update": 2, "loss/sup": 0.25}\n')
     assert [r["update"] for r in read_metrics(path)] == [1, 2]
+
+
+def human_efficiency_results(tmp_path, **changes):
+    """A ``runs/bench/results.json`` as ``python -m debate_amp.bench --human-efficiency`` writes it: two samplers."""
+    results = {
+        "human_efficiency_target": 0.95,
+        "human_efficiency_minutes_cap": 4.0,
+        "human_calls_to_target": {"bernoulli_0.1": None, "adversary": 9925},
+        "human_efficiency_curves": {
+            "bernoulli_0.1": [[252, 0.38], [777, 0.47], [1672, 0.51]],
+            "adversary": [[6176, 0.59], [9925, 0.96], [13358, 0.46]],
+        },
+        "adversary_over_best_bernoulli": None,
+        **changes,
+    }
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps(results))
+    return bench
+
+
+def test_human_efficiency_section_beside_the_bench_runs(tmp_path):
+    from debate_amp.eval.report import human_efficiency_html
+
+    bench = human_efficiency_results(tmp_path)
+    html = human_efficiency_html(bench)  # the bench directory itself: both samplers, no run marked
+    assert html.startswith("<h2>Human efficiency") and '<table class="final" id="human-efficiency">' in html
+    assert "<td>bernoulli_0.1</td>" in html and "<td>adversary</td>" in html and 'class="this-run"' not in html
+    assert "<td>1,672</td><td>51.0% (1,672)</td><td>51.0%</td><td>not reached</td>" in html
+    assert "<td>13,358</td><td>96.0% (9,925)</td><td>46.0%</td><td>9,925</td>" in html
+    (bench / "human_efficiency_adversary").mkdir()
+    html = human_efficiency_html(bench / "human_efficiency_adversary")  # one sampler's run: its row marked
+    assert html.count('class="this-run"') == 1 and '<tr class="this-run"><td>adversary</td>' in html
+    assert 'alt="human efficiency" src="data:image/png;base64,' in html
+
+
+def test_human_efficiency_section_absent_or_malformed(tmp_path):
+    from debate_amp.eval.report import human_efficiency_html
+
+    (tmp_path / "run").mkdir()
+    assert human_efficiency_html(tmp_path / "run") == ""  # no results.json
+    (tmp_path / "results.json").write_text(json.dumps({"rollout_batched_speedup": 29.0}))
+    assert human_efficiency_html(tmp_path / "run") == ""  # a bench run without --human-efficiency
+    (tmp_path / "results.json").write_text('{"human_efficiency_curves": {"adversary": [[1, 0.5]]')
+    html = human_efficiency_html(tmp_path / "run")
+    assert html.startswith("<h2>Human efficiency</h2><p>") and "results.json does not parse" in html
+    assert html.count("<p>") == 1 and "<img" not in html
+    bad = human_efficiency_results(tmp_path, human_efficiency_curves={"adversary": [[1, "half"]]})
+    assert "does not parse: human_efficiency_curves is not" in human_efficiency_html(bad)
+
+
+def test_human_efficiency_figure_is_a_png():
+    from debate_amp.eval.report import human_efficiency_figure
+
+    curves = {"bernoulli_0.1": [[252, 0.38], [777, 0.47]], "adversary": [[6176, 0.59], [9925, 0.96]], "none": []}
+    assert human_efficiency_figure(curves, 0.95, highlight="adversary").startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_report_of_the_bench_directory_shows_human_efficiency(tmp_path, capsys):
+    from debate_amp.cli import main
+
+    bench = human_efficiency_results(tmp_path)  # results.json only: no metrics.jsonl, transcripts, config, final
+    assert main(["report", str(bench), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert '<table class="final" id="human-efficiency">' in page and "no metrics.jsonl in this run directory" in page
