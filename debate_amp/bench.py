@@ -221,15 +221,18 @@ def bench_human_efficiency(
     extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Human calls against held-out accuracy (perm, k >= 2, asked directly) for each sampler: pure amplification
-    (``recipes/pure_amplification.yaml``) from the same A[0], evaluated every update, at most ``minutes`` each. The
-    warm start's human calls are not counted (the same A[0] for all), nor the rehearsal's (off: it would replay the
-    synthetic human's warm-start answers). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
-    held-out accuracy from this bench run or an earlier one; 1.0 when there is none). ``extra``: more overrides
-    for every run (the tests' tiny model)."""
+    (``recipes/pure_amplification.yaml``, its rehearsal on) from the same A[0], evaluated every update, at most
+    ``minutes`` each. The warm start's human calls are not counted (the same A[0] for all), nor the rehearsal's: it
+    replays A[0]'s own warm-start examples (the recipe's warm-start list is the default's), labels that warm start
+    paid for; the trainer logs them as ``rehearsal/human_calls`` all the same (it did not make A[0] itself), and
+    they are reported apart (``human_efficiency_rehearsal_calls``). The target is 95% of ``supervised_accuracy`` (the
+    supervised baseline's held-out accuracy from this bench run or an earlier one; 1.0 when there is none).
+    ``extra``: more overrides for every run (the tests' tiny model)."""
     from debate_amp.trainer.loop import train
 
     target = 0.95 * (supervised_accuracy if supervised_accuracy is not None else 1.0)
     curves: dict[str, list[tuple[int, float]]] = {}
+    rehearsal_calls: dict[str, int] = {}
     for name, overrides in samplers.items():
         cfg = load_config(
             "recipes/pure_amplification.yaml",
@@ -238,7 +241,6 @@ def bench_human_efficiency(
                 f"run.name=human_efficiency_{name}",
                 f"model.path={a0}",
                 "trainer.warm_start=false",
-                "trainer.rehearsal_examples=0",
                 "trainer.eval_every=1",
                 f"trainer.max_minutes={minutes}",
                 *extra,
@@ -249,6 +251,7 @@ def bench_human_efficiency(
         train(cfg, progress=True, overwrite=True)
         rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
         calls, curve = 0, []
+        rehearsal_calls[name] = sum(int(row.get("rehearsal/human_calls", 0)) for row in rows)
         for row in rows:
             calls += int(row.get("amp/human_calls", 0))
             if "eval/answer_accuracy_k_ge_2" in row:
@@ -262,6 +265,7 @@ def bench_human_efficiency(
         "human_efficiency_minutes_cap": minutes,
         "human_calls_to_target": to_target,
         "human_efficiency_curves": curves,
+        "human_efficiency_rehearsal_calls": rehearsal_calls,
         "adversary_over_best_bernoulli": adversary / min(reached) if adversary is not None and reached else None,
     }
 
@@ -328,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, n in results["human_calls_to_target"].items():
             last = results["human_efficiency_curves"][name][-1:] or [(0, float("nan"))]
             reached = "not reached" if n is None else f"{n:,}"
-            print(f"    {name:14s} {reached:>12s}   (last: {last[0][1]:.1%} after {last[0][0]:,} calls)")
+            rehearsed = results["human_efficiency_rehearsal_calls"].get(name, 0)
+            print(
+                f"    {name:14s} {reached:>12s}   (last: {last[0][1]:.1%} after {last[0][0]:,} calls; the rehearsal "
+                f"replayed warm-start labels worth {rehearsed:,} calls, not counted)"
+            )
         ratio = results["adversary_over_best_bernoulli"]
         print("  adversary / best bernoulli: " + ("n/a" if ratio is None else f"{ratio:.2f}"))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

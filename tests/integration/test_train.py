@@ -328,4 +328,7 @@ def test_the_human_efficiency_bench_runs_each_sampler_and_counts_its_calls(tmp_p
         assert results["human_calls_to_target"][name] == calls
         lines = (tmp_path / f"human_efficiency_{name}" / "metrics.jsonl").read_text().splitlines()
         assert calls == sum(int(json.loads(line)["amp/human_calls"]) for line in lines)
+        # the rehearsal replays the warm start's paid labels: reported apart, never in the curve
+        rehearsed = sum(int(json.loads(line)["rehearsal/human_calls"]) for line in lines)
+        assert results["human_efficiency_rehearsal_calls"][name] == rehearsed > 0
     assert results["adversary_over_best_bernoulli"] == curves["adversary"][0][0] / curves["bernoulli_1.0"][0][0]
