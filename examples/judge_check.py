@@ -17,6 +17,8 @@ off before a lookup, whose verdict is the transcript's coin flip, are left out o
 - ``--show-check``: the judge's reply to a lookup-level claim starts with the value it looked up (``5 odd``), an
   8-way target for the lookup rather than one bit;
 - ``--lookups-only``: only debates that end on a lookup-level claim;
+- ``--relative``: the verdict says whether the last argument ``stands`` or ``falls`` rather than naming a side (the
+  side is the argument's parity, which code knows), so the target is the check itself, not the check XOR parity;
 - ``--mix-answers``: as many direct lookups ``s=... x=4 k=1 A=`` mixed in (the warm start teaches those).
 
 Last seen: docs/training.md ("The judge's lookup check", 2026-12-01): no variant of the width-64 default learned it;
@@ -92,6 +94,8 @@ def debate_verdict(task, rng: random.Random, heldout: bool, args) -> Example:
         if is_sufficient(q, context[-1]):
             break
     verdict, kind = judge_winner(q, tuple(context)), ending(q, context)
+    if args.relative:  # the last argument's side wins: it stands; else it falls
+        verdict = "stands" if verdict == ("even" if len(context) % 2 else "odd") else "falls"
     if args.show_check and kind.startswith("lookup"):
         last = parse_argument(context[-1], len(q.sigma))
         verdict = f"{power(q.sigma, last.x, last.k)} {verdict}"
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--show-check", action="store_true")
     parser.add_argument("--lookups-only", action="store_true")
     parser.add_argument("--mix-answers", action="store_true")
+    parser.add_argument("--relative", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for the model, e.g. model.shared_layers=false")
