@@ -319,6 +319,10 @@ def human_efficiency_figure(curves: dict[str, list[list[float]]], target: float,
     return buffer.getvalue()
 
 
+def _count(value: Any) -> str:
+    return f"{int(value):,}" if isinstance(value, int | float) else "-"
+
+
 def human_efficiency_html(run_dir: Path) -> str:
     """The human-efficiency section, when the run is one of ``python -m debate_amp.bench --human-efficiency``'s
     (``runs/bench/human_efficiency_<sampler>``) or the bench directory itself: a ``results.json`` holding
@@ -352,16 +356,11 @@ def human_efficiency_html(run_dir: Path) -> str:
     to_target = to_target if isinstance(to_target, dict) else {}
     minutes = results.get("human_efficiency_minutes_cap")
     cap = f", at most {minutes:g} minutes each" if isinstance(minutes, int | float) else ""
-    head = "".join(
-        f"<th>{escape(title)}</th>"
-        for title in (
-            "sampler",
-            "human calls (last point)",
-            "best held-out k >= 2 (at human calls)",
-            "last held-out k >= 2",
-            "human calls to target",
-        )
-    )
+    rehearsed = results.get("human_efficiency_rehearsal_calls")  # benches since 2026-12-02 rehearse A[0]'s labels
+    rehearsed = rehearsed if isinstance(rehearsed, dict) else None
+    titles = ["sampler", "human calls (last point)", "best held-out k >= 2 (at human calls)", "last held-out k >= 2"]
+    titles += ["human calls to target"] + (["rehearsal replayed (not counted)"] if rehearsed is not None else [])
+    head = "".join(f"<th>{escape(title)}</th>" for title in titles)
 
     def reached(name: str) -> str:
         if name not in to_target:
@@ -379,13 +378,17 @@ def human_efficiency_html(run_dir: Path) -> str:
         rows.append(
             f"<tr{marked if name == highlight else ''}><td>{escape(name)}</td>"
             + "".join(f"<td>{cell}</td>" for cell in cells)
-            + f"<td>{reached(name)}</td></tr>"
+            + f"<td>{reached(name)}</td>"
+            + ("" if rehearsed is None else f"<td>{_count(rehearsed.get(name))}</td>")
+            + "</tr>"
         )
     png = base64.b64encode(human_efficiency_figure(curves, float(target), highlight=highlight)).decode("ascii")
     return (
         f"<h2>Human efficiency ({escape(path.name)})</h2>"
         "<p>The same A[0] trained by pure amplification once per sampler (python -m debate_amp.bench "
-        f"--human-efficiency{escape(cap)}, the warm start&#39;s human calls not counted); the target is 95% of the "
+        f"--human-efficiency{escape(cap)}, the warm start&#39;s human calls not counted"
+        f"{', nor those of the rehearsal that replays its labels' if rehearsed is not None else ''}); "
+        "the target is 95% of the "
         f"supervised baseline&#39;s held-out accuracy on k &ge; 2 ({float(target):.1%})"
         f"{'; this run is in bold' if highlight else ''}.</p>"
         f'<table class="final" id="human-efficiency"><tr>{head}</tr>{"".join(rows)}</table>'

@@ -419,6 +419,16 @@ def test_human_efficiency_section_beside_the_bench_runs(tmp_path):
     html = human_efficiency_html(bench / "human_efficiency_adversary")  # one sampler's run: its row marked
     assert html.count('class="this-run"') == 1 and '<tr class="this-run"><td>adversary</td>' in html
     assert 'alt="human efficiency" src="data:image/png;base64,' in html
+    assert "rehearsal" not in html  # a bench from before the rehearsal was on: no such column
+
+
+def test_human_efficiency_section_shows_the_rehearsal_apart(tmp_path):
+    from debate_amp.eval.report import human_efficiency_html
+
+    bench = human_efficiency_results(tmp_path, human_efficiency_rehearsal_calls={"adversary": 43122})
+    html = human_efficiency_html(bench)
+    assert "<th>rehearsal replayed (not counted)</th>" in html and "nor those of the rehearsal" in html
+    assert "<td>9,925</td><td>43,122</td></tr>" in html and "<td>not reached</td><td>-</td></tr>" in html
 
 
 def test_human_efficiency_section_absent_or_malformed(tmp_path):
