@@ -60,8 +60,9 @@ def local_llama_dir(tmp_path):
 
 
 # The files holding the longest tests (minutes: the sigma^2 learning test, the alpha sweep), collected first: `make
-# test` runs the suite on two workers (`-n 2 --dist loadfile`), and a long file that starts last leaves one worker
-# idle at the end (measured: 11 min 12 s with the sigma^2 test last).
+# test` runs the suite on two workers, a file to a worker in collection order (`-n 2 --dist loadfile
+# --no-loadscope-reorder`; xdist's default reorder puts files with many tests first, so this two-test file ran last),
+# and a long file that starts last leaves one worker idle at the end (measured: 11 min 12 s and 12 min 24 s that way).
 LONGEST_FIRST = ("integration/test_sft.py", "integration/test_examples.py")
 
 
