@@ -57,18 +57,3 @@ def local_llama_dir(tmp_path):
     torch.manual_seed(0)
     save_model(LlamaForCausalLM(config), tokenizer, tmp_path / "local_model")
     return tmp_path / "local_model"
-
-
-# The files holding the longest tests (minutes: the sigma^2 learning test, the alpha sweep), collected first: `make
-# test` runs the suite on two workers, a file to a worker in collection order (`-n 2 --dist loadfile
-# --no-loadscope-reorder`; xdist's default reorder puts files with many tests first, so this two-test file ran last),
-# and a long file that starts last leaves one worker idle at the end (measured: 11 min 12 s and 12 min 24 s that way).
-LONGEST_FIRST = ("integration/test_sft.py", "integration/test_examples.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        path = item.path.as_posix()
-        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: every other test keeps its order
