@@ -223,11 +223,12 @@ def bench_human_efficiency(
     """Human calls against held-out accuracy (perm, k >= 2, asked directly) for each sampler: pure amplification
     (``recipes/pure_amplification.yaml``, its rehearsal on) from the same A[0], evaluated every update, at most
     ``minutes`` each. The warm start's human calls are not counted (the same A[0] for all), nor the rehearsal's: it
-    replays A[0]'s own warm-start examples (the recipe's warm-start list is the default's), labels that warm start
-    paid for; the trainer logs them as ``rehearsal/human_calls`` all the same (it did not make A[0] itself), and
-    they are reported apart (``human_efficiency_rehearsal_calls``). The target is 95% of ``supervised_accuracy`` (the
-    supervised baseline's held-out accuracy from this bench run or an earlier one; 1.0 when there is none).
-    ``extra``: more overrides for every run (the tests' tiny model)."""
+    replays the warm-start examples of the recipe, which are the default recipe's (those ``make run``'s A[0], the
+    bench's default, was trained on), labels that warm start paid for; the trainer logs them as
+    ``rehearsal/human_calls`` all the same (it did not make A[0] itself), and they are reported apart
+    (``human_efficiency_rehearsal_calls``). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
+    held-out accuracy from this bench run or an earlier one; 1.0 when there is none). ``extra``: more overrides for
+    every run (the tests' tiny model)."""
     from debate_amp.trainer.loop import train
 
     target = 0.95 * (supervised_accuracy if supervised_accuracy is not None else 1.0)
