@@ -32,6 +32,10 @@ from debate_amp.protocol import UNKNOWN, Trace
 PAD, SEP = 256, 257
 VOCAB = 258
 HELDOUT_EVERY = 5
+HELDOUT_SIZE = 512
+"""Held-out nodes kept: the latest, so that the held-out AUC and ECE are of M's recent drafts. M changes under the
+adversary: with 2,048 (about ten of the bench's updates) the set was mostly drafts from updates ago, when M was
+wrong on whole depths it has since learned (docs/adversarial_ida.md, 2026-12-02)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,7 +183,7 @@ class Adversary:
         batch_size: int = 64,
         steps: int = 16,
         buffer_size: int = 8192,
-        heldout_size: int = 2048,
+        heldout_size: int = HELDOUT_SIZE,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -241,13 +245,14 @@ class Adversary:
             losses.append(float(loss.detach()))
         return sum(losses) / len(losses)
 
-    def learn(self, examples: Iterable[AdversaryExample]) -> dict[str, float]:
+    def learn(self, examples: Iterable[AdversaryExample], steps: int | None = None) -> dict[str, float]:
         """One update's online learning: the new labelled nodes split (held out or not, by :func:`is_heldout`) into
-        the buffers, steps on the training buffer, then the held-out metrics. -> ``adversary/`` scalars."""
+        the buffers, ``steps`` (default ``self.steps``) on the training buffer, then the held-out metrics. ->
+        ``adversary/`` scalars."""
         new = list(examples)
         for e in new:
             (self.heldout if is_heldout(e.prompt) else self.train_buffer).append(e)
-        loss = self.update(list(self.train_buffer))
+        loss = self.update(list(self.train_buffer), steps)
         heldout = list(self.heldout)
         scores = self.score([(e.prompt, e.draft) for e in heldout])
         labels = [e.wrong for e in heldout]

@@ -226,7 +226,8 @@ def bench_human_efficiency(
     replays the warm-start examples of the recipe, which are the default recipe's (those ``make run``'s A[0], the
     bench's default, was trained on), labels that warm start paid for; the trainer logs them as
     ``rehearsal/human_calls`` all the same (it did not make A[0] itself), and they are reported apart
-    (``human_efficiency_rehearsal_calls``). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
+    (``human_efficiency_rehearsal_calls``), with the adversary's warm-up on the same examples
+    (``adversary/warm_start_human_calls``, ``sampler.adversary_warm_start``). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
     held-out accuracy from this bench run or an earlier one; 1.0 when there is none). ``extra``: more overrides for
     every run (the tests' tiny model)."""
     from debate_amp.trainer.loop import train
@@ -252,7 +253,8 @@ def bench_human_efficiency(
         train(cfg, progress=True, overwrite=True)
         rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
         calls, curve = 0, []
-        rehearsal_calls[name] = sum(int(row.get("rehearsal/human_calls", 0)) for row in rows)
+        replayed = ("rehearsal/human_calls", "adversary/warm_start_human_calls")  # A[0]'s warm-start labels
+        rehearsal_calls[name] = sum(int(row.get(key, 0)) for row in rows for key in replayed)
         for row in rows:
             calls += int(row.get("amp/human_calls", 0))
             if "eval/answer_accuracy_k_ge_2" in row:

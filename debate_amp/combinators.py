@@ -10,9 +10,10 @@ workspace of sub-answers so far and replies with an answer or exactly two subque
 may use the first's answer as ``#1``, and then waits for it); repeat until an answer or ``max_rounds`` rounds of
 subquestions, after which the asker is posed the step once more and anything but an answer gives ``?``.
 
-``AdversarialAmp`` is ``references/000``'s amplification with its adversary (``sampler.kind: adversary``): the
-human is asked only where the adversary doubts M's draft, and at each decomposition works down the one subquestion
-the adversary (with Boltzmann exploration) thinks M most likely got wrong, M's answer standing for the other.
+``AdversarialAmp`` is ``references/000``'s amplification with its adversary (``sampler.kind: adversary``): a
+question is amplified only where the adversary doubts M's draft answer, the human is posed a step only where it
+doubts M's draft step, and at each decomposition the tree works down the one subquestion the adversary (with
+Boltzmann exploration) thinks M most likely got wrong, M's answer standing for the other.
 """
 
 from __future__ import annotations
@@ -116,18 +117,16 @@ def amp_approx(human: Agent, model: Agent, sampler: Sampler, max_rounds: int = 2
 
 
 @dataclass
-class _Room:
-    """The sampler of the human's steps at one node of :class:`AdversarialAmp`: the first step was counted against
-    the budget when the node was handed to the human; each later one is asked while the budget has room."""
+class _Doubts:
+    """The sampler of the steps at a node of :class:`AdversarialAmp`, ``references/000``'s iteration step for the
+    asker (H'_ask, H'_int): the human is posed a step only where the adversary doubts M's draft of it, and while the
+    budget has room (each such step one call); elsewhere M's step stands."""
 
+    sampler: Adversarial
     budget: Budget | None
-    prepaid: bool = True
 
     def __call__(self, posed: Posed, model_reply: Reply) -> bool:
-        if self.prepaid:
-            self.prepaid = False
-            return True
-        return self.budget is None or self.budget.allow()
+        return self.sampler(posed, model_reply) and (self.budget is None or self.budget.allow())
 
 
 @dataclass
@@ -135,11 +134,12 @@ class AdversarialAmp:
     """Amp~(H, M) with ``references/000``'s adversary, for a posed question Q:
 
     1. M drafts an answer M(Q). If the adversary is confident in it, Adv(Q, M(Q)) < ``confidence`` (000's
-       iteration step, H' = M), or the budget has no room for a human call, M's draft stands and the human is not
-       asked.
-    2. Otherwise the human is posed the step question (as an asker in :class:`Amp`, through ``Approx(H, M)``: M
-       drafts the step too, kept as ``replaced``, and each human step is one call against the budget). An answer
-       ends the node.
+       iteration step, H' = M), M's draft stands, but for the share ``audit`` of such drafts, which are amplified
+       all the same (a label for a draft the adversary trusted).
+    2. Otherwise Q is amplified. Its asker is 000's H'_ask (and H'_int, the same step question with the sub-answers
+       in its workspace): M drafts the step, and the human is posed it only where the adversary doubts that draft
+       too and the budget has room (the draft kept as ``replaced``; each human step one call against the budget),
+       M's step standing elsewhere. An answer ends the node.
     3. Two subquestions: M answers both, the adversary scores both answers, and the Gumbel-max trick picks i with
        probability softmax(Adv / temperature)_i (000's step 4).
     4. The chosen subquestion is answered by this same procedure (from step 1 with M's answer as the draft: the
@@ -163,9 +163,9 @@ class AdversarialAmp:
         return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft.text)])[0])
 
     async def _node(self, posed: Posed, draft: Reply, p_wrong: float) -> Reply:
-        if not self.sampler.doubts(p_wrong) or (self.budget is not None and not self.budget.allow()):
-            return draft  # the first human step is counted here: a node the human takes has a human in it
-        asker = Approx(self.human, self.model, _Room(self.budget))
+        if not self.sampler.doubts(p_wrong) and not self.sampler.audits():
+            return draft
+        asker = Approx(self.human, self.model, _Doubts(self.sampler, self.budget))
         workspace: list[str] = []
         children: list[Trace] = []
         for round_ in range(self.max_rounds + 1):

@@ -285,6 +285,15 @@ class SamplerConfig:
     softmax(p_wrong / temperature)_i over the adversary's scores of M's two answers (Gumbel-max)."""
     adversary_steps: PositiveInt = 16
     """adversary: AdamW minibatch steps (64 labelled nodes each) the adversary takes each update."""
+    adversary_warm_start: NonNegativeInt = 4096
+    """adversary: before the first update of a fresh run, the adversary learns from this many of the warm start's own
+    examples (the rehearsal's pool): M's greedy draft of each prompt against the human's reply, labels the warm
+    start paid for (charged, as ``adversary/warm_start_human_calls``, when this run did not make A[0]). 0: it starts
+    untrained and doubts every draft."""
+    adversary_audit: Probability = 0.05
+    """adversary: the share of the drafts the adversary trusts that are amplified all the same (their steps M's where
+    it trusts those too, so seldom a human call): labels for trusted drafts, so that a confident mistake can be found
+    and the held-out AUC is not measured on doubted nodes alone."""
     adversary_questions: Probability = 0.0
     """adversary: the share of each update's amplification questions (``amp.questions_per_update``) chosen by the
     adversary, as the ones whose direct answers by M it rates most likely wrong among ``adversary_pool`` times as

@@ -148,17 +148,21 @@ class Adversarial:
     adversary's probability that the model's draft is wrong is at least ``confidence`` (where it is below, the
     model's draft stands: H' = M). At a decomposition, :meth:`choose` picks the subquestion the human works down by
     Boltzmann exploration over the adversary's scores of the model's answers, with ``temperature``; its Gumbel
-    noise is drawn from ``rng`` (seeded; checkpoints save it)."""
+    noise, and the draws of :meth:`audits` (a trusted draft checked all the same with probability ``audit``), come
+    from ``rng`` (seeded; checkpoints save it)."""
 
     adversary: Adversary
     confidence: float = 0.2
     temperature: float = 0.2
     seed: int = 0
+    audit: float = 0.0
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"adversary confidence must be in [0, 1], got {self.confidence}")
+        if not 0.0 <= self.audit <= 1.0:
+            raise ValueError(f"adversary audit must be in [0, 1], got {self.audit}")
         if self.temperature <= 0:
             raise ValueError(f"adversary temperature must be > 0, got {self.temperature}")
         self.rng = random.Random(self.seed)
@@ -173,6 +177,11 @@ class Adversarial:
 
     def __call__(self, posed: Posed, model_reply: Reply) -> bool:
         return self.doubts(self.p_wrong([(posed, model_reply.text)])[0])
+
+    def audits(self) -> bool:
+        """Is a draft the adversary trusts to be checked all the same (amplified: a label for a trusted draft)? With
+        probability ``audit``, drawn from ``rng``."""
+        return self.audit > 0 and self.rng.random() < self.audit
 
     def choose(self, p_wrong: Sequence[float]) -> int:
         """The subquestion the human works down: i with probability softmax(p_wrong / temperature)_i."""
@@ -190,6 +199,7 @@ def build_sampler(
     confidence: float = 0.2,
     temperature: float = 0.2,
     adversary: Adversary | None = None,
+    audit: float = 0.0,
 ) -> Sampler:
     """The sampler a recipe names; wrapped in :class:`Budget` when either cap is set. ``adversary`` is the predictor
     of ``kind="adversary"`` (none given: :class:`Uninformed`)."""
@@ -198,7 +208,7 @@ def build_sampler(
         "never": lambda: Never(),
         "bernoulli": lambda: Bernoulli(p, seed),
         "confidence": lambda: Confidence(threshold),
-        "adversary": lambda: Adversarial(adversary or Uninformed(), confidence, temperature, seed),
+        "adversary": lambda: Adversarial(adversary or Uninformed(), confidence, temperature, seed, audit),
     }
     if kind not in builders:
         raise ValueError(f"unknown sampler {kind!r}; one of {sorted(builders)}")

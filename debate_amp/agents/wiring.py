@@ -42,6 +42,7 @@ def recipe_sampler(cfg: Config, seed: int, adversary: Adversary | None = None) -
         confidence=s.confidence,
         temperature=s.temperature,
         adversary=adversary,
+        audit=s.adversary_audit,
     )
 
 

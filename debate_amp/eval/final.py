@@ -79,6 +79,7 @@ def final_evaluation(
         confidence=s.confidence,
         temperature=s.temperature,
         adversary=adversary,
+        audit=s.adversary_audit,
     )
     agent = recipe_model_agent(cfg, recipe_generate_fn(cfg, model, tokenizer, 0.0), "policy")
     amp = recipe_amp(cfg, human, agent, sampler)

@@ -14,7 +14,9 @@ One update, as in DESIGN.md section 1 (``train`` calls one function per step; ea
   7. faults      a non-finite loss skips the update; checkpoints every save_every updates, on SIGINT / SIGTERM and
                  at the end                                                                 checkpoint_if_due
 Setup (:func:`_setup`: A[0], the models, the agents) builds a :class:`Run` once and a :class:`TrainState`, the one
-object checkpoints save (debate_amp.trainer.state); the math lives in ``debate_amp.objectives``.
+object checkpoints save (debate_amp.trainer.state); before the first update of a fresh run the adversary, if any,
+warms up on A[0]'s drafts of the warm start's examples (:func:`warm_up_adversary`). The math lives in
+``debate_amp.objectives``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from debate_amp.adversary import Adversary, labelled_nodes
+from debate_amp.adversary import Adversary, AdversaryExample, labelled_nodes
 from debate_amp.agents.humans import Human, build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model_agent import ModelAgent
@@ -179,7 +181,7 @@ class Run:
     mode: ObjectiveMode
     schedules: dict[str, Schedule]  # weight (the mode's annealed parameter), force_stop_p, learning_rate
     rng: random.Random  # questions
-    rehearsal_pool: list[Any]  # the warm start's examples, rehearsed every update
+    rehearsal_pool: list[Any]  # the warm start's examples, rehearsed every update (and the adversary's warm-up)
     questions: int  # this process's share of each update's debates, amplified questions and curriculum probe
     amp_questions: int
     probe_questions: int
@@ -242,6 +244,10 @@ class UpdateStats:
 # The loop
 
 
+WARM_UP_PASSES = 4
+"""Passes (in minibatch steps drawn with replacement) the adversary makes over its warm-up examples."""
+
+
 class TrainingDiverged(RuntimeError):
     """``max_bad_updates`` updates in a row had a non-finite loss; the message names the last good checkpoint."""
 
@@ -257,6 +263,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     log = _Log(run, progress)
     interrupt = _Interrupt()
     bad_in_a_row, interrupted = 0, False
+    warm_up = warm_up_adversary(run, state) if state.update == 0 else {}  # a fresh run's adversary, before update 1
     for update in log.bar(state.update):
         knobs = _knobs(run, state, update)
         rollout = collect(run, state, knobs)  # 1. debates and amplified answers
@@ -267,7 +274,8 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
             follow_policy(run, state, update)  # 5. M_target follows M
         state.update = update + 1
         metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
-        metrics |= adversary  # the same on every process
+        metrics |= adversary | warm_up  # the same on every process
+        warm_up = {}
         adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
         log.write(state, metrics, rollout.debates, knobs)
         # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
@@ -346,6 +354,42 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     return Rollout(
         debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s, timeouts
     )
+
+
+def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
+    """Before the first update (``sampler.adversary_warm_start``): the adversary learns from the warm start's own
+    examples, M's greedy draft of each prompt against the human's reply, so that it does not begin by doubting
+    every draft (untrained, it sent 6,176 calls to the human in the bench's first update: docs/adversarial_ida.md).
+    Those labels are the warm start's, paid for when this run made A[0]; otherwise each example's calls are charged
+    (``adversary/warm_start_human_calls``). Every process drafts the same prompts greedily, so the adversaries stay
+    equal. -> the ``adversary/warm_start_*`` scalars for the first update's log."""
+    n = run.cfg.sampler.adversary_warm_start
+    if state.adversary is None or not n or not run.rehearsal_pool:
+        return {}
+    examples = run.rehearsal_pool[:n]
+    agent, drafts = run.amplifier_agent, []
+    state.model.eval()
+    for start in range(0, len(examples), 512):
+        chunk = examples[start : start + 512]
+        limits = [agent.reply_limits.get(e.kind) for e in chunk]
+        drafts += agent.generate_fn([e.prompt for e in chunk], limits).texts
+    state.model.train()
+    labelled = [
+        AdversaryExample(e.prompt, d.strip(), d.strip() != e.completion.strip())
+        for e, d in zip(examples, drafts, strict=True)
+    ]
+    learned = state.adversary.learn(
+        labelled, steps=max(1, WARM_UP_PASSES * len(labelled) // state.adversary.batch_size)
+    )
+    calls = 0 if run.cfg.trainer.warm_start else sum(e.human_calls for e in examples)
+    state.human_calls += calls
+    return {
+        "adversary/warm_start_examples": float(len(labelled)),
+        "adversary/warm_start_wrong_rate": learned["adversary/wrong_rate"],
+        "adversary/warm_start_auc": learned["adversary/auc"],
+        "adversary/warm_start_ece": learned["adversary/ece"],
+        "adversary/warm_start_human_calls": float(calls),
+    }
 
 
 def update_adversary(run: Run, state: TrainState, rollout: Rollout) -> dict[str, float]:
@@ -558,8 +602,10 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     shared = rank == 0 or cfg.human.people
     store = LabelStore(cfg.run_dir / ("labels.sqlite" if shared else f"labels.rank{rank}.sqlite"))
     human = build_human(cfg.human, task, seed=cfg.run.seed + rank, store=store)
-    # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it)
-    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples else []
+    # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it); the
+    # adversary's warm-up draws from it too
+    warm_up = cfg.sampler.kind == "adversary" and cfg.sampler.adversary_warm_start > 0
+    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples or warm_up else []
     adversary = None
     if cfg.sampler.kind == "adversary":  # the same initial weights and minibatches on every process
         adversary = Adversary(steps=cfg.sampler.adversary_steps, seed=cfg.run.seed, device=accelerator.device)

@@ -10,6 +10,7 @@ from debate_amp.config import TINY_OVERRIDES, load_config
 from debate_amp.debate.transcript import read_transcripts
 from debate_amp.models import load_model
 from debate_amp.target import parameter_distance
+from debate_amp.trainer.sft import warm_start_examples
 
 TINY = list(TINY_OVERRIDES)
 
@@ -289,6 +290,14 @@ def test_adversarial_amplification_trains_its_adversary_logs_it_and_saves_it(tmp
     )
     rows = metrics(cfg)
     assert len(rows) == 2
+    # before update 1 it learned from M's drafts of the warm start's own prompts (tiny: the whole pool of 256), charged
+    # as this run did not make A[0] (trainer.warm_start=false); the first update's log says so, the second does not
+    pool = warm_start_examples(cfg)
+    assert rows[0]["adversary/warm_start_examples"] == len(pool) == 256
+    assert rows[0]["adversary/warm_start_human_calls"] == sum(e.human_calls for e in pool) > 0
+    assert 0 <= rows[0]["adversary/warm_start_wrong_rate"] <= 1 and "adversary/warm_start_examples" not in rows[1]
+    charged = sum(row["amp/human_calls"] + row["rehearsal/human_calls"] for row in rows)
+    assert summary["human_calls"] == charged + rows[0]["adversary/warm_start_human_calls"]
     for row in rows:
         assert row["adversary/examples"] > 0 and row["amp/human_calls"] > 0
         assert math.isfinite(row["adversary/loss"]) and 0 <= row["adversary/wrong_rate"] <= 1

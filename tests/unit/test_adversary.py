@@ -132,13 +132,53 @@ def test_the_human_works_down_the_branch_the_adversary_doubts_and_the_first_answ
     assert second.text == "5" and reply.text == "5"  # M's wrong answer stands where the adversary was sure of it
 
 
-def test_an_exhausted_budget_leaves_the_model_answer_and_the_caps_hold_exactly():
+def test_a_doubted_answer_is_amplified_by_the_models_steps_where_the_adversary_trusts_them():
+    # references/000's iteration step for the asker (H'_ask, H'_int): M is wrong on every direct k = 2, 3 answer and
+    # right on every step; the adversary doubts exactly the k = 2, 3 answers and no step. Those answers come out of
+    # M's own decompositions, right, and the human is never asked.
+    adversary = Scripted(lambda posed: 0.9 if posed.kind == "answer" and posed.question.k in (2, 3) else 0.0)
+    human = SyntheticHuman(PermHuman())
+    amp = AdversarialAmp(human, ModelAgent(generate(wrong_k={2, 3})), Adversarial(adversary, 0.5, temperature=0.2))
+    questions = [q for q in QUESTIONS if q.k in (2, 3)]
+    replies = run_all(amp, questions)
+    assert human.calls == 0 and questions
+    assert [r.text for r in replies] == [str(q.gold) for q in questions]  # M's direct drafts were all wrong
+    for reply in replies:
+        assert reply.trace.op == "amp" and reply.trace.replaced.text != reply.text
+        assert all(n.who == "policy" for n in reply.trace.children if n.posed.kind == "step")
+    # where the adversary doubts the steps as well, the human takes them (decompose and integrate: two calls each)
+    amp = AdversarialAmp(human, ModelAgent(generate(wrong_k={2, 3})), Adversarial(Uninformed(0.9), 0.5, 0.2))
+    run_all(amp, questions)
+    assert human.calls == sum(human_calls_expected(q.k, set(range(K + 1))) for q in questions)
+
+
+def test_an_audit_amplifies_the_share_of_trusted_drafts_it_says_and_asks_no_human_where_the_steps_are_trusted():
+    # the adversary trusts every draft (p_wrong 0); with audit 0.25 about a quarter of the questions are amplified
+    # all the same, by M's own steps: labels for drafts the adversary trusted, at no human call
+    questions = [q for q in QUESTIONS * 8 if q.k >= 2]
+    human = SyntheticHuman(PermHuman())
+    sampler = Adversarial(Scripted(lambda posed: 0.0), confidence=0.5, temperature=0.2, seed=3, audit=0.25)
+    replies = run_all(AdversarialAmp(human, ModelAgent(generate(wrong_k={2, 3})), sampler), questions)
+    audited = [r for r in replies if r.trace.op == "amp"]
+    n, p = len(questions), 0.25
+    assert abs(len(audited) - n * p) < 4 * math.sqrt(n * p * (1 - p)) and human.calls == 0
+    examples = [e for r in audited for e in labelled_nodes(r.trace)]
+    assert len(examples) >= len(audited) and any(e.wrong for e in examples)  # M's wrong k = 2, 3 drafts found
+    assert all(r.trace.who == "policy" for r in replies if r.trace.op != "amp")  # the rest: M's drafts, untouched
+    with pytest.raises(ValueError, match="audit"):
+        Adversarial(Uninformed(), audit=1.5)
+
+
+def test_an_exhausted_budget_leaves_the_model_steps_and_the_caps_hold_exactly():
     budget = Budget(Adversarial(Uninformed(), confidence=0.2), per_update=7, per_run=10)
     human = SyntheticHuman(PermHuman())
     amp = AdversarialAmp(human, ModelAgent(generate()), budget.inner, budget)
     replies = run_all(amp, QUESTIONS)
     assert human.calls == 7 == budget.update_calls
-    assert sum(r.trace.op == "" for r in replies) > 0  # past the cap: M's drafts
+    # every draft is doubted, so every question is amplified; past the cap its steps are M's drafts
+    steps = [n for r in replies for n in r.trace.walk() if n.posed.kind == "step"]
+    assert all(r.trace.op == "amp" for r in replies)
+    assert sum(n.who == "human" for n in steps) == 7 and sum(n.who == "policy" for n in steps) > 0
     budget.new_update()
     run_all(amp, QUESTIONS)
     assert human.calls == 10 == budget.run_calls
