@@ -19,10 +19,14 @@ off before a lookup, whose verdict is the transcript's coin flip, are left out o
 - ``--lookups-only``: only debates that end on a lookup-level claim;
 - ``--relative``: the verdict says whether the last argument ``stands`` or ``falls`` rather than naming a side (the
   side is the argument's parity, which code knows), so the target is the check itself, not the check XOR parity;
-- ``--mix-answers``: as many direct lookups ``s=... x=4 k=1 A=`` mixed in (the warm start teaches those).
+- ``--mix-answers``: as many direct lookups ``s=... x=4 k=1 A=`` mixed in (the warm start teaches those);
+- ``--aligned``: the last claim's value also written under sigma at its key's position (``s=37016254 c=....7...``),
+  so that the check is a comparison of two digits a fixed distance apart, with nothing to look up by content.
 
-Last seen: docs/training.md ("The judge's lookup check", 2026-12-01): no variant of the width-64 default learned it;
-width 128 with ``--show-check --recent-first`` did (100% from step 2,500), in today's format not within 2,500 steps.
+Last seen: docs/training.md ("The judge's lookup check", 2026-12-01/02): no variant of the width-64 default learned
+it, ``--aligned`` included (2026-12-02: 58% of false claims at step 3,500 of 300,000 debates, loss barely below the
+base rate); width 128 with ``--show-check --recent-first`` did (100% from step 2,500), in today's format not within
+2,500 steps.
 """
 
 import argparse
@@ -100,7 +104,14 @@ def debate_verdict(task, rng: random.Random, heldout: bool, args) -> Example:
         last = parse_argument(context[-1], len(q.sigma))
         verdict = f"{power(q.sigma, last.x, last.k)} {verdict}"
     shown = context[::-1] if args.recent_first else context
-    return Example(render_posed(Posed("winner", q, tuple(shown))), verdict, kind, q.k, q)
+    prompt = render_posed(Posed("winner", q, tuple(shown)))
+    if args.aligned:  # the last claim's value written under sigma at its key's position: c=....7...
+        last, n = parse_argument(context[-1], len(q.sigma)), len(q.sigma)
+        row = ["."] * n
+        if last is not None and not last.agree and 0 <= last.x < n:
+            row[last.x] = str(last.value)
+        prompt = prompt[: 2 + n] + " c=" + "".join(row) + prompt[2 + n :]
+    return Example(prompt, verdict, kind, q.k, q)
 
 
 def main() -> None:
@@ -112,6 +123,7 @@ def main() -> None:
     parser.add_argument("--lookups-only", action="store_true")
     parser.add_argument("--mix-answers", action="store_true")
     parser.add_argument("--relative", action="store_true")
+    parser.add_argument("--aligned", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for the model, e.g. model.shared_layers=false")
