@@ -33,7 +33,7 @@ chromium:
 	test -x /usr/bin/chromium || { $$(test "$$(id -u)" -eq 0 || echo sudo) apt-get update -q && DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" -eq 0 || echo sudo) apt-get install -y -q chromium; }
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=10
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q || test $$? -eq 5  # 5: no slow tests collected

@@ -292,14 +292,15 @@ class Adversary:
         save_file(tensors, str(path), metadata={k: str(v) for k, v in asdict(self.shape).items()})
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Adversary:
-        """An adversary with the weights :meth:`save` wrote (a fresh optimizer and empty buffers)."""
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", **kwargs: Any) -> Adversary:
+        """An adversary with the weights :meth:`save` wrote (a fresh optimizer and empty buffers); ``kwargs`` as for
+        the constructor (``steps``, ``seed``, ...)."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         shape = AdversaryShape(**{k: int(v) for k, v in metadata.items() if k in AdversaryShape.__dataclass_fields__})
-        adversary = cls(shape, device=device)
+        adversary = cls(shape, device=device, **kwargs)
         adversary.net.load_state_dict(load_file(str(path), device=str(adversary.device)))
         return adversary

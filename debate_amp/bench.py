@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             reached = "not reached" if n is None else f"{n:,}"
             rehearsed = results["human_efficiency_rehearsal_calls"].get(name, 0)
             print(
-                f"    {name:14s} {reached:>12s}   (last: {last[0][1]:.1%} after {last[0][0]:,} calls; the rehearsal "
-                f"replayed warm-start labels worth {rehearsed:,} calls, not counted)"
+                f"    {name:14s} {reached:>12s}   (last: {last[0][1]:.1%} after {last[0][0]:,} calls; A[0]'s "
+                f"warm-start labels replayed worth {rehearsed:,} calls, not counted)"
             )
         ratio = results["adversary_over_best_bernoulli"]
         print("  adversary / best bernoulli: " + ("n/a" if ratio is None else f"{ratio:.2f}"))

@@ -346,10 +346,17 @@ def _generate_fn(args: argparse.Namespace, cfg: Config, temperature: float, opti
 
 
 def _amp_approx(cfg: Config, human, generate_fn, role: str):
-    """Amp~(H, M) for a command: M from ``generate_fn`` and a sampler of its own built from the recipe."""
+    """Amp~(H, M) for a command: M from ``generate_fn`` and a sampler of its own built from the recipe (with
+    ``sampler.kind: adversary``, the trained adversary of ``sampler.adversary_path``, else an uninformed one)."""
     from debate_amp.agents.wiring import recipe_amp, recipe_model_agent, recipe_sampler
 
-    return recipe_amp(cfg, human, recipe_model_agent(cfg, generate_fn, role), recipe_sampler(cfg, cfg.run.seed))
+    adversary = None
+    if cfg.sampler.kind == "adversary" and cfg.sampler.adversary_path is not None:
+        from debate_amp.adversary import Adversary
+
+        adversary = Adversary.load(cfg.sampler.adversary_path)  # load_config checked that it loads
+    sampler = recipe_sampler(cfg, cfg.run.seed, adversary)
+    return recipe_amp(cfg, human, recipe_model_agent(cfg, generate_fn, role), sampler)
 
 
 def cmd_amp(args: argparse.Namespace) -> int:

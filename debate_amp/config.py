@@ -290,6 +290,10 @@ class SamplerConfig:
     examples (the rehearsal's pool): M's greedy draft of each prompt against the human's reply, labels the warm
     start paid for (charged, as ``adversary/warm_start_human_calls``, when this run did not make A[0]). 0: it starts
     untrained and doubts every draft."""
+    adversary_path: str | None = None
+    """adversary: a trained adversary's weights (``RUN/adversary.safetensors``, which a run writes at its end) to
+    start from: the trainer's adversary starts from them (its warm-up, if any, follows), and the commands outside
+    the trainer (``amp``, ``debate``, ``eval --protocol``) use them instead of an uninformed adversary."""
     adversary_audit: Probability = 0.05
     """adversary: the share of the drafts the adversary trusts that are amplified all the same (their steps M's where
     it trusts those too, so seldom a human call): labels for trusted drafts, so that a confident mistake can be found
@@ -304,6 +308,8 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.adversary_questions and self.kind != "adversary":
             raise ValueError(f"adversary_questions: needs kind=adversary (kind={self.kind} has no adversary)")
+        if self.adversary_path is not None and self.kind != "adversary":
+            raise ValueError(f"adversary_path: needs kind=adversary (kind={self.kind} has no adversary)")
 
 
 @dataclass(config=_STRICT)
@@ -883,9 +889,24 @@ def _check_model_dir(key: str, path: Path) -> None:
         raise ConfigError(f"{key}: {path} has no weights ({' or '.join(_WEIGHTS[::2])})")
 
 
+def _check_adversary_file(path: str) -> None:
+    """``sampler.adversary_path``: a file of adversary weights that load (safetensors with the shape's metadata)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"sampler.adversary_path: no such file: {path}")
+    from debate_amp.adversary import Adversary
+
+    try:
+        Adversary.load(path)
+    except Exception as e:  # not safetensors, or other weights: safetensors' and torch's many error types
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"sampler.adversary_path: {path} is not an adversary's weights ({reason})") from None
+
+
 def _check_paths(cfg: Config) -> None:
     if cfg.model.path is not None:
         _check_model_dir("model.path", Path(cfg.model.path))
+    if cfg.sampler.adversary_path is not None:
+        _check_adversary_file(cfg.sampler.adversary_path)
     if cfg.human.replay_from is not None and not Path(cfg.human.replay_from).is_file():
         raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
     if cfg.human.model_path is not None:

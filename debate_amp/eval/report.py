@@ -359,7 +359,9 @@ def human_efficiency_html(run_dir: Path) -> str:
     rehearsed = results.get("human_efficiency_rehearsal_calls")  # benches since 2026-12-02 rehearse A[0]'s labels
     rehearsed = rehearsed if isinstance(rehearsed, dict) else None
     titles = ["sampler", "human calls (last point)", "best held-out k >= 2 (at human calls)", "last held-out k >= 2"]
-    titles += ["human calls to target"] + (["rehearsal replayed (not counted)"] if rehearsed is not None else [])
+    titles += ["human calls to target"] + (
+        ["warm-start labels replayed (not counted)"] if rehearsed is not None else []
+    )
     head = "".join(f"<th>{escape(title)}</th>" for title in titles)
 
     def reached(name: str) -> str:
@@ -387,7 +389,7 @@ def human_efficiency_html(run_dir: Path) -> str:
         f"<h2>Human efficiency ({escape(path.name)})</h2>"
         "<p>The same A[0] trained by pure amplification once per sampler (python -m debate_amp.bench "
         f"--human-efficiency{escape(cap)}, the warm start&#39;s human calls not counted"
-        f"{', nor those of the rehearsal that replays its labels' if rehearsed is not None else ''}); "
+        f"{', nor those of the rehearsal and the adversary&#39;s warm-up that replay its labels' if rehearsed is not None else ''}); "
         "the target is 95% of the "
         f"supervised baseline&#39;s held-out accuracy on k &ge; 2 ({float(target):.1%})"
         f"{'; this run is in bold' if highlight else ''}.</p>"

@@ -608,7 +608,9 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples or warm_up else []
     adversary = None
     if cfg.sampler.kind == "adversary":  # the same initial weights and minibatches on every process
-        adversary = Adversary(steps=cfg.sampler.adversary_steps, seed=cfg.run.seed, device=accelerator.device)
+        kwargs = {"steps": cfg.sampler.adversary_steps, "seed": cfg.run.seed, "device": accelerator.device}
+        path = cfg.sampler.adversary_path
+        adversary = Adversary(**kwargs) if path is None else Adversary.load(path, **kwargs)
     # one sampler for the debaters, the judge and the amplifier
     sampler = recipe_sampler(cfg, seed=cfg.run.seed + rank, adversary=adversary)
     g = cfg.generation

@@ -32,6 +32,34 @@ def test_amp_prints_the_tree_with_provenance():
     assert "answer [x=2 k=6] -> '6'  (policy)" in out
 
 
+def test_amp_uses_a_trained_adversary_from_its_file(tmp_path):
+    # an adversary sure of every draft (p_wrong = sigmoid(-10)): the perfect model's draft stands, nobody is asked;
+    # an uninformed one (no file: p_wrong 0.5 >= the confidence 0.2) doubts it, and the human takes the steps
+    import torch
+
+    from debate_amp.adversary import Adversary
+
+    sure = Adversary()
+    with torch.no_grad():
+        sure.net.head.weight.zero_()
+        sure.net.head.bias.fill_(-10.0)
+    sure.save(tmp_path / "adversary.safetensors")
+    question = ("--model", "perfect", "--question", "s=37016254 x=5 k=13", "sampler.kind=adversary")
+    proc = run("amp", *question, f"sampler.adversary_path={tmp_path / 'adversary.safetensors'}")
+    assert proc.returncode == 0, proc.stderr
+    assert "answer 7: correct; human calls 0" in proc.stdout
+    proc = run("amp", *question)
+    assert proc.returncode == 0 and "answer 7: correct; human calls 0" not in proc.stdout, proc.stderr
+    (tmp_path / "junk.safetensors").write_text("not weights")
+    for path, message in [
+        (tmp_path / "missing.safetensors", f"no such file: {tmp_path / 'missing.safetensors'}"),
+        (tmp_path / "junk.safetensors", f"{tmp_path / 'junk.safetensors'} is not an adversary's weights ("),
+    ]:
+        proc = run("amp", *question, f"sampler.adversary_path={path}")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"sampler.adversary_path: {message}" in proc.stderr
+
+
 def test_amp_rejects_a_bad_question_in_one_line():
     proc = run("amp", "--model", "perfect", "--question", "s=11 x=0 k=2")
     assert proc.returncode == 2

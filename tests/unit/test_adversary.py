@@ -306,6 +306,9 @@ def test_ece_known_answers():
         ("sampler.temperature=-1", "sampler.temperature=-1 is out of range: must be > 0"),
         ("sampler.confidence=1.5", "sampler.confidence=1.5 is out of range: must be <= 1"),
         ("sampler.kind=bernoulli sampler.adversary_questions=0.5", "sampler.adversary_questions: needs kind=adversary"),
+        ("sampler.kind=bernoulli sampler.adversary_path=x", "sampler.adversary_path: needs kind=adversary"),
+        ("sampler.adversary_audit=2", "sampler.adversary_audit=2 is out of range: must be <= 1"),
+        ("sampler.adversary_warm_start=-1", "sampler.adversary_warm_start=-1 is out of range: must be >= 0"),
         ("sampler.kind=adversry", "sampler.kind='adversry': allowed values are"),
     ],
 )

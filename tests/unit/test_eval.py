@@ -427,7 +427,7 @@ def test_human_efficiency_section_shows_the_rehearsal_apart(tmp_path):
 
     bench = human_efficiency_results(tmp_path, human_efficiency_rehearsal_calls={"adversary": 43122})
     html = human_efficiency_html(bench)
-    assert "<th>rehearsal replayed (not counted)</th>" in html and "nor those of the rehearsal" in html
+    assert "<th>warm-start labels replayed (not counted)</th>" in html and "nor those of the rehearsal" in html
     assert "<td>9,925</td><td>43,122</td></tr>" in html and "<td>not reached</td><td>-</td></tr>" in html
 
 
