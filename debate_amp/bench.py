@@ -227,9 +227,9 @@ def bench_human_efficiency(
     bench's default, was trained on), labels that warm start paid for; the trainer logs them as
     ``rehearsal/human_calls`` all the same (it did not make A[0] itself), and they are reported apart
     (``human_efficiency_rehearsal_calls``), with the adversary's warm-up on the same examples
-    (``adversary/warm_start_human_calls``, ``sampler.adversary_warm_start``). The target is 95% of ``supervised_accuracy`` (the supervised baseline's
-    held-out accuracy from this bench run or an earlier one; 1.0 when there is none). ``extra``: more overrides for
-    every run (the tests' tiny model)."""
+    (``adversary/warm_start_human_calls``, ``sampler.adversary_warm_start``). The target is 95% of
+    ``supervised_accuracy`` (the supervised baseline's held-out accuracy from this bench run or an earlier one; 1.0
+    when there is none). ``extra``: more overrides for every run (the tests' tiny model)."""
     from debate_amp.trainer.loop import train
 
     target = 0.95 * (supervised_accuracy if supervised_accuracy is not None else 1.0)

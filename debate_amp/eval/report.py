@@ -323,6 +323,9 @@ def _count(value: Any) -> str:
     return f"{int(value):,}" if isinstance(value, int | float) else "-"
 
 
+_REPLAYED = ", nor those of the rehearsal and the adversary&#39;s warm-up that replay its labels"
+
+
 def human_efficiency_html(run_dir: Path) -> str:
     """The human-efficiency section, when the run is one of ``python -m debate_amp.bench --human-efficiency``'s
     (``runs/bench/human_efficiency_<sampler>``) or the bench directory itself: a ``results.json`` holding
@@ -389,7 +392,7 @@ def human_efficiency_html(run_dir: Path) -> str:
         f"<h2>Human efficiency ({escape(path.name)})</h2>"
         "<p>The same A[0] trained by pure amplification once per sampler (python -m debate_amp.bench "
         f"--human-efficiency{escape(cap)}, the warm start&#39;s human calls not counted"
-        f"{', nor those of the rehearsal and the adversary&#39;s warm-up that replay its labels' if rehearsed is not None else ''}); "
+        f"{_REPLAYED if rehearsed is not None else ''}); "
         "the target is 95% of the "
         f"supervised baseline&#39;s held-out accuracy on k &ge; 2 ({float(target):.1%})"
         f"{'; this run is in bold' if highlight else ''}.</p>"

@@ -50,14 +50,9 @@ def test_amp_uses_a_trained_adversary_from_its_file(tmp_path):
     assert "answer 7: correct; human calls 0" in proc.stdout
     proc = run("amp", *question)
     assert proc.returncode == 0 and "answer 7: correct; human calls 0" not in proc.stdout, proc.stderr
-    (tmp_path / "junk.safetensors").write_text("not weights")
-    for path, message in [
-        (tmp_path / "missing.safetensors", f"no such file: {tmp_path / 'missing.safetensors'}"),
-        (tmp_path / "junk.safetensors", f"{tmp_path / 'junk.safetensors'} is not an adversary's weights ("),
-    ]:
-        proc = run("amp", *question, f"sampler.adversary_path={path}")
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-        assert f"sampler.adversary_path: {message}" in proc.stderr
+    proc = run("amp", *question, f"sampler.adversary_path={tmp_path / 'missing.safetensors'}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"sampler.adversary_path: no such file: {tmp_path / 'missing.safetensors'}" in proc.stderr
 
 
 def test_amp_rejects_a_bad_question_in_one_line():

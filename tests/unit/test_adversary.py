@@ -318,6 +318,17 @@ def test_bad_adversary_keys_fail_in_one_line_naming_the_key(override, message):
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+def test_an_adversary_file_that_does_not_load_fails_in_one_line(tmp_path):
+    (tmp_path / "junk.safetensors").write_text("not weights")
+    with pytest.raises(ConfigError) as info:
+        load_config("recipes/adversarial_ida.yaml", [f"sampler.adversary_path={tmp_path / 'junk.safetensors'}"])
+    message = str(info.value)
+    assert message.startswith(
+        f"sampler.adversary_path: {tmp_path / 'junk.safetensors'} is not an adversary's weights ("
+    )
+    assert "\n" not in message
+
+
 def test_the_adversarial_recipe_wires_adversarial_amp():
     from debate_amp.agents.wiring import recipe_amp, recipe_sampler
 
