@@ -962,6 +962,12 @@ def _close(run: Run, log: _Log, interrupt: _Interrupt) -> None:
     run.store.close()
     interrupt.close()
     run.accelerator.wait_for_everyone()
+    if run.accelerator.num_processes > 1:
+        # The DDP wrapper goes first, while the process group is still registered: freed later, its Reducer would
+        # drop the group's last reference holding the GIL, and gloo's destructor, which waits for its worker threads
+        # while they wait for the GIL, hung a process at the end of a run (pytorch/pytorch#56297; seen once in CI)
+        run.model = None
+        run.accelerator.free_memory()
     run.accelerator.end_training()  # closes the trackers, then the process group: no collective may follow
 
 
