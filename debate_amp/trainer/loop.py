@@ -367,10 +367,10 @@ def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
     if state.adversary is None or not n or not run.rehearsal_pool:
         return {}
     examples = run.rehearsal_pool[:n]
-    agent, drafts = run.amplifier_agent, []
+    agent, drafts, batch = run.amplifier_agent, [], run.cfg.amp.max_batch  # M's calls batched as everywhere else
     state.model.eval()
-    for start in range(0, len(examples), 512):
-        chunk = examples[start : start + 512]
+    for start in range(0, len(examples), batch):
+        chunk = examples[start : start + batch]
         limits = [agent.reply_limits.get(e.kind) for e in chunk]
         drafts += agent.generate_fn([e.prompt for e in chunk], limits).texts
     state.model.train()
