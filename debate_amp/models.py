@@ -62,7 +62,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[list[int]]:
     """Token ids of prompts, the way every model in the project reads them: with the tokenizer's own special tokens
     (``<prompt_end>`` for the tiny model; e.g. a beginning-of-sequence token for a pretrained model)."""
-    return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True).input_ids]
+    return [list(ids) for ids in tokenizer(prompts, add_special_tokens=True, return_attention_mask=False).input_ids]
 
 
 def prompt_end_ids(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:

@@ -189,7 +189,7 @@ def distill(
 
     # TRL's own config still sets the old name; the warning is not about anything a recipe can change.
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
-    dataset = imitation_dataset(tokenizer, examples)
+    dataset = _training_dataset(tokenizer, examples, cfg.model.max_positions)
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
@@ -210,6 +210,7 @@ def distill(
         optim="adamw_torch",
         gradient_checkpointing=False,  # TRL turns it on to save memory; a small model only pays its recomputation
         train_sampling_strategy="group_by_length",  # batches of like lengths: short answers are not padded to debates
+        dataset_kwargs={"skip_prepare_dataset": True},  # prepared here (_training_dataset)
     )
     peft_config = peft_lora_config(cfg.model.lora, model) if cfg.model.lora.enabled else None
     # transformers' TensorBoard callback reads its directory from the environment when the trainer is built
@@ -223,20 +224,41 @@ def distill(
     return trainer
 
 
+def imitation_rows(tokenizer, examples: list[Example]) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of each example, prompt + completion + end-of-sequence, and a mask that is 1 on the completion and
+    its end-of-sequence (the prompt tokenized with the tokenizer's special tokens, as :func:`encode_prompts`)."""
+    prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
+    completions = tokenizer(
+        [e.completion for e in examples], add_special_tokens=False, return_attention_mask=False
+    ).input_ids
+    eos = [tokenizer.eos_token_id]
+    ids = [p + list(c) + eos for p, c in zip(prompts, completions, strict=True)]
+    masks = [[0] * len(p) + [1] * (len(c) + 1) for p, c in zip(prompts, completions, strict=True)]
+    return ids, masks
+
+
 def imitation_dataset(tokenizer, examples: list[Example]):
-    """A tokenized ``datasets.Dataset`` for TRL: ``input_ids`` = prompt + completion + end-of-sequence, and a
-    ``completion_mask`` that is 1 on the completion and its end-of-sequence."""
+    """A tokenized ``datasets.Dataset``, one row per example in order: ``input_ids`` and ``completion_mask``
+    (:func:`imitation_rows`)."""
     from datasets import Dataset
 
-    prompts = encode_prompts(tokenizer, [e.prompt for e in examples])
-    completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
-    eos = [tokenizer.eos_token_id]
-    return Dataset.from_dict(
-        {
-            "input_ids": [p + list(c) + eos for p, c in zip(prompts, completions, strict=True)],
-            "completion_mask": [[0] * len(p) + [1] * (len(c) + 1) for p, c in zip(prompts, completions, strict=True)],
-        }
-    )
+    ids, masks = imitation_rows(tokenizer, examples)
+    return Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
+
+
+def _training_dataset(tokenizer, examples: list[Example], max_length: int):
+    """What TRL's own preparation makes of :func:`imitation_dataset` (``labels`` -100 off the completion, rows cut
+    to ``max_length`` from the start, rows left without a completion token dropped), built here from plain lists:
+    TRL's three ``Dataset.map`` passes took 13.7 s of the default warm start's 128,000 examples."""
+    from datasets import Dataset
+
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+    for ids, mask in zip(*imitation_rows(tokenizer, examples), strict=True):
+        labels = [token if bit else -100 for token, bit in zip(ids, mask, strict=True)][:max_length]
+        if any(label != -100 for label in labels):
+            rows["input_ids"].append(ids[:max_length])
+            rows["labels"].append(labels)
+    return Dataset.from_dict(rows)
 
 
 def warm_start_examples(cfg: Config) -> list[Example]:
