@@ -320,3 +320,24 @@ def test_a_model_directory_that_does_not_load_fails_in_one_line(tiny_model, tmp_
             cli.main(["amp", "--model", str(directory), "--question", "s=37016254 x=5 k=2"])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and reason in err[0] and str(directory) in err[0], err
+
+
+def test_the_warm_starts_data_is_what_trls_preparation_made():
+    # labels -100 on the prompt, the completion and its end-of-sequence kept; rows cut to max_length from the start;
+    # a row left without a completion token dropped (TRL's own preparation, now skipped: trainer/sft.py)
+    from debate_amp.tasks import Example
+    from debate_amp.trainer.sft import _training_dataset
+
+    tokenizer = byte_tokenizer()
+    eos = [tokenizer.eos_token_id]
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    examples = [Example(p, c, "answer", 0) for p, c in [("ab", "cd"), ("abcdefgh", "xy"), ("abcd", "zw")]]
+    rows = _training_dataset(tokenizer, examples, max_length=6)
+    assert len(rows) == 2  # "abcdefgh" and <prompt_end> fill the 6 tokens: nothing of its completion is left
+    prompt = tokenizer("ab").input_ids  # "a", "b", <prompt_end>
+    assert rows["input_ids"][0] == prompt + ids("cd") + eos and rows["labels"][0] == [-100] * 3 + ids("cd") + eos
+    assert rows["input_ids"][1] == tokenizer("abcd").input_ids + ids("z")  # "w" and end-of-sequence cut
+    assert rows["labels"][1] == [-100] * 5 + ids("z")
