@@ -3,8 +3,14 @@
 A small byte-level transformer encoder of its own, apart from the policy (policy training is untouched):
 
     x      = bytes(q.render())[-room:] + [SEP] + bytes(a)[:max_len // 2]      the prompt's start is cut to fit
-    h      = TransformerEncoder(embed(x) + pos)                               [B, L, width]
-    logit  = w . mean_{j >= SEP, x_j not PAD}(h_j) + b,      p_wrong = sigmoid(logit)
+    c      = [1, log(1 - min_t logp_M(a_t))]  (or [0, 0] unknown)            M's own confidence in its draft
+    h      = TransformerEncoder(embed(x) + pos + [j = SEP] C c)               [B, L, width]
+    logit  = w . mean_{j >= SEP, x_j not PAD}(h_j) + v . c + b,      p_wrong = sigmoid(logit)
+
+c is the draft's lowest token log-probability under M when it was drafted (``Trace.logprobs``): M's own confidence,
+which alone ranked M's wrong drafts at AUC 0.80-0.96 where the bytes alone gave 0.73-0.92
+(docs/adversarial_ida.md); C and v start at zero, and a draft whose log-probabilities are unknown (a scripted model,
+a human's text, a state saved before them) reads c = 0, the bytes alone.
 
 It learns online, by binary cross-entropy, from every node of the trees where both M's draft and the human's (or
 the amplified) answer are known (``Trace.replaced``): the label is wrong = draft.strip() != answer.strip()
@@ -16,6 +22,7 @@ it is ``debate_amp.samplers.Adversarial``; the tree it steers is ``debate_amp.co
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -89,11 +96,26 @@ def ece(p_wrong: Sequence[float], wrong: Sequence[bool], bins: int = 10) -> floa
 
 @dataclass(frozen=True)
 class AdversaryExample:
-    """A labelled node: the posed question as a model reads it, M's draft, and whether the draft was wrong."""
+    """A labelled node: the posed question as a model reads it, M's draft, whether the draft was wrong, and the
+    draft's lowest token log-probability under M when it was drafted (None: not known)."""
 
     prompt: str
     draft: str
     wrong: bool
+    min_logprob: float | None = None
+
+
+def min_logprob(trace: Trace) -> float | None:
+    """The lowest of a generated reply's token log-probabilities (its end-of-sequence token included); None for a
+    reply without them (a scripted model, a human)."""
+    return min(trace.logprobs) if trace.logprobs else None
+
+
+def confidence_features(min_logprobs: Sequence[float | None]) -> torch.Tensor:
+    """[n, 2]: (1, log(1 - min logprob)) for a known lowest log-probability (0 for a certain draft, growing with
+    M's doubt: log1p keeps a sampled -12 within reach of a greedy -0.01), (0, 0) for an unknown one."""
+    rows = [[0.0, 0.0] if lp is None else [1.0, math.log1p(-min(0.0, lp))] for lp in min_logprobs]
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 2)
 
 
 def labelled_nodes(trace: Trace) -> list[AdversaryExample]:
@@ -109,7 +131,8 @@ def labelled_nodes(trace: Trace) -> list[AdversaryExample]:
         if node.replaced is None or not answered or node.text.strip() == UNKNOWN:
             continue
         draft = node.replaced.text.strip()
-        examples.append(AdversaryExample(node.posed.render(), draft, draft != node.text.strip()))
+        wrong = draft != node.text.strip()
+        examples.append(AdversaryExample(node.posed.render(), draft, wrong, min_logprob(node.replaced)))
     return examples
 
 
@@ -138,9 +161,15 @@ class AdversaryShape:
     max_len: int = 192
 
 
+CONFIDENCE_KEYS = ("confidence.weight", "confidence_head.weight")
+"""The weights that read M's confidence (added 2026-12-02): a state or file saved before them loads with them at
+zero, which scores as it did."""
+
+
 class AdversaryNet(nn.Module):
-    """Bytes -> one logit of "the draft is wrong": embeddings and learned positions, a pre-norm transformer encoder
-    (bidirectional), mean pooling over the non-padding positions, a linear head."""
+    """Bytes and M's confidence -> one logit of "the draft is wrong": embeddings and learned positions (the
+    confidence features projected onto SEP's), a pre-norm transformer encoder (bidirectional), mean pooling over
+    SEP and the draft, a linear head, plus a linear term in the confidence features."""
 
     def __init__(self, shape: AdversaryShape) -> None:
         super().__init__()
@@ -152,19 +181,39 @@ class AdversaryNet(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, shape.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(shape.width)
         self.head = nn.Linear(shape.width, 1)
+        # no biases: unknown confidence (features 0) adds exactly nothing
+        self.confidence = nn.Linear(2, shape.width, bias=False)
+        self.confidence_head = nn.Linear(2, 1, bias=False)
         for emb in (self.embed, self.pos):
             nn.init.normal_(emb.weight, std=0.1)
+        for linear in (self.confidence, self.confidence_head):
+            nn.init.zeros_(linear.weight)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids [B, L] (PAD where mask is 0), mask [B, L] bool -> logits [B]. The pool is over SEP and the draft:
-        the draft's positions, having read the question, carry the verdict (a mean over the whole prompt dilutes
-        it: on perm the plain mean sat at AUC 0.5 several times longer)."""
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, L] (PAD where mask is 0), mask [B, L] bool, confidence [B, 2] (:func:`confidence_features`;
+        None: all unknown) -> logits [B]. The pool is over SEP and the draft: the draft's positions, having read
+        the question, carry the verdict (a mean over the whole prompt dilutes it: on perm the plain mean sat at AUC
+        0.5 several times longer)."""
         positions = torch.arange(ids.shape[1], device=ids.device)
-        h = self.encoder(self.embed(ids) + self.pos(positions), src_key_padding_mask=~mask)
+        x = self.embed(ids) + self.pos(positions)
+        if confidence is not None:
+            x = x + (ids == SEP).unsqueeze(-1) * self.confidence(confidence).unsqueeze(1)
+        h = self.encoder(x, src_key_padding_mask=~mask)
         pool = mask & (torch.cumsum((ids == SEP).long(), dim=1) > 0)
         h = self.norm(h) * pool.unsqueeze(-1)
         pooled = h.sum(1) / pool.sum(1, keepdim=True).clamp(min=1)
-        return self.head(pooled).squeeze(-1)
+        logits = self.head(pooled).squeeze(-1)
+        if confidence is not None:
+            logits = logits + self.confidence_head(confidence).squeeze(-1)
+        return logits
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load ``weights``; those of :data:`CONFIDENCE_KEYS` may be missing (saved before them): they are zeroed."""
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        if unexpected or set(missing) - set(CONFIDENCE_KEYS):
+            raise RuntimeError(f"adversary weights do not match: missing {missing}, unexpected {unexpected}")
+        for key in missing:
+            nn.init.zeros_(self.get_parameter(key))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,28 +250,41 @@ class Adversary:
 
     # -- scoring -------------------------------------------------------------------------------------------------
 
-    def _batch(self, pairs: Sequence[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, pairs: Sequence[tuple[str, str]], min_logprobs: Sequence[float | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = [encode(prompt, draft, self.shape.max_len) for prompt, draft in pairs]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), PAD, dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         ids = ids.to(self.device)
-        return ids, ids != PAD
+        confidence = confidence_features([None] * len(rows) if min_logprobs is None else min_logprobs)
+        return ids, ids != PAD, confidence.to(self.device)
 
     @torch.no_grad()
-    def score(self, pairs: Sequence[tuple[str, str]], chunk: int = 512) -> list[float]:
-        """p_wrong of each (prompt, draft), no gradient."""
+    def score(
+        self, pairs: Sequence[tuple[str, str]], min_logprobs: Sequence[float | None] | None = None, chunk: int = 512
+    ) -> list[float]:
+        """p_wrong of each (prompt, draft), no gradient; ``min_logprobs[i]``: draft i's lowest token log-probability
+        under M (:func:`min_logprob`; None or absent: not known)."""
         if not pairs:
             return []
+        if min_logprobs is not None and len(min_logprobs) != len(pairs):
+            raise ValueError(f"{len(min_logprobs)} min_logprobs for {len(pairs)} pairs")
         was_training = self.net.training
         self.net.eval()
         out: list[float] = []
         for start in range(0, len(pairs), chunk):
-            ids, mask = self._batch(pairs[start : start + chunk])
-            out += torch.sigmoid(self.net(ids, mask).float()).tolist()
+            part = None if min_logprobs is None else min_logprobs[start : start + chunk]
+            ids, mask, confidence = self._batch(pairs[start : start + chunk], part)
+            out += torch.sigmoid(self.net(ids, mask, confidence).float()).tolist()
         self.net.train(was_training)
         return out
+
+    def score_examples(self, examples: Sequence[AdversaryExample]) -> list[float]:
+        """p_wrong of labelled nodes, each with its own draft's confidence."""
+        return self.score([(e.prompt, e.draft) for e in examples], [e.min_logprob for e in examples])
 
     # -- learning ------------------------------------------------------------------------------------------------
 
@@ -235,9 +297,9 @@ class Adversary:
         losses = []
         for _ in range(self.steps if steps is None else steps):
             part = [examples[self.rng.randrange(len(examples))] for _ in range(min(self.batch_size, len(examples)))]
-            ids, mask = self._batch([(e.prompt, e.draft) for e in part])
+            ids, mask, confidence = self._batch([(e.prompt, e.draft) for e in part], [e.min_logprob for e in part])
             labels = torch.tensor([float(e.wrong) for e in part], device=self.device)
-            loss = F.binary_cross_entropy_with_logits(self.net(ids, mask).float(), labels)
+            loss = F.binary_cross_entropy_with_logits(self.net(ids, mask, confidence).float(), labels)
             self.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -248,17 +310,20 @@ class Adversary:
     def learn(self, examples: Iterable[AdversaryExample], steps: int | None = None) -> dict[str, float]:
         """One update's online learning: the new labelled nodes split (held out or not, by :func:`is_heldout`) into
         the buffers, ``steps`` (default ``self.steps``) on the training buffer, then the held-out metrics. ->
-        ``adversary/`` scalars."""
+        ``adversary/`` scalars; ``adversary/confidence_auc`` is M's own confidence alone (minus the lowest token
+        log-probability) on the held-out nodes that have it, the baseline the adversary should beat."""
         new = list(examples)
         for e in new:
             (self.heldout if is_heldout(e.prompt) else self.train_buffer).append(e)
         loss = self.update(list(self.train_buffer), steps)
         heldout = list(self.heldout)
-        scores = self.score([(e.prompt, e.draft) for e in heldout])
+        scores = self.score_examples(heldout)
         labels = [e.wrong for e in heldout]
+        known = [e for e in heldout if e.min_logprob is not None]
         return {
             "adversary/loss": loss,
             "adversary/auc": auc(scores, labels),
+            "adversary/confidence_auc": auc([-(e.min_logprob or 0.0) for e in known], [e.wrong for e in known]),
             "adversary/ece": ece(scores, labels),
             "adversary/examples": float(len(new)),
             "adversary/wrong_rate": sum(e.wrong for e in new) / len(new) if new else float("nan"),
@@ -277,8 +342,20 @@ class Adversary:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore :meth:`state_dict`'s state; one saved before the confidence weights (:data:`CONFIDENCE_KEYS`)
+        restores the rest, those weights at zero with fresh optimizer moments."""
+        self.net.load_weights(state["net"])
+        optimizer = state["optimizer"]
+        current = self.optimizer.state_dict()
+        saved_params = sum(len(group["params"]) for group in optimizer["param_groups"])
+        current_params = sum(len(group["params"]) for group in current["param_groups"])
+        if saved_params < current_params:  # saved before the confidence weights: theirs are the last parameters
+            (group,) = optimizer["param_groups"]
+            optimizer = {
+                "state": optimizer["state"],
+                "param_groups": [{**group, "params": list(range(current_params))}],
+            }
+        self.optimizer.load_state_dict(optimizer)
         self.train_buffer.clear()
         self.train_buffer.extend(AdversaryExample(**e) for e in state["train"])
         self.heldout.clear()
@@ -302,5 +379,5 @@ class Adversary:
             metadata = f.metadata() or {}
         shape = AdversaryShape(**{k: int(v) for k, v in metadata.items() if k in AdversaryShape.__dataclass_fields__})
         adversary = cls(shape, device=device, **kwargs)
-        adversary.net.load_state_dict(load_file(str(path), device=str(adversary.device)))
+        adversary.net.load_weights(load_file(str(path), device=str(adversary.device)))
         return adversary

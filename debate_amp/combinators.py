@@ -160,7 +160,7 @@ class AdversarialAmp:
 
     async def __call__(self, posed: Posed) -> Reply:
         draft = await self.model(posed)
-        return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft.text)])[0])
+        return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft)])[0])
 
     async def _node(self, posed: Posed, draft: Reply, p_wrong: float) -> Reply:
         if not self.sampler.doubts(p_wrong) and not self.sampler.audits():
@@ -190,7 +190,7 @@ class AdversarialAmp:
         replies = [first, second]
         open_ = [i for i, r in enumerate(replies) if r.trace.source != "unparsed"]  # nothing to work down otherwise
         if open_:
-            scores = self.sampler.p_wrong([(replies[i].trace.posed, replies[i].text) for i in open_])
+            scores = self.sampler.p_wrong([(replies[i].trace.posed, replies[i]) for i in open_])
             pick = self.sampler.choose(scores) if len(open_) == 2 else 0
             chosen = open_[pick]
             replies[chosen] = await self._node(replies[chosen].trace.posed, replies[chosen], scores[pick])

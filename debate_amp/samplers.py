@@ -112,9 +112,12 @@ class Budget:
 
 class Adversary(Protocol):
     """Adv(q, a) of ``references/000``: for (the posed question as a model reads it, a draft reply), the probability
-    that the draft is wrong (``debate_amp.adversary.Adversary`` is the learned one)."""
+    that the draft is wrong (``debate_amp.adversary.Adversary`` is the learned one). ``min_logprobs[i]``, where
+    given, is draft i's lowest token log-probability under M (None: not known), M's own confidence."""
 
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+    def score(
+        self, pairs: Sequence[tuple[str, str]], min_logprobs: Sequence[float | None] | None = None
+    ) -> list[float]: ...
 
 
 @dataclass
@@ -124,7 +127,9 @@ class Uninformed:
 
     p_wrong: float = 0.5
 
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+    def score(
+        self, pairs: Sequence[tuple[str, str]], min_logprobs: Sequence[float | None] | None = None
+    ) -> list[float]:
         return [self.p_wrong] * len(pairs)
 
 
@@ -167,16 +172,18 @@ class Adversarial:
             raise ValueError(f"adversary temperature must be > 0, got {self.temperature}")
         self.rng = random.Random(self.seed)
 
-    def p_wrong(self, pairs: Sequence[tuple[Posed, str]]) -> list[float]:
-        """Adv(q, a) of each (posed question, draft text), as the adversary reads them (the rendered question)."""
-        return self.adversary.score([(posed.render(), text) for posed, text in pairs])
+    def p_wrong(self, pairs: Sequence[tuple[Posed, Reply]]) -> list[float]:
+        """Adv(q, a) of each (posed question, M's draft reply), as the adversary reads them: the rendered question,
+        the draft's text and its lowest token log-probability (where the reply's trace has them)."""
+        texts = [(posed.render(), reply.text) for posed, reply in pairs]
+        return self.adversary.score(texts, [min(r.trace.logprobs) if r.trace.logprobs else None for _, r in pairs])
 
     def doubts(self, p_wrong: float) -> bool:
         """Is the adversary not confident that the draft is right (the human is to be asked)?"""
         return p_wrong >= self.confidence
 
     def __call__(self, posed: Posed, model_reply: Reply) -> bool:
-        return self.doubts(self.p_wrong([(posed, model_reply.text)])[0])
+        return self.doubts(self.p_wrong([(posed, model_reply)])[0])
 
     def audits(self) -> bool:
         """Is a draft the adversary trusts to be checked all the same (amplified: a label for a trusted draft)? With

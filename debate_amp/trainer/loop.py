@@ -367,16 +367,20 @@ def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
     if state.adversary is None or not n or not run.rehearsal_pool:
         return {}
     examples = run.rehearsal_pool[:n]
-    agent, drafts, batch = run.amplifier_agent, [], run.cfg.amp.max_batch  # M's calls batched as everywhere else
+    agent, batch = run.amplifier_agent, run.cfg.amp.max_batch  # M's calls batched as everywhere else
+    drafts: list[str] = []
+    confidence: list[float | None] = []
     state.model.eval()
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
         limits = [agent.reply_limits.get(e.kind) for e in chunk]
-        drafts += agent.generate_fn([e.prompt for e in chunk], limits).texts
+        generation = agent.generate_fn([e.prompt for e in chunk], limits)
+        drafts += generation.texts
+        confidence += [min(lps) if lps else None for lps in generation.logprobs]
     state.model.train()
     labelled = [
-        AdversaryExample(e.prompt, d.strip(), d.strip() != e.completion.strip())
-        for e, d in zip(examples, drafts, strict=True)
+        AdversaryExample(e.prompt, d.strip(), d.strip() != e.completion.strip(), lp)
+        for e, d, lp in zip(examples, drafts, confidence, strict=True)
     ]
     learned = state.adversary.learn(
         labelled, steps=max(1, WARM_UP_PASSES * len(labelled) // state.adversary.batch_size)
@@ -387,6 +391,7 @@ def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
         "adversary/warm_start_examples": float(len(labelled)),
         "adversary/warm_start_wrong_rate": learned["adversary/wrong_rate"],
         "adversary/warm_start_auc": learned["adversary/auc"],
+        "adversary/warm_start_confidence_auc": learned["adversary/confidence_auc"],
         "adversary/warm_start_ece": learned["adversary/ece"],
         "adversary/warm_start_human_calls": float(calls),
     }
@@ -1071,8 +1076,11 @@ def _hardest(model_agent: ModelAgent, adversary: Adversary | None, pool: list, n
     generate for the pool, one batched scoring)."""
     assert adversary is not None
     prompts = [Posed("answer", q).render() for q in pool]
-    direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts)).texts
-    p_wrong = adversary.score([(prompt, text.strip()) for prompt, text in zip(prompts, direct, strict=True)])
+    direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts))
+    p_wrong = adversary.score(
+        [(prompt, text.strip()) for prompt, text in zip(prompts, direct.texts, strict=True)],
+        [min(lps) if lps else None for lps in direct.logprobs],
+    )
     ranked = sorted(range(len(pool)), key=lambda i: -p_wrong[i])
     return [pool[i] for i in ranked[:n]]
 

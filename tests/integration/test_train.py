@@ -301,7 +301,7 @@ def test_adversarial_amplification_trains_its_adversary_logs_it_and_saves_it(tmp
     for row in rows:
         assert row["adversary/examples"] > 0 and row["amp/human_calls"] > 0
         assert math.isfinite(row["adversary/loss"]) and 0 <= row["adversary/wrong_rate"] <= 1
-        for tag in ("adversary/auc", "adversary/ece", "adversary/heldout"):
+        for tag in ("adversary/auc", "adversary/confidence_auc", "adversary/ece", "adversary/heldout"):
             assert tag in row
     assert rows[-1]["adversary/heldout"] > 0 and summary["human_calls"] > 0
     assert "adversary/loss" in tensorboard_steps(cfg.run_dir)
@@ -315,8 +315,10 @@ def test_adversarial_amplification_trains_its_adversary_logs_it_and_saves_it(tmp
     _load_adversary(restored, checkpoint.load_tensors(latest, "adversary"), checkpoint.load_state(latest)["adversary"])
     saved = Adversary.load(cfg.run_dir / "adversary.safetensors", steps=3)  # sampler.adversary_path starts from it
     assert saved.steps == 3
-    pairs = [(e.prompt, e.draft) for e in list(restored.heldout)[:16]]
-    assert pairs and restored.score(pairs) == pytest.approx(saved.score(pairs), abs=1e-6)
+    heldout = list(restored.heldout)[:16]
+    assert heldout and restored.score_examples(heldout) == pytest.approx(saved.score_examples(heldout), abs=1e-6)
+    # the labelled nodes carry M's confidence in its drafts (the policy's sampled log-probabilities)
+    assert all(e.min_logprob is not None and e.min_logprob <= 0 for e in restored.train_buffer)
 
 
 @pytest.mark.slow  # about 45 s: two tiny runs with their final tables

@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from debate_amp.adversary import Adversary, AdversaryExample, auc, ece, is_heldout, labelled_nodes
+from debate_amp.adversary import (
+    CONFIDENCE_KEYS,
+    Adversary,
+    AdversaryExample,
+    AdversaryShape,
+    auc,
+    ece,
+    is_heldout,
+    labelled_nodes,
+)
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import AdversarialAmp, amp_approx
@@ -26,26 +35,33 @@ class Scripted:
     """An adversary with fixed scores: p_wrong = ``rule(posed)`` for the posed question a prompt renders."""
 
     def __init__(self, rule):
-        self.rule, self.scored = rule, []
+        self.rule, self.scored, self.min_logprobs = rule, [], []
 
-    def score(self, pairs):
+    def score(self, pairs, min_logprobs=None):
         scores = [self.rule(parse_prompt(prompt)) for prompt, _ in pairs]
         self.scored += [(prompt, s) for (prompt, _), s in zip(pairs, scores, strict=True)]
+        self.min_logprobs += [None] * len(pairs) if min_logprobs is None else list(min_logprobs)
         return scores
 
 
+WRONG_LOGPROB, RIGHT_LOGPROB = -2.5, -0.05
+"""The scripted model's lowest token log-probability in a wrong draft and in a right one (its confidence)."""
+
+
 def generate(wrong_k=()):
-    """A scripted model: the perfect reply, except a wrong element for direct answers with k in ``wrong_k``."""
+    """A scripted model: the perfect reply, except a wrong element for direct answers with k in ``wrong_k``; each
+    reply's token log-probabilities are -0.01 but for one token, WRONG_LOGPROB in a wrong reply, RIGHT_LOGPROB in a
+    right one."""
 
     def fn(prompts, limits=None):
-        texts = []
+        texts, logprobs = [], []
         for prompt in prompts:
             posed = parse_prompt(prompt)
-            if posed is not None and posed.kind == "answer" and posed.question.k in wrong_k:
-                texts.append(str((posed.question.gold + 1) % len(posed.question.sigma)))
-            else:
-                texts.append(perfect_reply(prompt))
-        return Generation(texts, [[] for _ in texts], [[] for _ in texts])
+            wrong = posed is not None and posed.kind == "answer" and posed.question.k in wrong_k
+            text = str((posed.question.gold + 1) % len(posed.question.sigma)) if wrong else perfect_reply(prompt)
+            texts.append(text)
+            logprobs.append([-0.01] * len(text) + [WRONG_LOGPROB if wrong else RIGHT_LOGPROB])
+        return Generation(texts, [[0] * len(lps) for lps in logprobs], logprobs)
 
     return fn
 
@@ -111,6 +127,19 @@ def test_the_confidence_threshold_skips_exactly_the_nodes_below_it():
             first, second = reply.trace.children[1:3]
             assert sorted([first.op, second.op]) == ["", "amp"]
     assert sum(r.trace.total_human_calls() for r in replies) == human.calls
+
+
+def test_the_sampler_hands_the_adversary_m_s_confidence_in_each_draft_it_scores():
+    adversary = Scripted(lambda posed: 0.9)  # doubts everything: drafts of answers and of steps are scored
+    amp = AdversarialAmp(SyntheticHuman(PermHuman()), ModelAgent(generate(wrong_k={2, 3})), Adversarial(adversary))
+    run_all(amp, QUESTIONS)
+    kinds = set()
+    for (prompt, _), lp in zip(adversary.scored, adversary.min_logprobs, strict=True):
+        posed = parse_prompt(prompt)
+        wrong = posed.kind == "answer" and posed.question.k in (2, 3)
+        assert lp == (WRONG_LOGPROB if wrong else RIGHT_LOGPROB), prompt
+        kinds.add((posed.kind, wrong))
+    assert kinds == {("answer", True), ("answer", False), ("step", False)}
 
 
 def test_the_human_works_down_the_branch_the_adversary_doubts_and_the_first_answer_used_feeds_hash_1():
@@ -207,13 +236,21 @@ def test_labels_come_only_from_nodes_with_both_a_draft_and_a_human_answer(combin
     replies = run_all(amp, QUESTIONS)
     examples = [e for r in replies for e in labelled_nodes(r.trace)]
     nodes = [n for r in replies for n in _labelled(r.trace) if n.text != UNKNOWN]
-    expected = [(n.posed.render(), n.replaced.text.strip(), n.replaced.text.strip() != n.text.strip()) for n in nodes]
-    assert sorted((e.prompt, e.draft, e.wrong) for e in examples) == sorted(expected) and examples
+    expected = [
+        (n.posed.render(), n.replaced.text.strip(), n.replaced.text.strip() != n.text.strip(), min(n.replaced.logprobs))
+        for n in nodes
+    ]
+    assert sorted((e.prompt, e.draft, e.wrong, e.min_logprob) for e in examples) == sorted(expected) and examples
     # M's answers that stood are in the trees but label nothing (the equality above: only nodes with a draft)
     assert any(n.who == "policy" and n.posed.kind == "answer" for r in replies for n in r.trace.walk())
     by_k = {(parse_prompt(e.prompt).question.k, e.wrong) for e in examples if e.prompt.endswith(" A=")}
     if combinator == "adversarial":  # M's direct answers to k = 2, 3 are wrong; the amplified ones right
         assert (2, True) in by_k and (3, True) in by_k
+        # each carries its draft's confidence: the scripted model's lowest token log-probability, lower when wrong
+        for e in examples:
+            posed = parse_prompt(e.prompt)
+            scripted_wrong = posed.kind == "answer" and posed.question.k in (2, 3)
+            assert e.min_logprob == (WRONG_LOGPROB if scripted_wrong else RIGHT_LOGPROB)
         assert all(wrong == (k in (2, 3)) for k, wrong in by_k if k <= 3)
     else:  # Approx asks the human steps only: no answer node is labelled
         assert by_k == set()
@@ -257,6 +294,68 @@ def test_the_adversary_learns_a_separable_rule_to_auc_09_in_seconds():
             break
     assert before < 0.7 and history[-1] >= 0.9, history
     assert time.perf_counter() - t0 < 60
+
+
+def _confidence_examples(n: int, seed: int) -> list[AdversaryExample]:
+    """Drafts whose bytes say nothing (a random element for a random question, wrong half the time) and whose
+    lowest log-probability does: a wrong draft's drawn from [-6, -0.5], a right one's from [-1.5, 0]."""
+    rng, out = random.Random(seed), []
+    for q in PermTask(8, 7).questions(n, seed=seed):
+        wrong = rng.random() < 0.5
+        lp = rng.uniform(-6.0, -0.5) if wrong else rng.uniform(-1.5, 0.0)
+        out.append(AdversaryExample(answer_prompt(q), str(rng.randrange(8)), wrong, lp))
+    return out
+
+
+def test_the_adversary_learns_from_m_s_confidence_where_the_bytes_say_nothing():
+    import torch
+
+    torch.set_num_threads(1)
+    train, test = _confidence_examples(2000, 6), _confidence_examples(400, 7)
+    labels = [e.wrong for e in test]
+    own = auc([-e.min_logprob for e in test], labels)  # M's confidence alone: about 0.92 by construction
+    adversary = Adversary(steps=25, seed=0)
+    assert adversary.score_examples(test) == adversary.score([(e.prompt, e.draft) for e in test])  # starts at zero
+    for _ in range(6):
+        adversary.update(train)
+    learned = auc(adversary.score_examples(test), labels)
+    blind = auc(adversary.score([(e.prompt, e.draft) for e in test]), labels)  # the same drafts, confidence unknown
+    assert learned >= own - 0.03 and learned >= 0.85 and abs(blind - 0.5) < 0.1, (own, learned, blind)
+    metrics = adversary.learn(test)
+    assert (
+        abs(
+            metrics["adversary/confidence_auc"]
+            - auc([-e.min_logprob for e in adversary.heldout], [e.wrong for e in adversary.heldout])
+        )
+        < 1e-9
+    )
+
+
+def test_a_state_and_a_file_saved_before_the_confidence_weights_load_and_score_as_they_did(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    adversary = Adversary(steps=3, seed=1)
+    adversary.learn(_k0_examples(200, 4))  # no confidence known: its weights stay zero
+    pairs = [(e.prompt, e.draft) for e in _k0_examples(20, 5)]
+    state = adversary.state_dict()
+    old_net = {k: v for k, v in state["net"].items() if k not in CONFIDENCE_KEYS}
+    n_old = len(old_net)
+    old_optimizer = {
+        "state": {i: s for i, s in state["optimizer"]["state"].items() if i < n_old},
+        "param_groups": [{**state["optimizer"]["param_groups"][0], "params": list(range(n_old))}],
+    }
+    other = Adversary(steps=3, seed=2)
+    other.load_state_dict({**state, "net": old_net, "optimizer": old_optimizer})
+    assert other.score(pairs) == pytest.approx(adversary.score(pairs), abs=1e-6)
+    assert all(float(other.net.get_parameter(k).detach().abs().sum()) == 0 for k in CONFIDENCE_KEYS)
+    assert math.isfinite(other.learn(_confidence_examples(100, 8))["adversary/loss"])  # and it goes on learning
+    save_file({k: v.contiguous() for k, v in old_net.items()}, str(tmp_path / "old.safetensors"))
+    assert Adversary.load(tmp_path / "old.safetensors").score(pairs) == pytest.approx(adversary.score(pairs), abs=1e-6)
+    with pytest.raises(RuntimeError, match="do not match: missing .'confidence.weight'., unexpected .'bogus'"):
+        Adversary().net.load_weights({**old_net, "confidence_head.weight": torch.zeros(1, 2), "bogus": torch.ones(1)})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Adversary(AdversaryShape(width=32)).net.load_weights(old_net)
 
 
 def test_state_round_trips_and_the_saved_weights_score_the_same(tmp_path):
