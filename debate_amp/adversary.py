@@ -105,12 +105,6 @@ class AdversaryExample:
     min_logprob: float | None = None
 
 
-def min_logprob(trace: Trace) -> float | None:
-    """The lowest of a generated reply's token log-probabilities (its end-of-sequence token included); None for a
-    reply without them (a scripted model, a human)."""
-    return min(trace.logprobs) if trace.logprobs else None
-
-
 def confidence_features(min_logprobs: Sequence[float | None]) -> torch.Tensor:
     """[n, 2]: (1, log(1 - min logprob)) for a known lowest log-probability (0 for a certain draft, growing with
     M's doubt: log1p keeps a sampled -12 within reach of a greedy -0.01), (0, 0) for an unknown one."""
@@ -132,7 +126,7 @@ def labelled_nodes(trace: Trace) -> list[AdversaryExample]:
             continue
         draft = node.replaced.text.strip()
         wrong = draft != node.text.strip()
-        examples.append(AdversaryExample(node.posed.render(), draft, wrong, min_logprob(node.replaced)))
+        examples.append(AdversaryExample(node.posed.render(), draft, wrong, node.replaced.min_logprob()))
     return examples
 
 
@@ -267,7 +261,7 @@ class Adversary:
         self, pairs: Sequence[tuple[str, str]], min_logprobs: Sequence[float | None] | None = None, chunk: int = 512
     ) -> list[float]:
         """p_wrong of each (prompt, draft), no gradient; ``min_logprobs[i]``: draft i's lowest token log-probability
-        under M (:func:`min_logprob`; None or absent: not known)."""
+        under M (``Trace.min_logprob``; None or absent: not known)."""
         if not pairs:
             return []
         if min_logprobs is not None and len(min_logprobs) != len(pairs):

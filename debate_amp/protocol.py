@@ -153,6 +153,11 @@ class Trace:
             return None
         return sum(self.logprobs) / len(self.logprobs)
 
+    def min_logprob(self) -> float | None:
+        """The lowest of the reply's token log-probabilities (its end-of-sequence token included): the model's own
+        confidence in it. None without them (a scripted model, a human)."""
+        return min(self.logprobs or [], default=None)
+
     def with_children(self, children: list[Trace]) -> Trace:
         return replace(self, children=children)
 

@@ -176,7 +176,7 @@ class Adversarial:
         """Adv(q, a) of each (posed question, M's draft reply), as the adversary reads them: the rendered question,
         the draft's text and its lowest token log-probability (where the reply's trace has them)."""
         texts = [(posed.render(), reply.text) for posed, reply in pairs]
-        return self.adversary.score(texts, [min(r.trace.logprobs) if r.trace.logprobs else None for _, r in pairs])
+        return self.adversary.score(texts, [reply.trace.min_logprob() for _, reply in pairs])
 
     def doubts(self, p_wrong: float) -> bool:
         """Is the adversary not confident that the draft is right (the human is to be asked)?"""
