@@ -1,36 +1,21 @@
 """Generation: the batched ``generate`` over a Hugging Face causal LM, and the generate functions agents call.
 
-A generate function maps prompts (and optional per-reply token limits) to a :class:`Generation`: the replies'
-texts, token ids and log-probabilities. ``ModelAgent`` (``agents/model_agent.py``) queues prompts into waves and
-calls one; :func:`hf_generate_fn` builds one over a model and tokenizer; scripted models
-(a task's ``perfect_generate``) are plain functions of the same shape.
+A generate function maps prompts (and optional per-reply token limits) to a ``Generation`` (``protocol.py``, with
+``GenerateFn``, so that scripted models need no torch): the replies' texts, token ids and log-probabilities.
+``ModelAgent`` (``agents/model_agent.py``) queues prompts into waves and calls one; :func:`hf_generate_fn` builds
+one over a model and tokenizer; scripted models (a task's ``perfect_generate``) are plain functions of the same
+shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from debate_amp.models import prompt_end_ids
-
-
-@dataclass
-class Generation:
-    """One batch of replies. ``token_ids[i]`` and ``logprobs[i]`` cover the generated tokens of reply i, up to and
-    including its end-of-sequence token when it emitted one; logprobs are under the sampling distribution (empty for
-    a scripted model)."""
-
-    texts: list[str]
-    token_ids: list[list[int]]
-    logprobs: list[list[float]]
-
-
-# generate_fn(prompts, limits): ``limits[i]`` caps reply i in tokens (None: the function's own limit).
-GenerateFn = Callable[[list[str], list[int | None]], Generation]
+from debate_amp.protocol import GenerateFn, Generation
 
 
 def hf_generate_fn(

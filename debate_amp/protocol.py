@@ -11,6 +11,7 @@ text and a ``Trace``, the provenance tree the trainer and the transcripts use. N
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -180,3 +181,19 @@ class ConsultsDraft(Protocol):
     and the answer used when they do not reply in time)."""
 
     async def consult(self, posed: Posed, draft: Reply) -> Reply: ...
+
+
+@dataclass
+class Generation:
+    """One batch of a language model's replies. ``token_ids[i]`` and ``logprobs[i]`` cover the generated tokens of
+    reply i, up to and including its end-of-sequence token when it emitted one; logprobs are under the sampling
+    distribution (empty for a scripted model)."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+    logprobs: list[list[float]]
+
+
+# generate_fn(prompts, limits): ``limits[i]`` caps reply i in tokens (None: the function's own limit). A Hugging Face
+# model's is ``generation.hf_generate_fn`` (torch); a task's scripted model is a plain function of the same shape.
+GenerateFn = Callable[[list[str], list[int | None]], Generation]

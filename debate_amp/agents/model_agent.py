@@ -11,8 +11,7 @@ import asyncio
 import weakref
 from dataclasses import dataclass, field
 
-from debate_amp.generation import GenerateFn
-from debate_amp.protocol import Posed, Reply, Trace
+from debate_amp.protocol import GenerateFn, Posed, Reply, Trace
 
 
 class _Waves:

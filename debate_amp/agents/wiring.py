@@ -12,13 +12,14 @@ from typing import Any
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import AdversarialAmp, Amp, amp_approx
 from debate_amp.config import Config
-from debate_amp.generation import GenerateFn, hf_generate_fn
-from debate_amp.protocol import Agent
+from debate_amp.protocol import Agent, GenerateFn
 from debate_amp.samplers import Adversarial, Adversary, Budget, Sampler, build_sampler
 
 
 def recipe_generate_fn(cfg: Config, model: Any, tokenizer: Any, temperature: float, top_p: float = 1.0) -> GenerateFn:
     """A batched ``generate`` of ``model`` with the recipe's reply length, at ``temperature`` (0: greedy)."""
+    from debate_amp.generation import hf_generate_fn  # torch: only where a real model runs
+
     return hf_generate_fn(model, tokenizer, cfg.generation.max_new_tokens, temperature, top_p)
 
 

@@ -16,12 +16,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from debate_amp.protocol import Answer, Ask, Posed, Question, Step, Unparsed
-
-if TYPE_CHECKING:
-    from debate_amp.generation import Generation
+from debate_amp.protocol import Answer, Ask, Generation, Posed, Question, Step, Unparsed
 
 
 @runtime_checkable

@@ -25,13 +25,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from debate_amp.protocol import Posed, Step
+from debate_amp.protocol import Generation, Posed, Step
 from debate_amp.tasks.base import Example, Skill, parse_step
-
-if TYPE_CHECKING:
-    from debate_amp.generation import Generation
 
 Row = tuple[str, str | None]
 """(question, answer or None)."""

@@ -25,13 +25,10 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Posed, Step
+from debate_amp.protocol import EVEN, NO, ODD, UNKNOWN, YES, Answer, Ask, Generation, Posed, Step
 from debate_amp.tasks.base import Example, Skill, format_answer, format_ask, parse_step
-
-if TYPE_CHECKING:
-    from debate_amp.generation import Generation
 
 # ---------------------------------------------------------------------------------------------------------------
 # Questions
@@ -758,9 +755,7 @@ def perfect_reply(prompt: str) -> str:
 
 
 def perfect_generate(prompts: list[str], limits: list[int | None] | None = None) -> Generation:
-    """A generate function (see ``debate_amp.generation``) for the perfect scripted model."""
-    from debate_amp.generation import Generation  # torch and transformers only once a model is run
-
+    """A generate function (``protocol.GenerateFn``) for the perfect scripted model: no torch."""
     texts = [perfect_reply(p) for p in prompts]
     return Generation(texts, [[] for _ in texts], [[] for _ in texts])
 

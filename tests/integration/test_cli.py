@@ -117,6 +117,38 @@ def test_amp_refuses_labels_that_are_not_a_label_store_and_creates_no_folder(tmp
     assert not (tmp_path / "missing").exists() and (tmp_path / "notes.txt").read_text() == "not a database"
 
 
+def test_scripted_models_and_bad_input_never_import_torch(tmp_path):
+    # torch and transformers take seconds to import: a command that runs no model, or fails on its input, needs
+    # neither (the scripted model's generate function and Generation live in protocol.py)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['debate-amp', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('debate_amp.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    print('exit', e.code)\n"
+        "print('torch imported', 'torch' in sys.modules)\n"
+    )
+    commands = {
+        ("debate", "--model", "perfect", "--liar", "even", "--question", "s=37016254 x=5 k=13"): "exit 0",
+        ("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=13", "--labels", str(tmp_path / "l.sqlite")): "",
+        (
+            "amp",
+            "--model",
+            "perfect",
+            "--question",
+            "s=37016254 x=5 k=13",
+            "--labels",
+            str(tmp_path / "no/x"),
+        ): "exit 2",
+        ("eval", "--protocol", "liar", "--model", "perfect", "--n", "8", "--max-turns", "2"): "exit 0",
+        ("train", "recipes/default.yaml", "trainer.nope=1"): "exit 2",
+    }
+    for args, status in commands.items():
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV
+        )
+        assert status in proc.stdout and "torch imported False" in proc.stdout, (args, proc.stdout, proc.stderr)
+
+
 def test_debate_prints_turns_judgments_and_verdict():
     proc = run("debate", "--model", "perfect", "--liar", "even", "--question", "s=37016254 x=5 k=13")
     assert proc.returncode == 0, proc.stderr
@@ -180,7 +212,7 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 def test_debate_says_so_when_the_verdict_does_not_parse(monkeypatch, capsys):
     from debate_amp import cli
-    from debate_amp.generation import Generation
+    from debate_amp.protocol import Generation
 
     def babble(prompts, limits=None):  # a model whose every reply parses as nothing
         return Generation(["%%"] * len(prompts), [[] for _ in prompts], [[] for _ in prompts])

@@ -16,8 +16,7 @@ from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.debate.engine import ScriptedDebater, run_debates
-from debate_amp.generation import Generation
-from debate_amp.protocol import UNKNOWN, Answer, Ask, Posed, Unparsed
+from debate_amp.protocol import UNKNOWN, Answer, Ask, Generation, Posed, Unparsed
 from debate_amp.samplers import Always, Bernoulli, Never
 from debate_amp.tasks import TASKS, TaskQuestion, task_named
 from debate_amp.tasks.add import (

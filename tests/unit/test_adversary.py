@@ -22,8 +22,7 @@ from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import AdversarialAmp, amp_approx
 from debate_amp.config import ConfigError, load_config
-from debate_amp.generation import Generation
-from debate_amp.protocol import UNKNOWN, Posed, Trace
+from debate_amp.protocol import UNKNOWN, Generation, Posed, Trace
 from debate_amp.samplers import Adversarial, Bernoulli, Budget, Uninformed, gumbel_max
 from debate_amp.tasks.perm import PermHuman, PermQuestion, PermTask, answer_prompt, parse_prompt, perfect_reply
 

@@ -7,8 +7,7 @@ import pytest
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import Amp, Approx, amp_approx
-from debate_amp.generation import Generation
-from debate_amp.protocol import UNKNOWN, Posed
+from debate_amp.protocol import UNKNOWN, Generation, Posed
 from debate_amp.samplers import Always, Bernoulli, Budget, Confidence, Never, build_sampler
 from debate_amp.tasks.perm import (
     PermHuman,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from debate_amp import cli
-from debate_amp.generation import Generation
+from debate_amp.protocol import Generation
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((ROOT / "recipes" / "default.yaml").read_text())

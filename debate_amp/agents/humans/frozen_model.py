@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from debate_amp.agents.model_agent import ModelAgent
-from debate_amp.generation import GenerateFn
-from debate_amp.protocol import Posed, Reply, Trace
+from debate_amp.protocol import GenerateFn, Posed, Reply, Trace
 
 
 @dataclass
