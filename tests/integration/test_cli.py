@@ -127,18 +127,11 @@ def test_scripted_models_and_bad_input_never_import_torch(tmp_path):
         "except SystemExit as e:\n    print('exit', e.code)\n"
         "print('torch imported', 'torch' in sys.modules)\n"
     )
+    perfect = ("--model", "perfect", "--question", "s=37016254 x=5 k=13")
     commands = {
-        ("debate", "--model", "perfect", "--liar", "even", "--question", "s=37016254 x=5 k=13"): "exit 0",
-        ("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=13", "--labels", str(tmp_path / "l.sqlite")): "",
-        (
-            "amp",
-            "--model",
-            "perfect",
-            "--question",
-            "s=37016254 x=5 k=13",
-            "--labels",
-            str(tmp_path / "no/x"),
-        ): "exit 2",
+        ("debate", *perfect, "--liar", "even"): "exit 0",
+        ("amp", *perfect, "--labels", str(tmp_path / "l.sqlite")): "exit 0",
+        ("amp", *perfect, "--labels", str(tmp_path / "no" / "x.sqlite")): "exit 2",
         ("eval", "--protocol", "liar", "--model", "perfect", "--n", "8", "--max-turns", "2"): "exit 0",
         ("train", "recipes/default.yaml", "trainer.nope=1"): "exit 2",
     }
