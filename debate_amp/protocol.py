@@ -193,6 +193,10 @@ class Generation:
     token_ids: list[list[int]]
     logprobs: list[list[float]]
 
+    def min_logprobs(self) -> list[float | None]:
+        """Each reply's lowest token log-probability (``Trace.min_logprob`` of what it becomes); None without them."""
+        return [min(lps, default=None) for lps in self.logprobs]
+
 
 # generate_fn(prompts, limits): ``limits[i]`` caps reply i in tokens (None: the function's own limit). A Hugging Face
 # model's is ``generation.hf_generate_fn`` (torch); a task's scripted model is a plain function of the same shape.

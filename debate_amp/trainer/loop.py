@@ -376,7 +376,7 @@ def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
         limits = [agent.reply_limits.get(e.kind) for e in chunk]
         generation = agent.generate_fn([e.prompt for e in chunk], limits)
         drafts += generation.texts
-        confidence += [min(lps, default=None) for lps in generation.logprobs]
+        confidence += generation.min_logprobs()
     state.model.train()
     labelled = [
         AdversaryExample(e.prompt, d.strip(), d.strip() != e.completion.strip(), lp)
@@ -1079,7 +1079,7 @@ def _hardest(model_agent: ModelAgent, adversary: Adversary | None, pool: list, n
     direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts))
     p_wrong = adversary.score(
         [(prompt, text.strip()) for prompt, text in zip(prompts, direct.texts, strict=True)],
-        [min(lps, default=None) for lps in direct.logprobs],
+        direct.min_logprobs(),
     )
     ranked = sorted(range(len(pool)), key=lambda i: -p_wrong[i])
     return [pool[i] for i in ranked[:n]]

@@ -435,3 +435,14 @@ def test_the_adversarial_recipe_wires_adversarial_amp():
     amp = recipe_amp(cfg, SyntheticHuman(PermHuman()), ModelAgent(generate()), sampler)
     assert isinstance(amp, AdversarialAmp) and amp.sampler.temperature == cfg.sampler.temperature
     assert amp.sampler.confidence == cfg.sampler.confidence and amp.max_rounds == cfg.amp.max_rounds
+
+
+def test_a_generation_and_a_trace_give_the_same_lowest_log_probability():
+    generation = Generation(["7", "?", "x"], [[55, 2], [], [9]], [[-0.25, -3.5], [], [-0.0]])
+    assert generation.min_logprobs() == [-3.5, None, -0.0]
+    posed = Posed("answer", PermQuestion((1, 0), 0, 1))
+    traces = [
+        Trace("model:policy", posed, t, logprobs=lps or None)
+        for t, lps in zip(generation.texts, generation.logprobs, strict=True)
+    ]
+    assert [t.min_logprob() for t in traces] == generation.min_logprobs()
