@@ -743,13 +743,16 @@ def _rl_loss(run: Run, scored: ScoredBatch, rows: torch.Tensor | None, stats) ->
     assert scored.rl is not None and scored.old_logprobs is not None and scored.old_values is not None
     assert scored.advantages is not None and scored.returns is not None
     t = run.cfg.trainer
-    part = scored.rl[rows]
+    part = scored.rl[rows].trimmed()  # the update's RL batch is padded to its longest segment
+    width = part.action_mask.shape[1]
     logits, values = run.model(part.input_ids, part.attention_mask)
     m = part.action_mask
+    old_logprobs, advantages = scored.old_logprobs[rows, :width], scored.advantages[rows, :width]
     pg_loss, clipfrac, approx_kl = policy_loss(
-        action_logprobs(logits, part.input_ids), scored.old_logprobs[rows], scored.advantages[rows], m, t.clip_range
+        action_logprobs(logits, part.input_ids), old_logprobs, advantages, m, t.clip_range
     )
-    v_loss, _ = value_loss(values[:, :-1].float(), scored.old_values[rows], scored.returns[rows], m, t.clip_range_value)
+    old_values, returns = scored.old_values[rows, :width], scored.returns[rows, :width]
+    v_loss, _ = value_loss(values[:, :-1].float(), old_values, returns, m, t.clip_range_value)
     with torch.no_grad():
         entropy = masked_mean(torch.distributions.Categorical(logits=logits[:, :-1].float()).entropy(), m)
     record(stats, pg_loss=pg_loss, v_loss=v_loss, clipfrac=clipfrac, approx_kl=approx_kl, entropy=entropy)

@@ -341,3 +341,48 @@ def test_the_warm_starts_data_is_what_trls_preparation_made():
     assert rows["input_ids"][0] == prompt + ids("cd") + eos and rows["labels"][0] == [-100] * 3 + ids("cd") + eos
     assert rows["input_ids"][1] == tokenizer("abcd").input_ids + ids("z")  # "w" and end-of-sequence cut
     assert rows["labels"][1] == [-100] * 5 + ids("z")
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_the_small_vocabulary_head_gives_trls_loss_gradients_and_metrics(tiny_model, shifted):
+    # distill() swaps TRL's tiled LM head for full logits on a byte vocabulary (trainer/sft.py): the same
+    # FusedCausalLMOutput to float rounding, on a batch with padding, a row with one completion token, and the
+    # loss divided by the batch's completion tokens (num_items_in_batch) as SFTTrainer passes it.
+    import types
+
+    from trl.trainer.utils import add_fused_lm_head
+
+    from debate_amp.trainer.sft import _small_vocabulary_lm_head
+
+    model, _ = tiny_model
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    torch.manual_seed(0)
+    ids = torch.randint(0, 256, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    labels = ids.masked_fill(torch.arange(12) < 8, -100)
+    labels[1] = -100
+    labels[1, -1] = 7
+    label_kwargs = {"shift_labels": labels[:, 1:]} if shifted else {"labels": labels}
+    if shifted:  # a pre-shifted call scores every position of the input as it is
+        ids, mask = ids[:, :-1], mask[:, :-1]
+
+    def run():
+        model.zero_grad()
+        out = model(
+            input_ids=ids, attention_mask=mask, fused_lm_head=True, num_items_in_batch=torch.tensor(14), **label_kwargs
+        )
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    trl_out, trl_grads = run()
+    _small_vocabulary_lm_head(types.SimpleNamespace(model=model))
+    out, grads = run()
+    assert out.loss.item() == pytest.approx(trl_out.loss.item(), rel=1e-5)
+    assert trl_out.label_mask.sum() == out.label_mask.sum() == 13  # 4 + 1 + 4 + 4
+    for field in ("log_probs", "entropy"):
+        assert torch.allclose(getattr(out, field), getattr(trl_out, field), atol=1e-5), field
+    assert torch.equal(out.is_top1, trl_out.is_top1) and torch.equal(out.label_mask, trl_out.label_mask)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, trl_grads, strict=True))
+    plain = model(input_ids=ids, attention_mask=mask)  # without fused_lm_head: the model's own forward (generation)
+    assert plain.logits.shape == (*ids.shape, model.config.vocab_size)
