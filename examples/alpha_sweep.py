@@ -7,7 +7,7 @@ The way a researcher tunes alpha and the annealing schedule (references/001): tr
 of the amplification-debate axis, each for the same number of updates of the same size:
 
 - pure amplification: force_stop_p = 1 (every debate stops after arg_0), alpha = 0 (imitation only);
-- hybrid: the default recipe's annealing, force_stop_p 0.9 -> 0 and alpha 0.1 -> 0.5;
+- hybrid: the default recipe's annealing, force_stop_p 0.9 -> 0 and alpha 0.1 -> 0.2;
 - pure debate: force_stop_p = 0, alpha = 1 (the debate reward only; nothing is distilled).
 
 It prints one line per run (alpha and force_stop_p at the first and last update, held-out accuracy on sigma^k(x)
@@ -35,7 +35,7 @@ CONSTANT = ["debate.force_stop_anneal.kind=constant", "debate.force_stop_anneal.
 CONSTANT += ["objective.anneal.kind=constant", "objective.anneal.end=null"]
 SWEEP = {
     "pure_amplification": ["debate.force_stop_p=1.0", "objective.alpha=0.0", *CONSTANT],
-    "hybrid": [],  # recipes/default.yaml: force_stop_p 0.9 -> 0.0, alpha 0.1 -> 0.5
+    "hybrid": [],  # recipes/default.yaml: force_stop_p 0.9 -> 0.0, alpha 0.1 -> 0.2
     "pure_debate": ["debate.force_stop_p=0.0", "objective.alpha=1.0", *CONSTANT],
 }
 

@@ -48,7 +48,7 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
         "->",
         "1.00",
     ]
-    assert rows["hybrid"][1:7] == ["0.10", "->", "0.50", "0.90", "->", "0.00"]
+    assert rows["hybrid"][1:7] == ["0.10", "->", "0.20", "0.90", "->", "0.00"]
     assert rows["pure_debate"][1:7] == ["1.00", "->", "1.00", "0.00", "->", "0.00"]
     for run in ("pure_amplification", "hybrid", "pure_debate"):
         assert len(list((tmp_path / run / "transcripts").glob("update_*.jsonl"))) == 2
@@ -57,7 +57,7 @@ def test_alpha_sweep_trains_three_runs_and_compares_two(tmp_path):
     assert sweep["pure_amplification"]["continue0_rate"] == 0.0
     report = (tmp_path / "hybrid" / "report.html").read_text()  # each run's report shows the sweep, itself outlined
     assert '<table class="final" id="alpha-sweep">' in report
-    assert '<tr class="this-run"><td>hybrid</td><td>0.10 &rarr; 0.50</td><td>0.90 &rarr; 0.00</td>' in report
+    assert '<tr class="this-run"><td>hybrid</td><td>0.10 &rarr; 0.20</td><td>0.90 &rarr; 0.00</td>' in report
     assert report.count('class="this-run"') == 1
     assert "$ debate-amp eval --compare pure_amplification pure_debate" in out
     assert "A: 32 debates in 2 files, updates 1-2" in out
