@@ -9,8 +9,8 @@
   k >= 2, asked directly, against wall time); amp_wall_ratio is the time amplification took to come within 3 points
   of the supervised run's final accuracy over the time the supervised run took (None: not reached), beside the
   gold labels the supervised run used and the human calls amplification used (its warm start's included). The same
-  comparison on the add task (``--tasks perm add``, the default; operands of 1-6 digits, held-out digits >= 2)
-  writes the same keys prefixed ``add_``.
+  comparison on the add task (``--tasks`` names the tasks compared, both by default; add: operands of 1-6 digits,
+  held-out digits >= 2) writes the same keys prefixed ``add_``.
 - with ``--human-efficiency``: held-out accuracy against cumulative human calls, pure amplification from the same
   A[0] with each sampler of :data:`SAMPLERS` (bernoulli at two rates, a per-update budget, the adversary of
   references/000), the same seeds and wall budget; ``human_calls_to_target`` per sampler is the human calls it took
