@@ -23,10 +23,11 @@ off before a lookup, whose verdict is the transcript's coin flip, are left out o
 - ``--aligned``: the last claim's value also written under sigma at its key's position (``s=37016254 c=....7...``),
   so that the check is a comparison of two digits a fixed distance apart, with nothing to look up by content.
 
-Last seen: docs/training.md ("The judge's lookup check", 2026-12-01/02): no variant of the width-64 default learned
-it, ``--aligned`` included (2026-12-02: 58% of false claims at step 3,500 of 300,000 debates, loss barely below the
-base rate); width 128 with ``--show-check --recent-first`` did (100% from step 2,500), in today's format not within
-2,500 steps.
+Last seen: docs/training.md ("The judge's lookup check", 2026-12-01/03): with four heads no width-64 variant learned
+it, ``--aligned`` included; width 128 with ``--show-check --recent-first`` did (100% from step 2,500), and so did
+width 64 with eight heads (``model.num_heads=8``: 100% at 4,500 steps of 250,000 debates, seed 0; 91% / 82% on true /
+false claims at 4,766 steps, seed 1); in today's format neither within the steps measured. In the full warm start
+the check was not learned (branch ``exp/check-format``).
 """
 
 import argparse
