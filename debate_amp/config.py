@@ -515,8 +515,9 @@ class TrainerConfig:
     minibatch_size: PositiveInt = 128
     """RL segments (policy generations) per optimizer step."""
     sup_minibatch_size: PositiveInt = 256
-    """Supervised examples per optimizer step. An epoch takes as many steps as the larger of the two needs; each
-    step takes one minibatch of each kind while they last."""
+    """Supervised examples per optimizer step. An epoch takes as many steps as the larger of the two needs; the
+    RL minibatches (``minibatch_size`` segments each) are spread evenly over its steps, the imitation examples
+    split over all of them."""
     clip_range: PositiveFloat = 0.2
     """PPO ratio clip epsilon."""
     clip_range_value: PositiveFloat = 0.2

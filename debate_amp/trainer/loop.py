@@ -466,15 +466,25 @@ def optimise(run: Run, state: TrainState, scored: ScoredBatch, knobs: Knobs) -> 
     t = cfg.trainer
     if not _any_process(accelerator, n_rl + n_sup > 0):  # nothing to learn from anywhere (e.g. no human was asked)
         return UpdateStats(stats, False, time.perf_counter() - t0)
-    n_minibatches = _max_over_processes(
-        accelerator, max(1, math.ceil(n_rl / t.minibatch_size), math.ceil(n_sup / t.sup_minibatch_size))
-    )
+    # RL minibatches hold minibatch_size segments however many imitation examples there are: spreading the segments
+    # over every step instead (as before 2026-12-03) took ~20 times as many PPO steps on them as minibatch_size says
+    # whenever the imitation examples outnumbered them, an approx_kl near 1 an update (docs/training.md).
+    rl_steps = _max_over_processes(accelerator, math.ceil(n_rl / t.minibatch_size))
+    n_minibatches = _max_over_processes(accelerator, max(1, rl_steps, math.ceil(n_sup / t.sup_minibatch_size)))
+    rl_step_at = {j * n_minibatches // rl_steps: j for j in range(rl_steps)}  # spread evenly over the epoch
+    imitation_counts = run.mode.sup_weight(knobs.weight, state) > 0
     for _epoch in range(t.ppo_epochs):
         rl_order = torch.randperm(n_rl) if n_rl else None
         sup_order = _by_length(scored.sup.attention_mask.sum(1), n_minibatches) if scored.sup is not None else None
         for mb in range(n_minibatches):
-            rl_loss, anchor = _rl_loss(run, scored, _rows(rl_order, mb, n_minibatches), stats)
-            sup_loss, sup_anchor = _imitation_loss(run, scored, _rows(sup_order, mb, n_minibatches), stats)
+            j = rl_step_at.get(mb)
+            sup_rows = _rows(sup_order, mb, n_minibatches)
+            if j is None and not imitation_counts:  # nothing to learn here: L_sup measured (logs, constraint) only
+                with torch.no_grad():
+                    _imitation_loss(run, scored, sup_rows, stats)
+                continue
+            rl_loss, anchor = _rl_loss(run, scored, _rows(rl_order, j, rl_steps) if j is not None else None, stats)
+            sup_loss, sup_anchor = _imitation_loss(run, scored, sup_rows, stats)
             anchor = anchor + sup_anchor  # touches every parameter (DDP needs them all)
             if anchor.grad_fn is None:  # nothing of this process's in this minibatch
                 anchor = _idle_pass(run, scored)

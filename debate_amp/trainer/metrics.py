@@ -83,8 +83,8 @@ def debate_metrics(debates: list[Debate]) -> dict[str, float]:
 
 
 def optimisation_metrics(stats: dict[str, list[float]], scored: Any) -> dict[str, float]:
-    """``objective/sup_loss``, ``objective/kl``, ``policy/``, ``loss/``, ``value/`` and ``rl/segments``: what the PPO
-    epochs of step 4 did with a :class:`~debate_amp.trainer.loop.ScoredBatch`."""
+    """``objective/sup_loss``, ``objective/kl``, ``policy/``, ``loss/``, ``value/``, ``rl/segments`` and
+    ``rl/steps``: what the PPO epochs of step 4 did with a :class:`~debate_amp.trainer.loop.ScoredBatch`."""
     explained_variance = float("nan")
     if scored.rl is not None:
         m = scored.rl.action_mask > 0
@@ -102,6 +102,7 @@ def optimisation_metrics(stats: dict[str, list[float]], scored: Any) -> dict[str
         "loss/total": mean(stats.get("total", [])),
         "value/explained_variance": explained_variance,
         "rl/segments": float(len(scored.segments)),
+        "rl/steps": float(len(stats.get("pg_loss", []))),  # optimizer steps that took an RL minibatch, all epochs
     }
 
 

@@ -53,6 +53,11 @@ class ObjectiveMode:
     def loss(self, rl_loss: torch.Tensor, sup_loss: torch.Tensor, weight: float, state: TrainState) -> torch.Tensor:
         raise NotImplementedError
 
+    def sup_weight(self, weight: float, state: TrainState) -> float:
+        """L_sup's weight in this update's loss: where it is 0, a step without an RL minibatch has nothing to learn
+        and is not taken (AdamW's momentum would carry the RL steps on through it)."""
+        raise NotImplementedError
+
     def after_update(self, state: TrainState, sup_loss: float, limit: float) -> None:
         """Move what the mode learns (the Lagrange multiplier) on the update's averaged L_sup."""
 
@@ -79,6 +84,9 @@ class Weighted(ObjectiveMode):
     def loss(self, rl_loss, sup_loss, weight, state):
         return combine_weighted(rl_loss, sup_loss, weight)
 
+    def sup_weight(self, weight, state):
+        return 1.0 - weight
+
     def tags(self, weight, limit, sup_loss):
         return super().tags(weight, limit, sup_loss) | {"objective/alpha": weight}
 
@@ -103,6 +111,9 @@ class Constrained(ObjectiveMode):
 
     def loss(self, rl_loss, sup_loss, weight, state):
         return combine_constrained(rl_loss, sup_loss, state.lagrange_multiplier)
+
+    def sup_weight(self, weight, state):
+        return state.lagrange_multiplier / (1.0 + state.lagrange_multiplier)
 
     def after_update(self, state, sup_loss, limit):
         if not math.isnan(sup_loss):
@@ -132,6 +143,9 @@ class Reward(ObjectiveMode):
 
     def loss(self, rl_loss, sup_loss, weight, state):
         return rl_loss
+
+    def sup_weight(self, weight, state):
+        return 0.0
 
     def tags(self, weight, limit, sup_loss):
         return super().tags(weight, limit, sup_loss) | {"objective/reward_coef": weight}

@@ -75,6 +75,11 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     ):
         assert tag in rows[0], tag
     assert rows[0]["rl/segments"] > 0 and rows[0]["objective/sup_loss"] > 0
+    # PPO minibatches of trainer.minibatch_size segments, however many imitation examples share the epoch's steps
+    # (spreading the segments over every step took ~20 times the PPO steps in the default run: docs/training.md)
+    t = cfg.trainer
+    for r in rows:
+        assert r["rl/steps"] == t.ppo_epochs * math.ceil(r["rl/segments"] / t.minibatch_size), r
     assert summary["report"].difficulties() == list(range(8))
 
 

@@ -422,6 +422,18 @@ def test_each_mode_combines_the_losses_and_anneals_its_own_parameter():
     folded = reward.reward(terminal, lambda: torch.tensor([0.2, 0.4]), 0.5)
     assert torch.allclose(folded, torch.tensor([0.9, -1.2]))
     assert weighted.reward(terminal, lambda: 1 / 0, 0.5) is terminal  # distances are not even computed
+    # sup_weight is L_sup's weight in the loss (the loop skips steps with no RL minibatch where it is 0)
+    for mode, weight, at in [
+        (weighted, 0.25, _mode_state()),
+        (weighted, 1.0, _mode_state()),
+        (constrained, 1.5, state),
+        (constrained, 1.5, _mode_state()),
+        (reward, 0.5, _mode_state()),
+    ]:
+        rl_leaf, sup_leaf = torch.tensor(2.0, requires_grad=True), torch.tensor(4.0, requires_grad=True)
+        loss = mode.loss(rl_leaf, sup_leaf, weight, at)
+        _, grad = torch.autograd.grad(loss, (rl_leaf, sup_leaf), allow_unused=True)
+        assert mode.sup_weight(weight, at) == pytest.approx(0.0 if grad is None else float(grad)), mode.name
 
 
 def test_the_constrained_limit_is_relative_to_the_first_measured_sup_loss_and_lambda_moves_on_the_violation():
