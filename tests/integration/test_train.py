@@ -83,6 +83,26 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
     assert summary["report"].difficulties() == list(range(8))
 
 
+def test_pure_debate_without_debates_to_learn_from_takes_no_step(tmp_path):
+    # alpha 1 gives L_sup no weight; every debate stopped by force gives no RL segment: nothing to learn, so no
+    # optimizer step is taken (a step on a zero gradient still moves the weights: AdamW's momentum and weight decay).
+    cfg, _ = run(
+        tmp_path,
+        "idle",
+        "trainer.updates=1",
+        "objective.alpha=1.0",
+        "objective.anneal.kind=constant",
+        "objective.anneal.end=null",
+        "debate.force_stop_p=1.0",
+        "debate.force_stop_anneal.end=null",
+    )
+    (row,) = metrics(cfg)
+    assert row["rl/segments"] == 0 and row["rl/steps"] == 0 and row["objective/sup_loss"] > 0  # L_sup measured
+    initial, _ = load_model(cfg.model, None, seed=cfg.run.seed)
+    trained, _ = load_model(cfg.model, cfg.run_dir / "model")
+    assert parameter_distance(initial, trained) == 0.0
+
+
 def test_alpha_and_force_stop_p_follow_their_schedules(tmp_path):
     cfg, _ = run(
         tmp_path,
