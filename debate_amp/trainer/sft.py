@@ -367,8 +367,9 @@ def debate_imitation_examples(
     disputes, agreements and verdicts both ways. Every human answer in the trees is an example, and so is the
     same reply posed directly (``... W=`` rather than the step ``... SW=``) where the human gave it without asking
     the model anything: every verdict, continue and catastrophe judgment, and the arguments it makes alone
-    (agreements, lookup-level claims). Amp~(H, M) poses the direct form to M on every call the sampler does not
-    give the human (measured: without these, 9% of the trained model's verdicts parsed).
+    (agreements, lookup-level claims): M's own reply to the question, what distillation imitates. Amp~(H, M) itself
+    poses a judgment to M only as the asker's step (``SW=``; tests/unit/test_amp.py), so the direct form reaches
+    the debates' judge through shared weights (added with the rehearsal's debate share, verdicts parsed 9% -> 54%).
 
     An argument that used the model's values (an opening ``x^k=v via m``, a dispute of a decomposed claim) is
     posed directly only with ``integrated_arguments``, as the argument the human would make working those values

@@ -181,6 +181,24 @@ def test_approx_keeps_both_replies():
     assert reply.text == "1" and reply.trace.who == "human" and reply.trace.replaced.who == "policy"
 
 
+def test_amp_approx_poses_a_judgment_to_m_as_the_askers_step_never_directly():
+    # The judge Amp~(H, M_target) is M's draft of the human's step towards the verdict (`` SW=``, reply ``ans
+    # odd``), not M's direct reply (`` W=``): a model taught only the direct form has not learned the judge the
+    # debates use (docs/training.md, twenty-third session: 95% on the direct form, 50.5% on the step).
+    prompts: list[str] = []
+
+    def record(texts, limits=None):
+        prompts.extend(texts)
+        return perfect_generate(texts, limits)
+
+    amp = amp_approx(SyntheticHuman(PermHuman()), ModelAgent(record, role="policy"), Never())
+    q = PermQuestion((4, 6, 2, 7, 0, 5, 1, 3), 6, 3)
+    for context in [("agree",), ("6^3=7 via 1", "no 6^1=0")]:
+        prompts.clear()
+        reply = asyncio.run(amp(Posed("winner", q, context)))
+        assert [p[-4:] for p in prompts] == [" SW="] and reply.text in ("even", "odd"), prompts
+
+
 def test_samplers():
     draft = run_all(ModelAgent(_scripted(lambda p: "1")), [PermQuestion((1, 0), 0, 1)])[0]
     posed = draft.trace.posed

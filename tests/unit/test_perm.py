@@ -220,7 +220,7 @@ def test_posed_rendering_matches_the_trained_formats():
 
 
 def test_debate_imitation_repeats_the_humans_own_judgments_directly_and_never_a_model_backed_claim():
-    """Amp~(H, M) poses judgments to M directly (`` W=``); A[0] learns that form from the human's own replies. A
+    """A[0] learns M's direct judgments (`` W=``) from the human's own replies, beside the steps Amp~ poses. A
     reply that used the perfect model's values (an opening ``x^k=v via m``) must not be repeated directly: it would
     teach gold sigma^k(x)."""
     from debate_amp.tasks.perm import judge_winner, parse_argument, parse_prompt
