@@ -28,6 +28,10 @@ it, ``--aligned`` included; width 128 with ``--show-check --recent-first`` did (
 width 64 with eight heads (``model.num_heads=8``: 100% at 4,500 steps of 250,000 debates, seed 0; 91% / 82% on true /
 false claims at 4,766 steps, seed 1); in today's format neither within the steps measured. In the full warm start
 the check was not learned (branch ``exp/check-format``).
+
+This script poses the verdict directly (``... W=``). The debates' judge, Amp~(H, M_target), is M's draft of the
+human's step towards it (``... SW=`` -> ``ans odd``; tests/unit/test_amp.py), which a model taught the direct form
+answers far worse (95% against 50.5% of false claims, twenty-third session); the branch's copy has ``--form step``.
 """
 
 import argparse
