@@ -14,6 +14,7 @@ from debate_amp.tasks.perm import (
     PermQuestion,
     PermTask,
     depth_of,
+    judge_winner,
     parse_prompt,
     perfect_generate,
     perfect_reply,
@@ -196,7 +197,7 @@ def test_amp_approx_poses_a_judgment_to_m_as_the_askers_step_never_directly():
     for context in [("agree",), ("6^3=7 via 1", "no 6^1=0")]:
         prompts.clear()
         reply = asyncio.run(amp(Posed("winner", q, context)))
-        assert [p[-4:] for p in prompts] == [" SW="] and reply.text in ("even", "odd"), prompts
+        assert [p[-4:] for p in prompts] == [" SW="] and reply.text == judge_winner(q, context), prompts
 
 
 def test_samplers():
