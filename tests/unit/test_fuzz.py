@@ -157,3 +157,38 @@ def test_50_random_byte_strings_as_model_replies_never_crash_a_debate(replies, s
     finally:
         cli._generate_fn = original
     assert code == 0, err
+
+
+STEP_LANGUAGE = [
+    *("ask 5^1", "ask 3^1;#1^1", "ask 9^1", "ask 2^2;#1^2", "ask 1^3;#1^3", "ask #1^1"),
+    *("ans agree", "ans no 5^1=3", "ans 5^3=2 via 1", "ans no 2^1=7", "ans 6^7=1 via 4", "ans odd", "ans even"),
+    *("ans yes", "ans no", "ans 1", "ans 0", "ans ?", "3", "odd", "agree", "?", "ask", ""),
+]
+
+
+@settings(FUZZ, max_examples=50)
+@given(st.lists(st.sampled_from(STEP_LANGUAGE), min_size=1, max_size=8), st.integers(0, 2**31), st.floats(0, 1))
+def test_50_model_replies_in_the_step_language_never_crash_a_debate_or_the_human(replies, seed, p):
+    """Model replies in the step language, asking subquestions that refer to nothing or are out of range, or
+    answering a question with another kind's answer, leave the synthetic human (asked with probability p) with
+    workspaces of any content: data, not a crash. (With a step allowed to ask one subquestion, tried in the
+    twenty-fourth session, a workspace one value short crashed the debater's check; this caught it.)"""
+    from debate_amp.agents.humans.synthetic import SyntheticHuman
+    from debate_amp.agents.model_agent import ModelAgent
+    from debate_amp.combinators import amp_approx
+    from debate_amp.debate.engine import ScriptedDebater, run_debates
+    from debate_amp.samplers import Bernoulli
+    from debate_amp.tasks.perm import PermHuman, PermLiar, PermTask
+
+    order = random.Random(seed)
+
+    def fn(prompts, limits=None):
+        texts = [order.choice(replies) for _ in prompts]
+        return Generation(texts, [[] for _ in texts], [[] for _ in texts])
+
+    amp = amp_approx(SyntheticHuman(PermHuman()), ModelAgent(fn), Bernoulli(p, seed=seed))
+    questions = PermTask(8, 7).questions(6, seed=seed)
+    liar = ScriptedDebater(PermLiar(seed))
+    for even, odd in ((None, None), (liar, None), (None, liar)):
+        debates = run_debates(questions, amp, amp, 4, seed=seed, even=even, odd=odd)
+        assert len(debates) == len(questions) and all(d.turns for d in debates)
