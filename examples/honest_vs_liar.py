@@ -17,7 +17,7 @@ import argparse
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
-from debate_amp.eval.protocols import honest_vs_liar, liar_table
+from debate_amp.eval.protocols import honest_vs_liar, liar_table, loss_table
 from debate_amp.samplers import Never
 from debate_amp.tasks import TASKS, task_named
 from debate_amp.tasks.perm import PermTask
@@ -34,4 +34,7 @@ amp_policy = amp_approx(human, ModelAgent(task.perfect_generate, "policy"), Neve
 amp_target = amp_approx(human, ModelAgent(task.perfect_generate, "target"), Never())
 
 print(f"{len(questions)} {task.name} questions, {task.summary()}; judge accuracy = how often the honest side wins")
-print(liar_table(honest_vs_liar(task, questions, amp_policy, amp_target, max_turns=range(1, 7))))
+rows = honest_vs_liar(task, questions, amp_policy, amp_target, max_turns=range(1, 7))
+print(liar_table(rows))
+print("where the honest side lost (with perfect debaters and judge: only the protocol's own limit):")
+print(loss_table(rows))

@@ -10,7 +10,8 @@
   parse: ``selfplay_forfeit_rate`` counts those, with the recipe's ``debate.forfeit_unparsed``);
 - ``liar_judge_accuracy``: the trained model against the task's scripted liar on each side in turn, ``max_turns`` 4,
   judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`); None
-  for a task without a liar (dataset);
+  for a task without a liar (dataset); ``liar_lost_<reason>``: the share of those debates the honest side lost for
+  each reason of :data:`~debate_amp.eval.protocols.LOSS_REASONS` (the five add up to 1 - the accuracy);
 - ``mean_debate_length``: arguments per debate at the last update of training.
 
 The human inside these Amp~ calls is the synthetic one (for a task without one, the recipe's frozen model or
@@ -28,7 +29,7 @@ from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_mode
 from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport, beyond_name, own_name
-from debate_amp.eval.protocols import honest_vs_liar
+from debate_amp.eval.protocols import LOSS_REASONS, honest_vs_liar
 from debate_amp.protocol import Agent
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks import Task
@@ -96,6 +97,7 @@ def final_evaluation(
         "verdict_parse_rate": rates["parse_rate_winner"],
         "liar_judge_accuracy": None if liar is None else liar.both.value,  # a task without a liar: not measured
         "liar_questions": 0 if liar is None else liar.n,
+        **{f"liar_lost_{r}": None if liar is None else liar.as_dict()["losses"][r] for r in LOSS_REASONS},
         "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
         "selfplay_forfeit_rate": sum(d.forfeit is not None for d in debates) / max(1, len(debates)),
         "mean_debate_length": mean_debate_length,
@@ -119,6 +121,11 @@ _DEBATE_ROWS = (
     ("verdict_parse_rate", "verdicts that parse"),
     ("parse_rate_catastrophe", "catastrophe judgments that parse"),
     ("liar_judge_accuracy", f"judge picks the honest side against the scripted liar (max_turns {LIAR_MAX_TURNS})"),
+    ("liar_lost_honest_forfeited", "  lost: an honest argument did not parse (forfeit)"),
+    ("liar_lost_verdict_unparsed", "  lost: the verdict did not parse"),
+    ("liar_lost_judge_against_rule", "  lost: the judge ruled against its rule"),
+    ("liar_lost_honest_deviated", "  lost: the honest side left the error-free human's moves"),
+    ("liar_lost_rule_against_honest", "  lost: by the rule itself (e.g. cut off above a check)"),
     ("mean_debate_length", "arguments per debate at the last update"),
 )
 

@@ -1,8 +1,9 @@
 """Evaluation protocols that run agents: honest against a scripted liar, and re-judging saved transcripts.
 
 - :func:`honest_vs_liar`: the policy Amp~(H, M) argues against the task's scripted liar (``Task.liar``) on each
-  side in turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``. Irving et al.
-  2018: debate took a sparse 6-pixel MNIST judge from 59% to 89%.
+  side in turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``, and why
+  the honest side lost the others (:data:`LOSS_REASONS`). Irving et al. 2018: debate took a sparse 6-pixel MNIST
+  judge from 59% to 89%.
 - :func:`rejudge`: pose every saved debate's judgments again (each non-forced continue_t on the arguments up to
   t, and the winner on all of them) to another judge, and count agreement with the recorded verdicts.
 """
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from debate_amp.debate.engine import ScriptedDebater, read_sufficient, read_winner, run_debates
+from debate_amp.debate.engine import SIDES, Debate, ScriptedDebater, read_sufficient, read_winner, run_debates
 from debate_amp.eval.transcripts import Rate, Row, wilson
 from debate_amp.protocol import EVEN, ODD, Agent, Posed
 from debate_amp.tasks import Task, task_named
@@ -24,14 +25,31 @@ from debate_amp.tasks import Task, task_named
 # Honest against liar
 
 
+LOSS_REASONS = {
+    "honest_forfeited": "an argument of the honest side did not parse (it forfeits)",
+    "verdict_unparsed": "the verdict did not parse",
+    "judge_against_rule": "the judge ruled for the liar where its rule (the error-free human's) rules for the honest side",
+    "honest_deviated": "the honest side played a move the error-free human would not have, and lost by the rule",
+    "rule_against_honest": "the honest side played as the error-free human would and lost by the rule",
+}
+"""Why the honest side lost a debate against the scripted liar, checked in this order. The rule and the error-free
+moves are the task's synthetic human with a perfect M (``Task.perfect_generate``), posed the same transcript: its
+verdict on the whole debate, and its argument at each of the honest side's turns given the arguments before it.
+``rule_against_honest`` is the protocol's own limit (perm: a debate cut off above a single lookup, whose verdict is
+a coin flip)."""
+
+
 @dataclass
 class LiarRow:
-    """One ``max_turns``: per liar side, the debates the honest side won out of ``n``; ``turns`` their lengths."""
+    """One ``max_turns``: per liar side, the debates the honest side won out of ``n``; ``turns`` their lengths;
+    ``losses``: the lost debates by reason (:data:`LOSS_REASONS`), ``loss_examples`` one transcript of each."""
 
     max_turns: int
     honest_wins: dict[str, int]
     n: int
     turns: list[int]
+    losses: Counter = field(default_factory=Counter)
+    loss_examples: dict[str, str] = field(default_factory=dict)
 
     @property
     def both(self) -> Rate:
@@ -45,6 +63,8 @@ class LiarRow:
             "both": self.both.as_dict(),
             "mean_turns": sum(self.turns) / len(self.turns),
             "questions": self.n,
+            "losses": {reason: self.losses[reason] / (2 * self.n) for reason in LOSS_REASONS},
+            "loss_examples": dict(self.loss_examples),
         }
 
 
@@ -61,7 +81,7 @@ def honest_vs_liar(
     ``forfeit_unparsed``, an honest side that forfeits has lost)."""
     rows = []
     for turns_limit in max_turns:
-        wins, turns = {}, []
+        wins, turns, losses, examples = {}, [], Counter(), {}
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
             liar = ScriptedDebater(task.liar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
@@ -76,8 +96,39 @@ def honest_vs_liar(
             )
             wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
             turns += [len(d.turns) for d in debates]
-        rows.append(LiarRow(turns_limit, wins, len(questions), turns))
+            lost = [d for d in debates if d.winner is None or d.winner.value != honest]
+            for debate, reason in zip(lost, loss_reasons(task, lost, honest), strict=True):
+                losses[reason] += 1
+                examples.setdefault(reason, " | ".join(turn.text for turn in debate.turns))
+        rows.append(LiarRow(turns_limit, wins, len(questions), turns, losses, examples))
     return rows
+
+
+def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str]:
+    """Why ``honest`` lost each of ``debates`` (:data:`LOSS_REASONS`)."""
+    from debate_amp.agents.humans.synthetic import SyntheticHuman
+    from debate_amp.agents.model_agent import ModelAgent
+    from debate_amp.combinators import amp_approx
+    from debate_amp.samplers import Never
+
+    async def reason(debate: Debate, reference: Agent) -> str:
+        if debate.forfeit is not None and debate.turns[debate.forfeit].side == honest:
+            return "honest_forfeited"
+        if debate.winner is None or debate.winner.value not in SIDES:
+            return "verdict_unparsed"
+        q, context = debate.question, tuple(turn.text for turn in debate.turns)
+        if (await reference(Posed("winner", q, context))).text == honest:
+            return "judge_against_rule"
+        for t, turn in enumerate(debate.turns):
+            if turn.side == honest and (await reference(Posed("argue", q, context[:t]))).text != turn.text:
+                return "honest_deviated"
+        return "rule_against_honest"
+
+    async def all_reasons() -> list[str]:
+        reference = amp_approx(SyntheticHuman(task.human()), ModelAgent(task.perfect_generate, "reference"), Never())
+        return list(await asyncio.gather(*(reason(d, reference) for d in debates)))
+
+    return asyncio.run(all_reasons()) if debates else []
 
 
 def liar_table(rows: Sequence[LiarRow]) -> str:
@@ -90,6 +141,23 @@ def liar_table(rows: Sequence[LiarRow]) -> str:
             f"{row.max_turns:>9}  {d['liar_even']:>9.1%}  {d['liar_odd']:>9.1%}  {row.both.value:>6.1%}  "
             f"{d['mean_turns']:>10.2f}  [{lo:.1%}, {hi:.1%}]"
         )
+    return "\n".join(lines)
+
+
+def loss_table(rows: Sequence[LiarRow]) -> str:
+    """Where the honest side lost, one line per max_turns: each reason's share of all the debates against the liar
+    (:data:`LOSS_REASONS`), then one lost transcript of each reason that occurred."""
+    short = {reason: reason.replace("_", " ") for reason in LOSS_REASONS}
+    lines = [f"{'max_turns':>9}  " + "  ".join(f"{name:>{max(6, len(name))}}" for name in short.values())]
+    for row in rows:
+        shares = row.as_dict()["losses"]
+        lines.append(
+            f"{row.max_turns:>9}  "
+            + "  ".join(f"{shares[reason]:>{max(6, len(name))}.1%}" for reason, name in short.items())
+        )
+    for row in rows:
+        for reason, text in row.loss_examples.items():
+            lines.append(f"  max_turns {row.max_turns}, {short[reason]}: {text}")
     return "\n".join(lines)
 
 

@@ -1,10 +1,13 @@
 """Each entry point as a subprocess, the way a user runs it."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from debate_amp.eval.protocols import LOSS_REASONS
 
 from .test_train import TINY
 
@@ -195,6 +198,8 @@ def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
     for key in ("heldout_k_ge_2", "verdict_parse_rate", "liar_judge_accuracy", "mean_debate_length", "human_calls"):
         assert key in final, key
     assert final["liar_questions"] == 8 and 0.0 <= final["liar_judge_accuracy"] <= 1.0
+    lost = [final[f"liar_lost_{reason}"] for reason in LOSS_REASONS]  # why the honest side lost the rest
+    assert math.isclose(sum(lost), 1 - final["liar_judge_accuracy"]) and "lost: the judge ruled" in proc.stdout
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -14,8 +14,11 @@ def test_honest_vs_liar_table():
         [sys.executable, "examples/honest_vs_liar.py"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    rows = {int(line.split()[0]): line.split() for line in proc.stdout.splitlines()[2:]}
+    lines = proc.stdout.splitlines()
+    rows = {int(line.split()[0]): line.split() for line in lines[2:8]}
     assert rows[1][3] == "56.2%" and rows[6][3] == "100.0%"
+    losses = {int(line.split()[0]): line.split() for line in lines[10:16]}  # perfect agents: the protocol's limit
+    assert losses[1][1:] == ["0.0%"] * 4 + ["43.8%"] and losses[6][1:] == ["0.0%"] * 5
 
 
 def test_amplification_tree():

@@ -14,7 +14,7 @@ from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.debate.transcript import TranscriptError, debate_to_record, write_transcripts
-from debate_amp.eval.protocols import honest_vs_liar, rejudge
+from debate_amp.eval.protocols import honest_vs_liar, loss_table, rejudge
 from debate_amp.eval.transcripts import Ratio, compare, load, newcombe, statistics, wilson
 from debate_amp.samplers import Never
 from debate_amp.tasks.perm import (
@@ -346,6 +346,48 @@ def test_honest_vs_liar_by_max_turns():
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["rows"]
     assert [r["max_turns"] for r in rows] == [1, 4] and rows[1]["both"]["value"] == 1.0
+
+
+class Override:
+    """``inner``, but ``text`` for every posed question of ``kind`` (after the first argument, with ``later``)."""
+
+    def __init__(self, inner, kind, text, later=False):
+        self.inner, self.kind, self.text, self.later = inner, kind, text, later
+
+    async def __call__(self, posed):
+        from debate_amp.protocol import Reply, Trace
+
+        if posed.kind == self.kind and (posed.context or not self.later):
+            return Reply(self.text, Trace("model:policy", posed, self.text))
+        return await self.inner(posed)
+
+
+def test_liar_losses_say_why_the_honest_side_lost():
+    # Known answers from broken agents around the perfect ones, 32 questions, the liar on each side (64 debates).
+    amp_policy, amp_target = perfect_agents()
+    task, questions = PermTask(8, 15), PermTask(8, 15).eval_questions(32, seed=0)
+
+    def row(policy=amp_policy, target=amp_target, turns=4, forfeit=False):
+        (only,) = honest_vs_liar(task, questions, policy, target, [turns], forfeit_unparsed=forfeit)
+        lost = 64 - only.both.successes
+        assert sum(only.losses.values()) == lost and set(only.loss_examples) == set(only.losses)
+        assert math.isclose(sum(only.as_dict()["losses"].values()), 1 - only.both.value)
+        return only, lost
+
+    one, lost = row(turns=1)  # the perfect debaters: a lying opening is believed (the protocol's limit)
+    assert lost == sum(q.k >= 2 for q in questions) == 28 and one.losses == {"rule_against_honest": 28}
+    four, lost = row()
+    assert lost == 0 and not four.losses
+    biased, lost = row(target=Override(amp_target, "winner", "even"))  # the judge always says even
+    assert biased.honest_wins == {"even": 0, "odd": 32} and biased.losses == {"judge_against_rule": 32}
+    unparsed, lost = row(target=Override(amp_target, "winner", "maybe"))
+    assert unparsed.losses == {"verdict_unparsed": 64}
+    conceding, lost = row(policy=Override(amp_policy, "argue", "agree", later=True))  # concedes every reply
+    assert lost >= 32 and conceding.losses == {"honest_deviated": lost}
+    garbled, lost = row(policy=Override(amp_policy, "argue", "blah"), forfeit=True)
+    assert garbled.losses == {"honest_forfeited": 60}  # a lying single lookup (4 openings) loses before it argues
+    table = loss_table([one, conceding])
+    assert "judge against rule" in table and "max_turns 4, honest deviated: " in table
 
 
 @pytest.mark.slow
