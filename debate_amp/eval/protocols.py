@@ -48,7 +48,7 @@ class LiarRow:
     honest_wins: dict[str, int]
     n: int
     turns: list[int]
-    losses: Counter = field(default_factory=Counter)
+    losses: Counter[str] = field(default_factory=Counter)
     loss_examples: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -81,7 +81,9 @@ def honest_vs_liar(
     ``forfeit_unparsed``, an honest side that forfeits has lost)."""
     rows = []
     for turns_limit in max_turns:
-        wins, turns, losses, examples = {}, [], Counter(), {}
+        wins, turns = {}, []
+        losses: Counter[str] = Counter()
+        examples: dict[str, str] = {}
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
             liar = ScriptedDebater(task.liar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
