@@ -31,7 +31,8 @@ the check was not learned (branch ``exp/check-format``).
 
 This script poses the verdict directly (``... W=``). The debates' judge, Amp~(H, M_target), is M's draft of the
 human's step towards it (``... SW=`` -> ``ans odd``; tests/unit/test_amp.py), which a model taught the direct form
-answers far worse (95% against 50.5% of false claims, twenty-third session); the branch's copy has ``--form step``.
+answers far worse (95% against 50.5% of false claims, twenty-third session). The branch ``exp/check-format``, whose
+copy of this script had ``--form step``, was not kept (docs/training.md has what it measured).
 """
 
 import argparse
