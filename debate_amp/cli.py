@@ -599,7 +599,7 @@ def _human_judges(path: str, rows) -> dict:
 def _eval_liar(args: argparse.Namespace) -> int:
     import json
 
-    from debate_amp.eval.protocols import honest_vs_liar, liar_table, loss_table
+    from debate_amp.eval.protocols import honest_vs_liar, judge_table, liar_table, loss_table
     from debate_amp.tasks import make_task
 
     if args.model is None:
@@ -632,6 +632,8 @@ def _eval_liar(args: argparse.Namespace) -> int:
     print(liar_table(rows))
     print("where the honest side lost (share of all its debates; docs/eval.md):")
     print(loss_table(rows))
+    print("does the judge check the last argument or guess? its agreement with its rule (docs/eval.md):")
+    print(judge_table(rows))
     print(f"human calls {human.calls}")
     return 0
 

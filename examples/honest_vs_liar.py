@@ -9,7 +9,9 @@ H its synthetic human; the liar (``Task.liar``) argues a wrong answer with a con
 on each side in turn. The same protocol, for a trained model: ``debate-amp eval --protocol liar --model
 runs/NAME/model``. Last seen (2026-11-23, 2-core CPU, perm): 56.2% with one argument (the judge believes an
 uncontested opening), 100% from 4 arguments on, for k up to 15. Echoes Irving et al. 2018: debate took a 6-pixel
-MNIST judge from 59% to 89%.
+MNIST judge from 59% to 89%. Then where the honest side lost, and the judge's agreement with its rule by the number
+of arguments, where the last argument stands and where it falls (a trained judge that guesses from the debate's
+length shows it there: docs/eval.md).
 """
 
 import argparse
@@ -17,7 +19,7 @@ import argparse
 from debate_amp.agents.humans.synthetic import SyntheticHuman
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
-from debate_amp.eval.protocols import honest_vs_liar, liar_table, loss_table
+from debate_amp.eval.protocols import honest_vs_liar, judge_table, liar_table, loss_table
 from debate_amp.samplers import Never
 from debate_amp.tasks import TASKS, task_named
 from debate_amp.tasks.perm import PermTask
@@ -38,3 +40,5 @@ rows = honest_vs_liar(task, questions, amp_policy, amp_target, max_turns=range(1
 print(liar_table(rows))
 print("where the honest side lost (with perfect debaters and judge: only the protocol's own limit):")
 print(loss_table(rows))
+print("does the judge check the last argument or guess? (the perfect judge checks: its rule every time)")
+print(judge_table(rows))

@@ -12,6 +12,9 @@
   judged by Amp~(H, trained model): how often the verdict goes to the honest side (:func:`honest_vs_liar`); None
   for a task without a liar (dataset); ``liar_lost_<reason>``: the share of those debates the honest side lost for
   each reason of :data:`~debate_amp.eval.protocols.LOSS_REASONS` (the five add up to 1 - the accuracy);
+  ``liar_judge_last_stands`` / ``liar_judge_last_falls``: over those debates that reached a verdict, how often the
+  judge agreed with its rule (the error-free human's verdict) where the rule lets the last argument stand, and where
+  it does not: a judge that checks the last argument scores high on both, one that guesses on one only;
 - ``mean_debate_length``: arguments per debate at the last update of training.
 
 The human inside these Amp~ calls is the synthetic one (for a task without one, the recipe's frozen model or
@@ -29,7 +32,7 @@ from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_mode
 from debate_amp.config import Config
 from debate_amp.debate.engine import Debate, run_debates
 from debate_amp.eval.heldout import HeldoutReport, beyond_name, own_name
-from debate_amp.eval.protocols import LOSS_REASONS, honest_vs_liar
+from debate_amp.eval.protocols import LOSS_REASONS, LiarRow, honest_vs_liar
 from debate_amp.protocol import Agent
 from debate_amp.samplers import build_sampler
 from debate_amp.tasks import Task
@@ -98,10 +101,17 @@ def final_evaluation(
         "liar_judge_accuracy": None if liar is None else liar.both.value,  # a task without a liar: not measured
         "liar_questions": 0 if liar is None else liar.n,
         **{f"liar_lost_{r}": None if liar is None else liar.as_dict()["losses"][r] for r in LOSS_REASONS},
+        "liar_judge_last_stands": _judge_agrees(liar, True),
+        "liar_judge_last_falls": _judge_agrees(liar, False),
         "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
         "selfplay_forfeit_rate": sum(d.forfeit is not None for d in debates) / max(1, len(debates)),
         "mean_debate_length": mean_debate_length,
     }
+
+
+def _judge_agrees(liar: LiarRow | None, stands: bool) -> float | None:
+    rate = None if liar is None else liar.judge_agrees(stands)
+    return None if rate is None or not rate.n else rate.value
 
 
 def final_rows(task: Task) -> tuple[tuple[str, str], ...]:
@@ -126,6 +136,8 @@ _DEBATE_ROWS = (
     ("liar_lost_judge_against_rule", "  lost: the judge ruled against its rule"),
     ("liar_lost_honest_deviated", "  lost: the honest side left the error-free human's moves"),
     ("liar_lost_rule_against_honest", "  lost: by the rule itself (e.g. cut off above a check)"),
+    ("liar_judge_last_stands", "  judge agrees with its rule where the last argument stands"),
+    ("liar_judge_last_falls", "  judge agrees with its rule where the last argument falls"),
     ("mean_debate_length", "arguments per debate at the last update"),
 )
 

@@ -2,7 +2,9 @@
 
 - :func:`honest_vs_liar`: the policy Amp~(H, M) argues against the task's scripted liar (``Task.liar``) on each
   side in turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``, and why
-  the honest side lost the others (:data:`LOSS_REASONS`). Irving et al. 2018: debate took a sparse 6-pixel MNIST
+  the honest side lost the others (:data:`LOSS_REASONS`), and whether the judge checks the last argument or guesses
+  (:attr:`LiarRow.judge`: its agreement with its rule when the rule lets the last argument stand and when it does
+  not, by the number of arguments). Irving et al. 2018: debate took a sparse 6-pixel MNIST
   judge from 59% to 89%.
 - :func:`rejudge`: pose every saved debate's judgments again (each non-forced continue_t on the arguments up to
   t, and the winner on all of them) to another judge, and count agreement with the recorded verdicts.
@@ -42,7 +44,11 @@ a coin flip)."""
 @dataclass
 class LiarRow:
     """One ``max_turns``: per liar side, the debates the honest side won out of ``n``; ``turns`` their lengths;
-    ``losses``: the lost debates by reason (:data:`LOSS_REASONS`), ``loss_examples`` one transcript of each."""
+    ``losses``: the lost debates by reason (:data:`LOSS_REASONS`), ``loss_examples`` one transcript of each;
+    ``judge``: for every debate the judge gave a verdict on (neither side forfeited), keyed by (number of arguments,
+    whether the rule lets the last argument stand, i.e. rules for the side that made it), how many there were and in
+    how many the judge agreed with the rule. A judge that checks agrees whether the last argument stands or falls;
+    one that guesses from the debate's length agrees with one and not the other."""
 
     max_turns: int
     honest_wins: dict[str, int]
@@ -50,10 +56,16 @@ class LiarRow:
     turns: list[int]
     losses: Counter[str] = field(default_factory=Counter)
     loss_examples: dict[str, str] = field(default_factory=dict)
+    judge: dict[tuple[int, bool], Rate] = field(default_factory=dict)
 
     @property
     def both(self) -> Rate:
         return Rate(sum(self.honest_wins.values()), 2 * self.n)
+
+    def judge_agrees(self, stands: bool) -> Rate:
+        """The judge's agreement with its rule over the debates whose last argument the rule lets stand (or not)."""
+        rates = [rate for (_, s), rate in self.judge.items() if s == stands]
+        return Rate(sum(r.successes for r in rates), sum(r.n for r in rates))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +77,12 @@ class LiarRow:
             "questions": self.n,
             "losses": {reason: self.losses[reason] / (2 * self.n) for reason in LOSS_REASONS},
             "loss_examples": dict(self.loss_examples),
+            "judge_last_stands": self.judge_agrees(True).as_dict(),
+            "judge_last_falls": self.judge_agrees(False).as_dict(),
+            "judge": [
+                {"arguments": arguments, "last_stands": stands, **rate.as_dict()}
+                for (arguments, stands), rate in sorted(self.judge.items())
+            ],
         }
 
 
@@ -84,6 +102,8 @@ def honest_vs_liar(
         wins, turns = {}, []
         losses: Counter[str] = Counter()
         examples: dict[str, str] = {}
+        judged: Counter[tuple[int, bool]] = Counter()
+        agreed: Counter[tuple[int, bool]] = Counter()
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
             liar = ScriptedDebater(task.liar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
@@ -102,7 +122,13 @@ def honest_vs_liar(
             for debate, reason in zip(lost, loss_reasons(task, lost, honest), strict=True):
                 losses[reason] += 1
                 examples.setdefault(reason, " | ".join(turn.text for turn in debate.turns))
-        rows.append(LiarRow(turns_limit, wins, len(questions), turns, losses, examples))
+            for debate, rule in zip(debates, rule_verdicts(task, debates), strict=True):
+                if rule is not None and debate.winner is not None:
+                    key = (len(debate.turns), rule == debate.turns[-1].side)
+                    judged[key] += 1
+                    agreed[key] += debate.winner.value == rule
+        judge = {key: Rate(agreed[key], judged[key]) for key in judged}
+        rows.append(LiarRow(turns_limit, wins, len(questions), turns, losses, examples, judge))
     return rows
 
 
@@ -133,6 +159,28 @@ def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str
     return asyncio.run(all_reasons()) if debates else []
 
 
+def rule_verdicts(task: Task, debates: Sequence[Debate]) -> list[str | None]:
+    """The rule's verdict on each debate the judge was asked about (the task's synthetic human with a perfect M
+    posed the same transcript, as in :func:`loss_reasons`); None where there was no judgment (a forfeit ended the
+    debate, or it has no arguments)."""
+    from debate_amp.agents.humans.synthetic import SyntheticHuman
+    from debate_amp.agents.model_agent import ModelAgent
+    from debate_amp.combinators import amp_approx
+    from debate_amp.samplers import Never
+
+    async def verdict(debate: Debate, reference: Agent) -> str | None:
+        if debate.forfeit is not None or not debate.turns or debate.winner is None or debate.winner.forced:
+            return None
+        context = tuple(turn.text for turn in debate.turns)
+        return (await reference(Posed("winner", debate.question, context))).text
+
+    async def all_verdicts() -> list[str | None]:
+        reference = amp_approx(SyntheticHuman(task.human()), ModelAgent(task.perfect_generate, "reference"), Never())
+        return list(await asyncio.gather(*(verdict(d, reference) for d in debates)))
+
+    return asyncio.run(all_verdicts()) if debates else []
+
+
 def liar_table(rows: Sequence[LiarRow]) -> str:
     """``max_turns  liar even  liar odd  both  mean turns  95% interval (both)``, one line per max_turns."""
     lines = [f"{'max_turns':>9}  {'liar even':>9}  {'liar odd':>9}  {'both':>6}  {'mean turns':>10}  95% interval"]
@@ -160,6 +208,24 @@ def loss_table(rows: Sequence[LiarRow]) -> str:
     for row in rows:
         for reason, text in row.loss_examples.items():
             lines.append(f"  max_turns {row.max_turns}, {short[reason]}: {text}")
+    return "\n".join(lines)
+
+
+def judge_table(rows: Sequence[LiarRow]) -> str:
+    """Does the judge check the last argument or guess? Per max_turns and number of arguments: the judge's agreement
+    with its rule where the rule lets the last argument stand and where it does not (``agreed/debates``)."""
+    lines = [f"{'max_turns':>9}  {'arguments':>9}  {'last stands':>17}  {'last falls':>17}"]
+
+    def cell(rate: Rate | None) -> str:
+        return f"{'-':>17}" if rate is None or not rate.n else f"{f'{rate.successes}/{rate.n}':>9} {rate.value:>7.1%}"
+
+    for row in rows:
+        for arguments in sorted({a for a, _ in row.judge}):
+            lines.append(
+                f"{row.max_turns:>9}  {arguments:>9}  "
+                f"{cell(row.judge.get((arguments, True)))}  {cell(row.judge.get((arguments, False)))}"
+            )
+        lines.append(f"{row.max_turns:>9}  {'all':>9}  {cell(row.judge_agrees(True))}  {cell(row.judge_agrees(False))}")
     return "\n".join(lines)
 
 

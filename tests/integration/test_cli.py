@@ -200,6 +200,9 @@ def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
     assert final["liar_questions"] == 8 and 0.0 <= final["liar_judge_accuracy"] <= 1.0
     lost = [final[f"liar_lost_{reason}"] for reason in LOSS_REASONS]  # why the honest side lost the rest
     assert math.isclose(sum(lost), 1 - final["liar_judge_accuracy"]) and "lost: the judge ruled" in proc.stdout
+    for key in ("liar_judge_last_stands", "liar_judge_last_falls"):  # None only when no debate of that kind
+        assert final[key] is None or 0.0 <= final[key] <= 1.0, key
+    assert "judge agrees with its rule where the last argument falls" in proc.stdout
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

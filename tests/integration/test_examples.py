@@ -19,6 +19,9 @@ def test_honest_vs_liar_table():
     assert rows[1][3] == "56.2%" and rows[6][3] == "100.0%"
     losses = {int(line.split()[0]): line.split() for line in lines[10:16]}  # perfect agents: the protocol's limit
     assert losses[1][1:] == ["0.0%"] * 4 + ["43.8%"] and losses[6][1:] == ["0.0%"] * 5
+    judge = lines[lines.index(next(line for line in lines if line.startswith("does the judge check"))) + 2 :]
+    assert judge and all(line.split()[-1] == line.split()[-3] == "100.0%" for line in judge if "-" not in line)
+    assert [line.split()[:2] for line in judge if line.split()[1] == "all"] == [[str(t), "all"] for t in range(1, 7)]
 
 
 def test_amplification_tree():

@@ -14,7 +14,7 @@ from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.debate.transcript import TranscriptError, debate_to_record, write_transcripts
-from debate_amp.eval.protocols import honest_vs_liar, loss_table, rejudge
+from debate_amp.eval.protocols import honest_vs_liar, judge_table, loss_table, rejudge
 from debate_amp.eval.transcripts import Ratio, compare, load, newcombe, statistics, wilson
 from debate_amp.samplers import Never
 from debate_amp.tasks.perm import (
@@ -378,8 +378,19 @@ def test_liar_losses_say_why_the_honest_side_lost():
     assert lost == sum(q.k >= 2 for q in questions) == 28 and one.losses == {"rule_against_honest": 28}
     four, lost = row()
     assert lost == 0 and not four.losses
+    assert four.judge_agrees(True).value == four.judge_agrees(False).value == 1.0  # the perfect judge checks
+    assert four.judge_agrees(True).n + four.judge_agrees(False).n == 64 and four.judge_agrees(False).n == 32
     biased, lost = row(target=Override(amp_target, "winner", "even"))  # the judge always says even
     assert biased.honest_wins == {"even": 0, "odd": 32} and biased.losses == {"judge_against_rule": 32}
+    # it agrees with its rule exactly where the rule says even: the last argument is even's (an odd number of
+    # arguments) and stands, or odd's and falls; the table shows the guess by the debate's length
+    for (arguments, stands), rate in biased.judge.items():
+        assert rate.successes == (rate.n if (arguments % 2 == 1) == stands else 0), (arguments, stands)
+    counts = {1: 4, 2: 4, 3: 8, 4: 16}  # debates by length, each as often standing as falling (k <= 1: 4 questions)
+    assert {key: rate.n for key, rate in biased.judge.items()} == {(a, s): n for a, n in counts.items() for s in (0, 1)}
+    assert biased.judge_agrees(True).value == (4 + 8) / 32 and biased.judge_agrees(False).value == (4 + 16) / 32
+    assert biased.as_dict()["judge_last_falls"]["n"] == 32
+    assert "last stands" in judge_table([four, biased])
     unparsed, lost = row(target=Override(amp_target, "winner", "maybe"))
     assert unparsed.losses == {"verdict_unparsed": 64}
     conceding, lost = row(policy=Override(amp_policy, "argue", "agree", later=True))  # concedes every reply
