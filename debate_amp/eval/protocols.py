@@ -134,10 +134,6 @@ def honest_vs_liar(
 
 def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str]:
     """Why ``honest`` lost each of ``debates`` (:data:`LOSS_REASONS`)."""
-    from debate_amp.agents.humans.synthetic import SyntheticHuman
-    from debate_amp.agents.model_agent import ModelAgent
-    from debate_amp.combinators import amp_approx
-    from debate_amp.samplers import Never
 
     async def reason(debate: Debate, reference: Agent) -> str:
         if debate.forfeit is not None and debate.turns[debate.forfeit].side == honest:
@@ -153,7 +149,7 @@ def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str
         return "rule_against_honest"
 
     async def all_reasons() -> list[str]:
-        reference = amp_approx(SyntheticHuman(task.human()), ModelAgent(task.perfect_generate, "reference"), Never())
+        reference = _reference(task)
         return list(await asyncio.gather(*(reason(d, reference) for d in debates)))
 
     return asyncio.run(all_reasons()) if debates else []
@@ -163,10 +159,6 @@ def rule_verdicts(task: Task, debates: Sequence[Debate]) -> list[str | None]:
     """The rule's verdict on each debate the judge was asked about (the task's synthetic human with a perfect M
     posed the same transcript, as in :func:`loss_reasons`); None where there was no judgment (a forfeit ended the
     debate, or it has no arguments)."""
-    from debate_amp.agents.humans.synthetic import SyntheticHuman
-    from debate_amp.agents.model_agent import ModelAgent
-    from debate_amp.combinators import amp_approx
-    from debate_amp.samplers import Never
 
     async def verdict(debate: Debate, reference: Agent) -> str | None:
         if debate.forfeit is not None or not debate.turns or debate.winner is None or debate.winner.forced:
@@ -175,10 +167,20 @@ def rule_verdicts(task: Task, debates: Sequence[Debate]) -> list[str | None]:
         return (await reference(Posed("winner", debate.question, context))).text
 
     async def all_verdicts() -> list[str | None]:
-        reference = amp_approx(SyntheticHuman(task.human()), ModelAgent(task.perfect_generate, "reference"), Never())
+        reference = _reference(task)
         return list(await asyncio.gather(*(verdict(d, reference) for d in debates)))
 
     return asyncio.run(all_verdicts()) if debates else []
+
+
+def _reference(task: Task) -> Agent:
+    """The rule: Amp(H, M) with the task's error-free synthetic human and its perfect scripted model, asking no one."""
+    from debate_amp.agents.humans.synthetic import SyntheticHuman
+    from debate_amp.agents.model_agent import ModelAgent
+    from debate_amp.combinators import amp_approx
+    from debate_amp.samplers import Never
+
+    return amp_approx(SyntheticHuman(task.human()), ModelAgent(task.perfect_generate, "reference"), Never())
 
 
 def liar_table(rows: Sequence[LiarRow]) -> str:
