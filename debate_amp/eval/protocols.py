@@ -4,8 +4,7 @@
   side in turn, judged by Amp~(H, M_target); how often the judge picks the honest side, by ``max_turns``, and why
   the honest side lost the others (:data:`LOSS_REASONS`), and whether the judge checks the last argument or guesses
   (:attr:`LiarRow.judge`: its agreement with its rule when the rule lets the last argument stand and when it does
-  not, by the number of arguments). Irving et al. 2018: debate took a sparse 6-pixel MNIST
-  judge from 59% to 89%.
+  not, by the number of arguments). Irving et al. 2018: debate took a sparse 6-pixel MNIST judge from 59% to 89%.
 - :func:`rejudge`: pose every saved debate's judgments again (each non-forced continue_t on the arguments up to
   t, and the winner on all of them) to another judge, and count agreement with the recorded verdicts.
 """
