@@ -117,12 +117,17 @@ def honest_vs_liar(
             )
             wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
             turns += [len(d.turns) for d in debates]
-            lost = [d for d in debates if d.winner is None or d.winner.value != honest]
-            for debate, reason in zip(lost, loss_reasons(task, lost, honest), strict=True):
+            rules = rule_verdicts(task, debates)
+            lost = [
+                (d, rule)
+                for d, rule in zip(debates, rules, strict=True)
+                if d.winner is None or d.winner.value != honest
+            ]
+            for (debate, _), reason in zip(lost, loss_reasons(task, lost, honest), strict=True):
                 losses[reason] += 1
                 examples.setdefault(reason, " | ".join(turn.text for turn in debate.turns))
-            for debate, rule in zip(debates, rule_verdicts(task, debates), strict=True):
-                if rule is not None and debate.winner is not None:
+            for debate, rule in zip(debates, rules, strict=True):
+                if rule is not None and debate.winner is not None:  # (a rule verdict implies a verdict)
                     key = (len(debate.turns), rule == debate.turns[-1].side)
                     judged[key] += 1
                     agreed[key] += debate.winner.value == rule
@@ -131,17 +136,18 @@ def honest_vs_liar(
     return rows
 
 
-def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str]:
-    """Why ``honest`` lost each of ``debates`` (:data:`LOSS_REASONS`)."""
+def loss_reasons(task: Task, lost: Sequence[tuple[Debate, str | None]], honest: str) -> list[str]:
+    """Why ``honest`` lost each of the ``lost`` debates (:data:`LOSS_REASONS`), given with the rule's verdict on it
+    (:func:`rule_verdicts`)."""
 
-    async def reason(debate: Debate, reference: Agent) -> str:
+    async def reason(debate: Debate, rule: str | None, reference: Agent) -> str:
         if debate.forfeit is not None and debate.turns[debate.forfeit].side == honest:
             return "honest_forfeited"
         if debate.winner is None or debate.winner.value not in SIDES:
             return "verdict_unparsed"
-        q, context = debate.question, tuple(turn.text for turn in debate.turns)
-        if (await reference(Posed("winner", q, context))).text == honest:
+        if rule == honest:
             return "judge_against_rule"
+        q, context = debate.question, tuple(turn.text for turn in debate.turns)
         for t, turn in enumerate(debate.turns):
             if turn.side == honest and (await reference(Posed("argue", q, context[:t]))).text != turn.text:
                 return "honest_deviated"
@@ -149,15 +155,15 @@ def loss_reasons(task: Task, debates: Sequence[Debate], honest: str) -> list[str
 
     async def all_reasons() -> list[str]:
         reference = _reference(task)
-        return list(await asyncio.gather(*(reason(d, reference) for d in debates)))
+        return list(await asyncio.gather(*(reason(d, rule, reference) for d, rule in lost)))
 
-    return asyncio.run(all_reasons()) if debates else []
+    return asyncio.run(all_reasons()) if lost else []
 
 
 def rule_verdicts(task: Task, debates: Sequence[Debate]) -> list[str | None]:
     """The rule's verdict on each debate the judge was asked about (the task's synthetic human with a perfect M
-    posed the same transcript, as in :func:`loss_reasons`); None where there was no judgment (a forfeit ended the
-    debate, or it has no arguments)."""
+    posed the same transcript); None where there was no judgment (a forfeit ended the debate, or it has no
+    arguments)."""
 
     async def verdict(debate: Debate, reference: Agent) -> str | None:
         if debate.forfeit is not None or not debate.turns or debate.winner is None or debate.winner.forced:
