@@ -157,13 +157,17 @@ class AdversarialAmp:
     sampler: Adversarial
     budget: Budget | None = None
     max_rounds: int = 2
+    max_depth: int = 8
+    """How many levels of subquestions below the posed question step 4 may work down; deeper, M's answer stands.
+    A model whose steps do not make the question smaller (``5^7`` asked again inside ``5^7``) would otherwise
+    recurse without end. :func:`~debate_amp.agents.wiring.recipe_amp` sets it to the task's depth + 1."""
 
     async def __call__(self, posed: Posed) -> Reply:
         draft = await self.model(posed)
-        return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft)])[0])
+        return await self._node(posed, draft, self.sampler.p_wrong([(posed, draft)])[0], depth=0)
 
-    async def _node(self, posed: Posed, draft: Reply, p_wrong: float) -> Reply:
-        if not self.sampler.doubts(p_wrong) and not self.sampler.audits():
+    async def _node(self, posed: Posed, draft: Reply, p_wrong: float, depth: int) -> Reply:
+        if depth > self.max_depth or (not self.sampler.doubts(p_wrong) and not self.sampler.audits()):
             return draft
         asker = Approx(self.human, self.model, _Doubts(self.sampler, self.budget))
         workspace: list[str] = []
@@ -176,10 +180,10 @@ class AdversarialAmp:
                 return self._reply(posed, step.text, children, draft)
             if not isinstance(step, Ask) or round_ == self.max_rounds:
                 break
-            workspace.extend(await self._ask(posed, step, children))
+            workspace.extend(await self._ask(posed, step, children, depth))
         return self._reply(posed, UNKNOWN, children, draft)
 
-    async def _ask(self, posed: Posed, ask: Ask, children: list[Trace]) -> list[str]:
+    async def _ask(self, posed: Posed, ask: Ask, children: list[Trace], depth: int) -> list[str]:
         """M answers both subquestions; the human works down the one the Gumbel-max choice picks."""
         refers = "#1" in ask.second
         if refers:
@@ -193,7 +197,7 @@ class AdversarialAmp:
             scores = self.sampler.p_wrong([(replies[i].trace.posed, replies[i]) for i in open_])
             pick = self.sampler.choose(scores) if len(open_) == 2 else 0
             chosen = open_[pick]
-            replies[chosen] = await self._node(replies[chosen].trace.posed, replies[chosen], scores[pick])
+            replies[chosen] = await self._node(replies[chosen].trace.posed, replies[chosen], scores[pick], depth + 1)
             if chosen == 0 and refers and replies[0].text != first.text:  # #1 is the answer that is used
                 replies[1] = await self._subanswer(posed, ask.second.replace("#1", replies[0].text))
         children.extend(r.trace for r in replies)

@@ -14,6 +14,7 @@ from debate_amp.combinators import AdversarialAmp, Amp, amp_approx
 from debate_amp.config import Config
 from debate_amp.protocol import Agent, GenerateFn
 from debate_amp.samplers import Adversarial, Adversary, Budget, Sampler, build_sampler
+from debate_amp.tasks import make_task
 
 
 def recipe_generate_fn(cfg: Config, model: Any, tokenizer: Any, temperature: float, top_p: float = 1.0) -> GenerateFn:
@@ -50,9 +51,11 @@ def recipe_sampler(cfg: Config, seed: int, adversary: Adversary | None = None) -
 def recipe_amp(cfg: Config, human: Agent, model: Agent, sampler: Sampler, levels: int = 1) -> Amp | AdversarialAmp:
     """Amp~(H, M) with the recipe's ``amp.max_rounds`` (``levels`` > 1: amplification applied that many times); with
     an adversary's sampler (``sampler.kind: adversary``), :class:`AdversarialAmp` (``levels`` does not apply: the
-    human works down the tree as deep as the adversary doubts M)."""
+    human works down the tree as deep as the adversary doubts M, at most the task's depth + 1 levels below the
+    question: one more than the human's own decomposition takes)."""
     budget = sampler if isinstance(sampler, Budget) else None
     inner = budget.inner if budget is not None else sampler
     if isinstance(inner, Adversarial):
-        return AdversarialAmp(human, model, inner, budget, cfg.amp.max_rounds)
+        max_depth = make_task(cfg).max_depth + 1
+        return AdversarialAmp(human, model, inner, budget, cfg.amp.max_rounds, max_depth)
     return amp_approx(human, model, sampler, cfg.amp.max_rounds, levels)

@@ -180,6 +180,42 @@ def test_a_doubted_answer_is_amplified_by_the_models_steps_where_the_adversary_t
     assert human.calls == sum(human_calls_expected(q.k, set(range(K + 1))) for q in questions)
 
 
+def test_a_model_that_asks_its_own_question_again_is_cut_off_at_max_depth():
+    # A model whose every fresh step asks the question itself again (`5^4;?` inside 5^4; the second does not parse, so the first is the branch worked down) and an adversary that
+    # doubts everything and never hands a step to the human (budget 0): the recursion stops at max_depth levels
+    # below the question, where M's answer stands, instead of without end (a RecursionError in a training run).
+    q = PermQuestion((1, 2, 3, 4, 5, 6, 7, 0), 5, 4)
+
+    def fn(prompts, limits=None):
+        texts = []
+        for prompt in prompts:
+            posed = parse_prompt(prompt)
+            fresh = posed.kind == "step" and not posed.workspace
+            texts.append(f"ask {posed.question.x}^{posed.question.k};?" if fresh else perfect_reply(prompt))
+        return Generation(texts, [[0] * len(t) for t in texts], [[-0.01] * len(t) for t in texts])
+
+    budget = Budget(Adversarial(Uninformed(0.9), confidence=0.5), per_update=0)
+    for max_depth in (0, 3):
+        amp = AdversarialAmp(SyntheticHuman(PermHuman()), ModelAgent(fn), budget.inner, budget, max_depth=max_depth)
+        (reply,) = run_all(amp, [q])
+        depth, node = 0, reply.trace
+        while node.op == "amp":  # down the chosen branch: the first subquestion, the same question again
+            assert node.posed.question == q
+            node, depth = node.children[1], depth + 1
+        assert depth == max_depth + 1  # amplified at depths 0..max_depth; below, M's direct answer
+        assert node.text == str(q.gold) and node.op == ""  # M's own draft of 5^4
+    assert recipe_max_depth("recipes/adversarial_ida.yaml") == 3  # perm, k <= 7: depth 2, plus one
+    assert recipe_max_depth("recipes/adversarial_ida.yaml", "task.max_power=15") == 4
+
+
+def recipe_max_depth(recipe, *overrides):
+    from debate_amp.agents.wiring import recipe_amp, recipe_sampler
+
+    cfg = load_config(recipe, list(overrides))
+    amp = recipe_amp(cfg, SyntheticHuman(PermHuman()), ModelAgent(generate()), recipe_sampler(cfg, 0, Uninformed()))
+    return amp.max_depth
+
+
 def test_an_audit_amplifies_the_share_of_trusted_drafts_it_says_and_asks_no_human_where_the_steps_are_trusted():
     # the adversary trusts every draft (p_wrong 0); with audit 0.25 about a quarter of the questions are amplified
     # all the same, by M's own steps: labels for drafts the adversary trusted, at no human call
