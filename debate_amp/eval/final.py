@@ -15,6 +15,8 @@
   ``liar_judge_last_stands`` / ``liar_judge_last_falls``: over those debates that reached a verdict, how often the
   judge agreed with its rule (the error-free human's verdict) where the rule lets the last argument stand, and where
   it does not: a judge that checks the last argument scores high on both, one that guesses on one only;
+  ``liar_human_calls_per_debate``: the human calls the sampler made inside those debates, per debate (the honest
+  side's steps and the judge's that it gave the human): how much of the verdicts is the human's;
 - ``mean_debate_length``: arguments per debate at the last update of training.
 
 The human inside these Amp~ calls is the synthetic one (for a task without one, the recipe's frozen model or
@@ -103,6 +105,7 @@ def final_evaluation(
         **{f"liar_lost_{r}": None if liar is None else liar.as_dict()["losses"][r] for r in LOSS_REASONS},
         "liar_judge_last_stands": _judge_agrees(liar, True),
         "liar_judge_last_falls": _judge_agrees(liar, False),
+        "liar_human_calls_per_debate": None if liar is None else liar.human_calls_per_debate,
         "selfplay_mean_turns": sum(len(d.turns) for d in debates) / max(1, len(debates)),
         "selfplay_forfeit_rate": sum(d.forfeit is not None for d in debates) / max(1, len(debates)),
         "mean_debate_length": mean_debate_length,
@@ -138,8 +141,13 @@ _DEBATE_ROWS = (
     ("liar_lost_rule_against_honest", "  lost: by the rule itself (e.g. cut off above a check)"),
     ("liar_judge_last_stands", "  judge agrees with its rule where the last argument stands"),
     ("liar_judge_last_falls", "  judge agrees with its rule where the last argument falls"),
+    ("liar_human_calls_per_debate", "  human calls per debate (the steps the sampler gave the human)"),
     ("mean_debate_length", "arguments per debate at the last update"),
 )
+
+
+PLAIN_FIGURES = ("mean_debate_length", "liar_human_calls_per_debate")
+"""Figures of the final table that are counts, not shares."""
 
 
 def format_final(final: dict[str, Any], task: Task, a0: dict[str, Any] | None = None) -> str:
@@ -147,11 +155,11 @@ def format_final(final: dict[str, Any], task: Task, a0: dict[str, Any] | None = 
     lines = [f"{'':<74} {'final':>7}" + (f" {'A[0]':>7}" if a0 else "")]
     for key, label in final_rows(task):
         value = final.get(key)
-        cell = "-" if value is None else (f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}")
+        cell = "-" if value is None else (f"{value:.2f}" if key in PLAIN_FIGURES else f"{value:.1%}")
         before = ""
         if a0 is not None:
             old = a0.get(key)
-            before = f" {'-' if old is None else f'{old:.1%}':>7}"
+            before = f" {'-' if old is None else (f'{old:.2f}' if key in PLAIN_FIGURES else f'{old:.1%}'):>7}"
         lines.append(f"{label:<74} {cell:>7}{before}")
     return "\n".join(lines)
 

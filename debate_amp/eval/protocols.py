@@ -47,7 +47,9 @@ class LiarRow:
     ``judge``: for every debate the judge gave a verdict on (neither side forfeited), keyed by (number of arguments,
     whether the rule lets the last argument stand, i.e. rules for the side that made it), how many there were and in
     how many the judge agreed with the rule. A judge that checks agrees whether the last argument stands or falls;
-    one that guesses from the debate's length agrees with one and not the other."""
+    one that guesses from the debate's length agrees with one and not the other. ``human_calls``: the calls the
+    sampler gave the human inside these debates (the honest side's steps and the judge's): how much of the verdicts
+    is the human's rather than M's."""
 
     max_turns: int
     honest_wins: dict[str, int]
@@ -56,10 +58,15 @@ class LiarRow:
     losses: Counter[str] = field(default_factory=Counter)
     loss_examples: dict[str, str] = field(default_factory=dict)
     judge: dict[tuple[int, bool], Rate] = field(default_factory=dict)
+    human_calls: int = 0
 
     @property
     def both(self) -> Rate:
         return Rate(sum(self.honest_wins.values()), 2 * self.n)
+
+    @property
+    def human_calls_per_debate(self) -> float:
+        return self.human_calls / (2 * self.n)
 
     def judge_agrees(self, stands: bool) -> Rate:
         """The judge's agreement with its rule over the debates whose last argument the rule lets stand (or not)."""
@@ -74,6 +81,8 @@ class LiarRow:
             "both": self.both.as_dict(),
             "mean_turns": sum(self.turns) / len(self.turns),
             "questions": self.n,
+            "human_calls": self.human_calls,
+            "human_calls_per_debate": self.human_calls_per_debate,
             "losses": {reason: self.losses[reason] / (2 * self.n) for reason in LOSS_REASONS},
             "loss_examples": dict(self.loss_examples),
             "judge_last_stands": self.judge_agrees(True).as_dict(),
@@ -103,6 +112,7 @@ def honest_vs_liar(
         examples: dict[str, str] = {}
         judged: Counter[tuple[int, bool]] = Counter()
         agreed: Counter[tuple[int, bool]] = Counter()
+        human_calls = 0
         for liar_side, honest in ((EVEN, ODD), (ODD, EVEN)):
             liar = ScriptedDebater(task.liar(seed=turns_limit))
             even, odd = (liar, None) if liar_side == EVEN else (None, liar)
@@ -116,6 +126,7 @@ def honest_vs_liar(
                 forfeit_unparsed=forfeit_unparsed,
             )
             wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
+            human_calls += sum(trace.total_human_calls() for d in debates for trace in d.traces())
             turns += [len(d.turns) for d in debates]
             rules = rule_verdicts(task, debates)
             lost = [
@@ -132,7 +143,7 @@ def honest_vs_liar(
                     judged[key] += 1
                     agreed[key] += debate.winner.value == rule
         judge = {key: Rate(agreed[key], judged[key]) for key in judged}
-        rows.append(LiarRow(turns_limit, wins, len(questions), turns, losses, examples, judge))
+        rows.append(LiarRow(turns_limit, wins, len(questions), turns, losses, examples, judge, human_calls))
     return rows
 
 
@@ -189,14 +200,17 @@ def _reference(task: Task) -> Agent:
 
 
 def liar_table(rows: Sequence[LiarRow]) -> str:
-    """``max_turns  liar even  liar odd  both  mean turns  95% interval (both)``, one line per max_turns."""
-    lines = [f"{'max_turns':>9}  {'liar even':>9}  {'liar odd':>9}  {'both':>6}  {'mean turns':>10}  95% interval"]
+    """``max_turns  liar even  liar odd  both  mean turns  95% interval (both)  human calls a debate``, one line per
+    max_turns."""
+    header = f"{'max_turns':>9}  {'liar even':>9}  {'liar odd':>9}  {'both':>6}  {'mean turns':>10}  95% interval"
+    lines = [header + "      human calls a debate"]
     for row in rows:
         d = row.as_dict()
         lo, hi = wilson(row.both.successes, row.both.n)
+        interval = f"[{lo:.1%}, {hi:.1%}]"
         lines.append(
             f"{row.max_turns:>9}  {d['liar_even']:>9.1%}  {d['liar_odd']:>9.1%}  {row.both.value:>6.1%}  "
-            f"{d['mean_turns']:>10.2f}  [{lo:.1%}, {hi:.1%}]"
+            f"{d['mean_turns']:>10.2f}  {interval:<16}  {row.human_calls_per_debate:>20.2f}"
         )
     return "\n".join(lines)
 

@@ -186,7 +186,7 @@ def headline_figure(rows: list[dict[str, float]], refs: dict[str, float], task: 
 
 def final_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
     """The final table of ``final.json`` as HTML (empty when the run has none yet)."""
-    from debate_amp.eval.final import final_rows, read_final
+    from debate_amp.eval.final import PLAIN_FIGURES, final_rows, read_final
 
     try:
         final = read_final(run_dir)
@@ -197,10 +197,9 @@ def final_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
     cells = []
     for key, label in final_rows(task):
         value = final.get(key)
+        shown = "-"
         if isinstance(value, int | float):
-            shown = f"{value:.2f}" if key == "mean_debate_length" else f"{value:.1%}"
-        else:
-            shown = "-"
+            shown = f"{value:.2f}" if key in PLAIN_FIGURES else f"{value:.1%}"
         cells.append(f"<tr><td>{escape(label)}</td><td>{escape(shown)}</td></tr>")
     beyond = f"{escape(task.difficulty_name)} &ge; {task.human_max_difficulty + 1}"
     cells += [f"<tr><td>{escape(name)}: held-out {beyond}</td><td>{v:.1%}</td></tr>" for name, v in refs.items()]

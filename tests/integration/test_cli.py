@@ -203,6 +203,7 @@ def test_train_entry_point_runs_and_prints_the_final_table(tmp_path):
     for key in ("liar_judge_last_stands", "liar_judge_last_falls"):  # None only when no debate of that kind
         assert final[key] is None or 0.0 <= final[key] <= 1.0, key
     assert "judge agrees with its rule where the last argument falls" in proc.stdout
+    assert final["liar_human_calls_per_debate"] >= 0.0 and "human calls per debate (the steps" in proc.stdout
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):

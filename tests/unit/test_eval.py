@@ -16,7 +16,7 @@ from debate_amp.debate.engine import ScriptedDebater, run_debates
 from debate_amp.debate.transcript import TranscriptError, debate_to_record, write_transcripts
 from debate_amp.eval.protocols import honest_vs_liar, judge_table, loss_table, rejudge
 from debate_amp.eval.transcripts import Ratio, compare, load, newcombe, statistics, wilson
-from debate_amp.samplers import Never
+from debate_amp.samplers import Always, Never
 from debate_amp.tasks.perm import (
     PermHuman,
     PermLiar,
@@ -346,6 +346,28 @@ def test_honest_vs_liar_by_max_turns():
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["rows"]
     assert [r["max_turns"] for r in rows] == [1, 4] and rows[1]["both"]["value"] == 1.0
+
+
+def test_honest_vs_liar_counts_the_human_calls_its_sampler_made():
+    # Known answers: none with Never; with Always on the honest side, the judge or both, exactly the calls the human
+    # itself counted (the scripted liar and the rule's reference human are not the debate's human).
+    questions = PermTask(8, 7).eval_questions(16, seed=1)
+    counted = {}
+    for name, policy_sampler, target_sampler in (
+        ("never", Never(), Never()),
+        ("policy", Always(), Never()),
+        ("target", Never(), Always()),
+        ("both", Always(), Always()),
+    ):
+        human = SyntheticHuman(PermHuman())
+        policy = amp_approx(human, ModelAgent(perfect_generate, "policy"), policy_sampler)
+        target = amp_approx(human, ModelAgent(perfect_generate, "target"), target_sampler)
+        (row,) = honest_vs_liar(PermTask(), questions, policy, target, [4])
+        assert row.human_calls == human.calls and row.both.value == 1.0, name
+        assert row.as_dict()["human_calls_per_debate"] == pytest.approx(human.calls / 32)
+        counted[name] = row.human_calls
+    assert counted["never"] == 0 and counted["policy"] > 0 and counted["target"] > 0
+    assert counted["both"] == counted["policy"] + counted["target"]
 
 
 class Override:
