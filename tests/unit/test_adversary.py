@@ -181,9 +181,10 @@ def test_a_doubted_answer_is_amplified_by_the_models_steps_where_the_adversary_t
 
 
 def test_a_model_that_asks_its_own_question_again_is_cut_off_at_max_depth():
-    # A model whose every fresh step asks the question itself again (`5^4;?` inside 5^4; the second does not parse, so the first is the branch worked down) and an adversary that
-    # doubts everything and never hands a step to the human (budget 0): the recursion stops at max_depth levels
-    # below the question, where M's answer stands, instead of without end (a RecursionError in a training run).
+    # A model whose every fresh step asks the question itself again (`5^4;?` inside 5^4: the second subquestion
+    # does not parse, so the first is the branch worked down) and an adversary that doubts everything and never
+    # hands a step to the human (budget 0): the recursion stops at max_depth levels below the question, where M's
+    # answer stands, instead of without end (a RecursionError in a training run).
     q = PermQuestion((1, 2, 3, 4, 5, 6, 7, 0), 5, 4)
 
     def fn(prompts, limits=None):
