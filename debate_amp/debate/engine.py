@@ -80,6 +80,10 @@ class Debate:
             out.append(self.winner.trace)
         return out
 
+    def human_calls(self) -> int:
+        """The real human calls made anywhere in this debate: its arguments' and its judgments' trees."""
+        return sum(trace.total_human_calls() for trace in self.traces())
+
 
 def read_sufficient(reply: Reply) -> Judgment:
     """``yes`` / ``no``; anything else stops the debate (counted as unparsed)."""

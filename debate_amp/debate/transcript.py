@@ -123,7 +123,7 @@ def debate_to_record(
         "alpha": alpha,
         "lagrange_multiplier": lagrange_multiplier,
         "force_stop_p": force_stop_p,
-        "human_calls": sum(node.human_calls for node in nodes),
+        "human_calls": debate.human_calls(),
         "model_calls": sum(1 for node in nodes if node.source.startswith("model:") and not node.op),
     }
 

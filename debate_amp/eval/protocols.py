@@ -126,7 +126,7 @@ def honest_vs_liar(
                 forfeit_unparsed=forfeit_unparsed,
             )
             wins[liar_side] = sum(d.winner is not None and d.winner.value == honest for d in debates)
-            human_calls += sum(trace.total_human_calls() for d in debates for trace in d.traces())
+            human_calls += sum(d.human_calls() for d in debates)
             turns += [len(d.turns) for d in debates]
             rules = rule_verdicts(task, debates)
             lost = [
