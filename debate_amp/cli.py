@@ -406,7 +406,7 @@ def cmd_debate(args: argparse.Namespace) -> int:
     target = _amp_approx(cfg, human.agent, _generate_fn(args, cfg, 0.0), "target")
     if args.liar and not task.synthetic:
         _fail(f"--liar: the {task.name} task has no scripted liar")
-    liar = {args.liar: ScriptedDebater(task.liar(seed=cfg.run.seed))} if args.liar else {}
+    liar = ScriptedDebater(task.liar(seed=cfg.run.seed)) if args.liar else None
     (debate,) = run_debates(
         [question],
         policy,
@@ -415,7 +415,8 @@ def cmd_debate(args: argparse.Namespace) -> int:
         cfg.debate.force_stop_p,
         cfg.run.seed,
         forfeit_unparsed=cfg.debate.forfeit_unparsed,
-        **liar,
+        even=liar if args.liar == "even" else None,
+        odd=liar if args.liar == "odd" else None,
     )
 
     print(f"question {question.render()}   (gold {question.gold})")

@@ -435,6 +435,11 @@ class DebateConfig:
     """An argument that is not an argument in the task's format forfeits the debate: it ends there, the other side
     wins, and the judge is not asked for a verdict. False: the judge is asked about the garbage too, and a verdict
     that does not parse gives both sides 0 (a losing debater can learn to reach it; docs/training.md)."""
+    liar_fraction: Probability = 0.0
+    """The fraction of each update's training debates in which the task's scripted liar (``Task.liar``) takes one
+    side, even and odd in turn, against Amp~(H, M): the false claims that self-play between honest debaters never
+    makes, for the judge's verdicts and the honest side's disputes to learn from. Never forced to stop; logged
+    apart under ``liar/`` (docs/training.md)."""
 
     def __post_init__(self) -> None:
         if self.force_stop_anneal.end is not None and not 0.0 <= self.force_stop_anneal.end <= 1.0:
@@ -698,6 +703,8 @@ def _check_task_fits(cfg: Config) -> None:
         raise ConfigError(
             "trainer.rehearsal_examples: the dataset task has no warm-start examples to rehearse; set it to 0"
         )
+    if cfg.debate.liar_fraction:
+        raise ConfigError("debate.liar_fraction: the dataset task has no scripted liar; set it to 0")
 
 
 # Keys that were renamed: (section, old name) -> new name. A recipe or a saved run's config.yaml with the old name

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,8 @@ class Debate:
     costs: list[Judgment] = field(default_factory=list)
     forfeit: int | None = None
     """The argument that forfeited the debate (not an argument in the task's format), if one did."""
+    scripted: str | None = None
+    """The side a scripted debater (:class:`ScriptedDebater`, e.g. the task's liar) argued, if one did."""
 
     @property
     def rewards(self) -> dict[str, float]:
@@ -117,7 +120,8 @@ async def run_debate(
     forfeit_unparsed: bool = False,
 ) -> Debate:
     """One debate on ``question``: ``debaters`` argue for even and odd turns, ``judge`` is Amp~(H, M_target)."""
-    debate = Debate(question)
+    scripted = [side for side, agent in zip(SIDES, debaters, strict=True) if isinstance(agent, ScriptedDebater)]
+    debate = Debate(question, scripted=scripted[0] if len(scripted) == 1 else None)
     context: tuple[str, ...] = ()
     for t in range(max_turns):
         argument = await debaters[t % 2](Posed("argue", question, context))
@@ -161,20 +165,24 @@ def run_debates(
     even: Agent | None = None,
     odd: Agent | None = None,
     forfeit_unparsed: bool = False,
+    sides: Sequence[tuple[Agent | None, Agent | None]] | None = None,
 ) -> list[Debate]:
     """Debate every question concurrently (self-play by ``amp_policy`` unless ``even`` / ``odd`` replace a side,
-    e.g. with a scripted liar), judged by ``amp_target``. Whether continue_0 is forced false is drawn per debate
-    from ``seed``; ``forfeit_unparsed`` as in the module docstring."""
+    e.g. with a scripted liar; ``sides`` replaces them per question instead), judged by ``amp_target``. Whether
+    continue_0 is forced false is drawn per debate from ``seed``, and never for a debate with a replaced side (a
+    scripted opponent is there to be debated); ``forfeit_unparsed`` as in the module docstring."""
     rng = random.Random(seed)
     forced = [rng.random() < force_stop_p for _ in questions]
-    debaters = (even or amp_policy, odd or amp_policy)
+    pairs = list(sides) if sides is not None else [(even, odd)] * len(questions)
+    debaters = [(e or amp_policy, o or amp_policy) for e, o in pairs]
+    forced = [stop and e is None and o is None for stop, (e, o) in zip(forced, pairs, strict=True)]
 
     async def all_debates() -> list[Debate]:
         return list(
             await asyncio.gather(
                 *(
-                    run_debate(q, debaters, amp_target, max_turns, stop, forfeit_unparsed)
-                    for q, stop in zip(questions, forced, strict=True)
+                    run_debate(q, pair, amp_target, max_turns, stop, forfeit_unparsed)
+                    for q, pair, stop in zip(questions, debaters, forced, strict=True)
                 )
             )
         )

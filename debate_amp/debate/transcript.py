@@ -125,7 +125,7 @@ def debate_to_record(
         "force_stop_p": force_stop_p,
         "human_calls": debate.human_calls(),
         "model_calls": sum(1 for node in nodes if node.source.startswith("model:") and not node.op),
-    }
+    } | ({"scripted": debate.scripted} if debate.scripted is not None else {})
 
 
 def write_transcripts(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -46,7 +46,7 @@ from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.combinators import AdversarialAmp, Amp
 from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict, save_config
-from debate_amp.debate.engine import Debate, run_debates
+from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import beyond_name, evaluate_heldout
@@ -72,6 +72,7 @@ from debate_amp.trainer import checkpoint
 from debate_amp.trainer.metrics import (
     debate_metrics,
     gather,
+    liar_metrics,
     mean,
     optimisation_metrics,
     record,
@@ -201,7 +202,7 @@ class Knobs:
 class Rollout:
     """Step 1: debates of Amp~(H, M) judged by Amp~(H, M_target), and Amp~(H, M)'s answers to training questions."""
 
-    debates: list[Debate]
+    debates: list[Debate]  # self-play
     amp_questions: list[Any]
     amplified: list[Reply]  # Amp~(H, M)'s answers to amp_questions, distilled in step 4
     probe: list[Any]  # one level deeper than the curriculum's depth: amplified, scored, never distilled
@@ -211,6 +212,11 @@ class Rollout:
     rollout_s: float
     amplify_s: float
     human_timeouts: int = 0  # questions real people left unanswered past human.timeout_s (the draft stood in)
+    liar_debates: list[Debate] = field(default_factory=list)  # against the scripted liar (debate.liar_fraction)
+
+    def all_debates(self) -> list[Debate]:
+        """Every debate the update learns from: self-play and those against the scripted liar."""
+        return self.debates + self.liar_debates
 
 
 @dataclass
@@ -277,7 +283,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         metrics |= adversary | warm_up  # the same on every process
         warm_up = {}
         adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
-        log.write(state, metrics, rollout.debates, knobs)
+        log.write(state, metrics, rollout.all_debates(), knobs)
         # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
         if result.skipped:
             bad_in_a_row += 1
@@ -324,6 +330,7 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     calls_before, timeouts_before = run.human.calls, run.human.timeouts
     t0 = time.perf_counter()
     questions = [task.sample(rng) for _ in range(run.questions)]
+    sides = _liar_sides(task, rng, len(questions), cfg.debate.liar_fraction)
     state.model.eval()
     debates = run_debates(
         questions,
@@ -333,7 +340,10 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
         knobs.force_stop_p,
         seed=rng.randrange(2**31),
         forfeit_unparsed=cfg.debate.forfeit_unparsed,
+        sides=sides,
     )
+    n_liar = sum(even is not None or odd is not None for even, odd in sides or ())
+    debates, liar_debates = debates[n_liar:], debates[:n_liar]
     rollout_s = time.perf_counter() - t0
     curriculum = cfg.amp.curriculum
     depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
@@ -352,8 +362,29 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     amplify_s = time.perf_counter() - t0 - rollout_s
     human_calls, timeouts = run.human.calls - calls_before, run.human.timeouts - timeouts_before
     return Rollout(
-        debates, amp_questions, amplified, probe, probed, agreement, human_calls, rollout_s, amplify_s, timeouts
+        debates,
+        amp_questions,
+        amplified,
+        probe,
+        probed,
+        agreement,
+        human_calls,
+        rollout_s,
+        amplify_s,
+        timeouts,
+        liar_debates,
     )
+
+
+def _liar_sides(task: Task, rng: random.Random, n: int, fraction: float) -> list[tuple[Any, Any]] | None:
+    """Who replaces a side in each of the update's ``n`` debates (``debate.liar_fraction``): the task's scripted
+    liar in the first ``round(fraction * n)``, on the even side and the odd side in turn; None (self-play
+    throughout, and ``rng`` untouched) at 0."""
+    n_liar = round(fraction * n)
+    if not n_liar:
+        return None
+    liar = ScriptedDebater(task.liar(seed=rng.randrange(2**31)))
+    return [((liar, None) if i % 2 == 0 else (None, liar)) if i < n_liar else (None, None) for i in range(n)]
 
 
 def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
@@ -404,7 +435,7 @@ def update_adversary(run: Run, state: TrainState, rollout: Rollout) -> dict[str,
     Every process learns from every process's nodes, in the same order and steps, so the adversaries stay equal."""
     if state.adversary is None:
         return {}
-    traces = [trace for debate in rollout.debates for trace in debate.traces()]
+    traces = [trace for debate in rollout.all_debates() for trace in debate.traces()]
     traces += [reply.trace for reply in rollout.amplified + rollout.probed]
     examples = [example for trace in traces for example in labelled_nodes(trace)]
     if run.accelerator.num_processes > 1:
@@ -418,13 +449,14 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     reference log-probs of every RL segment, GAE over its tokens, whitened over the update. The supervised examples
     (the debates' amplified outputs, the amplified answers, the rehearsal) become one batch beside them."""
     cfg, o, device = run.cfg, run.cfg.objective, run.accelerator.device
-    segments = policy_segments(rollout.debates, o.catastrophe_coef, skip_uncontested=True)
+    debates = rollout.all_debates()
+    segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
     amp_examples = amplification_examples(rollout.amplified)
     t = cfg.trainer
     rehearsed, rehearsal_calls = _rehearsal(
         run.rehearsal_pool, t.rehearsal_examples, state.update, run.accelerator, paid=t.warm_start
     )
-    examples = supervised_examples(rollout.debates) + amp_examples
+    examples = supervised_examples(debates) + amp_examples
     examples += [SupervisedExample(e.prompt, e.completion, f"rehearsal:{e.kind}") for e in rehearsed]
     sup = supervised_batch(run.tokenizer, examples).to(device) if examples else None
     scored = ScoredBatch(
@@ -443,9 +475,7 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     mask = rl.action_mask
     kl = torch.where(mask > 0, kl_penalty(old_logprobs, score_batch(run.ref_policy, rl), o.kl.estimator), 0.0)
     terminal = torch.tensor([sg.reward for sg in segments], device=old_logprobs.device)
-    terminal = run.mode.reward(
-        terminal, lambda: _segment_distances(run, state, rollout.debates, segments), knobs.weight
-    )
+    terminal = run.mode.reward(terminal, lambda: _segment_distances(run, state, debates, segments), knobs.weight)
     rewards = token_rewards(terminal, kl, mask, state.kl_ctl.value)
     advantages, returns = gae(rewards, old_values, mask, cfg.trainer.gamma, cfg.trainer.gae_lambda)
     if cfg.trainer.whiten_advantages and mask.sum() >= 2:
@@ -515,6 +545,7 @@ def update_metrics(
     n_targets = scored.n_targets
     metrics = {
         **debate_metrics(rollout.debates),
+        **(liar_metrics(rollout.liar_debates) if run.cfg.debate.liar_fraction else {}),
         **optimisation_metrics(result.stats, scored),
         **run.mode.tags(knobs.weight, scored.limit, sup_loss),
         "objective/force_stop_p": knobs.force_stop_p,

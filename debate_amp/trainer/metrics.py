@@ -9,6 +9,7 @@ import torch
 
 from debate_amp.debate.engine import Debate
 from debate_amp.eval.final import parse_rates
+from debate_amp.protocol import EVEN, ODD
 
 # Per-update scalars that are totals over processes, not means.
 TOTALS = (
@@ -18,6 +19,7 @@ TOTALS = (
     "amp/subquestions",
     "amp/targets",
     "debate/count",
+    "liar/count",
     "rl/segments",
 )
 
@@ -79,6 +81,21 @@ def debate_metrics(debates: list[Debate]) -> dict[str, float]:
         "debate/count": float(len(debates)),
         "amp/human_call_fraction": human_nodes / max(1, human_nodes + model_nodes),
         "amp/subquestions": float(subquestions),
+    }
+
+
+def liar_metrics(debates: list[Debate]) -> dict[str, float]:
+    """``liar/``: how the update's debates against the scripted liar (``debate.liar_fraction``) went for the side
+    Amp~(H, M) argued."""
+    honest = [ODD if d.scripted == EVEN else EVEN for d in debates]
+    pairs = list(zip(debates, honest, strict=True))
+    return {
+        "liar/count": float(len(debates)),
+        "liar/honest_win_rate": mean([float(d.winner is not None and d.winner.value == side) for d, side in pairs]),
+        "liar/honest_forfeit_rate": mean(
+            [float(d.forfeit is not None and d.turns[d.forfeit].side == side) for d, side in pairs]
+        ),
+        "liar/mean_turns": mean([len(d.turns) for d in debates]),
     }
 
 

@@ -161,6 +161,28 @@ def test_pure_amplification_has_one_argument_and_no_rl_loss(tmp_path):
         assert row["objective/sup_loss"] > 0 and row["debate/mean_turns"] == 1.0
 
 
+def test_a_liar_fraction_debates_the_scripted_liar_in_training_and_logs_it_apart(tmp_path):
+    # Pure amplification stops every self-play debate after arg_0; the liar's debates are debated in full, and
+    # theirs are the update's only RL segments (the honest side's: the liar's arguments are scripted, not sampled).
+    cfg, _ = run(
+        tmp_path, "liar", "trainer.updates=2", "debate.liar_fraction=0.25", recipe="recipes/pure_amplification.yaml"
+    )
+    for row in metrics(cfg):
+        assert row["debate/count"] == 6 and row["liar/count"] == 2  # round(0.25 * 8) of the 8 debates
+        assert row["debate/mean_turns"] == 1.0 and row["debate/continue0_rate"] == 0.0  # self-play only
+        assert row["liar/mean_turns"] >= 1.0 and 0.0 <= row["liar/honest_win_rate"] <= 1.0
+    records = [r for path in sorted((cfg.run_dir / "transcripts").glob("*.jsonl")) for r in read_transcripts(path)]
+    liar = [r for r in records if "scripted" in r]
+    assert len(records) == 16 and [r["scripted"] for r in liar] == ["even", "odd"] * 2  # every debate is kept
+    for r in liar:
+        assert not r["continues"] or not r["continues"][0].get("forced")
+        sides = [t["side"] for t in r["turns"] if t["trace"]["source"] == "scripted:liar"]
+        assert sides == [r["scripted"]] * len(sides)
+    self_play = [r for r in records if r not in liar]
+    assert all(len(r["turns"]) == 1 and r["continues"][0]["forced"] for r in self_play)
+    assert sum(row["rl/segments"] for row in metrics(cfg)) > 0
+
+
 def test_hard_target_sync_copies_the_policy(tmp_path):
     cfg, _ = run(tmp_path, "hard", "trainer.updates=2", "target.mode=hard", "target.sync_every=1")
     rows = metrics(cfg)

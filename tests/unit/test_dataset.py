@@ -58,6 +58,11 @@ def test_the_recipe_refuses_what_a_task_without_a_synthetic_human_cannot_do(json
         load_config(None, ok, check_paths=False)
     with pytest.raises(ConfigError, match=r"^trainer.rehearsal_examples: "):
         load_config(None, [*ok, "trainer.warm_start=false"], check_paths=False)
+    quiet = ["trainer.warm_start=false", "trainer.rehearsal_examples=0"]
+    with pytest.raises(
+        ConfigError, match=r"^debate.liar_fraction: the dataset task has no scripted liar; set it to 0$"
+    ):
+        load_config(None, [*ok, *quiet, "debate.liar_fraction=0.5"], check_paths=False)
     with pytest.raises(ConfigError, match=r"^task.templates.answer: unknown field \{q\}"):
         load_config(None, [*ok, "task.templates={answer: '{q} A='}"], check_paths=False)
     with pytest.raises(ConfigError, match=r"^task.paths: the dataset task needs at least one file"):

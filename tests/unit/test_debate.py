@@ -96,6 +96,27 @@ def test_force_stop_p_half_is_drawn_per_debate():
     assert 0.35 * len(debates) < forced < 0.65 * len(debates)
 
 
+def test_sides_replace_a_debater_per_question_and_a_liar_debate_is_never_forced_to_stop():
+    amp_policy, amp_target, *_ = agents()
+    liar = ScriptedDebater(PermLiar(seed=4))
+    sides = [(liar, None), (None, liar), (None, None)] * 20
+    debates = run_debates(QUESTIONS[:60], amp_policy, amp_target, max_turns=6, force_stop_p=1.0, sides=sides)
+    honest_wins = []
+    for d, (even, odd) in zip(debates, sides, strict=True):
+        sources = [turn.trace.source for turn in d.turns]
+        if even is None and odd is None:  # self-play: forced to stop after arg_0, as at force_stop_p 1
+            assert d.continues[0].forced and len(d.turns) == 1
+            assert not sources[0].startswith("scripted:")
+        else:
+            assert not any(c.forced for c in d.continues)
+            liar_turns = [t for t, s in enumerate(sources) if s.startswith("scripted:")]
+            assert liar_turns == list(range(0 if even is not None else 1, len(d.turns), 2))
+            honest_wins.append(d.winner.value == ("odd" if even is not None else "even"))
+    assert len(honest_wins) == 40 and sum(honest_wins) >= 38  # the perfect model beats the liar (>= 95%, above)
+    with pytest.raises(ValueError):  # one pair per question
+        run_debates(QUESTIONS[:3], amp_policy, amp_target, max_turns=2, sides=sides[:2])
+
+
 def test_catastrophe_is_a_direct_lie():
     q = PermQuestion((3, 7, 0, 1, 6, 2, 5, 4), 5, 6)
     assert catastrophe_cost(q, "5^1=2") == "0" and catastrophe_cost(q, "no 5^1=3") == "1"

@@ -290,7 +290,9 @@ def perfect_agents():
 def test_rejudge_with_the_perfect_judge_agrees_with_the_perfect_judge(tmp_path):
     amp_policy, amp_target = perfect_agents()
     questions = PermTask(8, 15).eval_questions(48, seed=5)
-    debates = run_debates(questions, amp_policy, amp_target, 3, 0.25, odd=ScriptedDebater(PermLiar(seed=2)))
+    # self-play, a quarter of it stopped by force, and debates against the liar (which are never forced to stop)
+    debates = run_debates(questions[:24], amp_policy, amp_target, 3, 0.25, seed=1)
+    debates += run_debates(questions[24:], amp_policy, amp_target, 3, 0.25, odd=ScriptedDebater(PermLiar(seed=2)))
     records = [
         debate_to_record(
             d,
