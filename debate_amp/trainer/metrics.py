@@ -133,7 +133,8 @@ def gather(accelerator, metrics: dict[str, float]) -> dict[str, float]:
     gathered = accelerator.gather(local.unsqueeze(0))
     averaged = {k: float(torch.nanmean(gathered[:, i])) for i, k in enumerate(keys)}
     for total in TOTALS:
-        averaged[total] *= accelerator.num_processes  # the mean times the processes: the total
+        if total in averaged:  # liar/ only with debate.liar_fraction
+            averaged[total] *= accelerator.num_processes  # the mean times the processes: the total
     return averaged
 
 
