@@ -439,7 +439,7 @@ class DebateConfig:
     """The fraction of each update's training debates in which the task's scripted liar (``Task.liar``) takes one
     side, even and odd in turn, against Amp~(H, M): the false claims that self-play between honest debaters never
     makes, for the judge's verdicts and the honest side's disputes to learn from. Never forced to stop; logged
-    apart under ``liar/`` (docs/training.md)."""
+    and written apart (``liar/`` tags, ``transcripts/liar/``; docs/training.md)."""
 
     def __post_init__(self) -> None:
         if self.force_stop_anneal.end is not None and not 0.0 <= self.force_stop_anneal.end <= 1.0:

@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -283,7 +284,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         metrics |= adversary | warm_up  # the same on every process
         warm_up = {}
         adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
-        log.write(state, metrics, rollout.all_debates(), knobs)
+        log.write(state, metrics, rollout.debates, knobs, rollout.liar_debates)
         # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
         if result.skipped:
             bad_in_a_row += 1
@@ -887,29 +888,42 @@ class _Log:
         )
         return self.tqdm
 
-    def write(self, state: TrainState, metrics: dict[str, float], debates: list[Debate], knobs: Knobs) -> None:
+    def write(
+        self,
+        state: TrainState,
+        metrics: dict[str, float],
+        debates: list[Debate],
+        knobs: Knobs,
+        liar_debates: Sequence[Debate] = (),
+    ) -> None:
+        """Self-play debates to ``transcripts/update_NNNNNN.jsonl``, those against the scripted liar
+        (``debate.liar_fraction``) to ``transcripts/liar/`` (so that ``debate-amp eval RUN`` reads self-play)."""
         run, cfg, accelerator = self.run, self.run.cfg, self.run.accelerator
         metrics["perf/elapsed_s"] = time.perf_counter() - run.started  # since train() began (warm start included)
         due = cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0
         if self.main and due and not metrics["train/skipped"]:
             metrics |= _heldout_metrics(state.model.policy, run.tokenizer, run.task, cfg)
         state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
-        records = [
-            debate_to_record(
-                d,
-                run=cfg.run.name,
-                update=state.update,
-                question_id="",  # numbered below, over every process's debates
-                question=d.question.render(),
-                gold=None if d.question.gold is None else str(d.question.gold),
-                task=run.task.name,
-                force_stop_p=knobs.force_stop_p,
-                **run.mode.transcript_fields(knobs.weight, state),
-            )
-            for d in debates
-        ]
+        folders = {"": debates, "liar": liar_debates} if cfg.debate.liar_fraction else {"": debates}
+        records = {
+            folder: [
+                debate_to_record(
+                    d,
+                    run=cfg.run.name,
+                    update=state.update,
+                    question_id="",  # numbered below, over every process's debates
+                    question=d.question.render(),
+                    gold=None if d.question.gold is None else str(d.question.gold),
+                    task=run.task.name,
+                    force_stop_p=knobs.force_stop_p,
+                    **run.mode.transcript_fields(knobs.weight, state),
+                )
+                for d in folder_debates
+            ]
+            for folder, folder_debates in folders.items()
+        }
         if accelerator.num_processes > 1:
-            records = gather_object(records)
+            records = {folder: gather_object(recs) for folder, recs in records.items()}
         if not self.main:
             return
         assert self.file is not None
@@ -917,9 +931,11 @@ class _Log:
         self.file.write(json.dumps({"update": state.update, **metrics}) + "\n")
         self.file.flush()
         os.fsync(self.file.fileno())
-        for i, rec in enumerate(records):
-            rec["question_id"] = f"u{state.update}-q{i}"
-        write_transcripts(cfg.run_dir / "transcripts" / f"update_{state.update:06d}.jsonl", records)
+        for folder, recs in records.items():
+            for i, rec in enumerate(recs):
+                rec["question_id"] = f"u{state.update}-{'l' if folder else 'q'}{i}"
+            path = cfg.run_dir / "transcripts" / folder / f"update_{state.update:06d}.jsonl"
+            write_transcripts(path, recs)
         if state.update == 1 or state.update == cfg.trainer.updates:
             accelerator.log({"transcripts": transcript_text(debates[:3])}, step=state.update)
         self.tqdm.set_postfix(

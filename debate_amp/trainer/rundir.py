@@ -240,17 +240,17 @@ def apply_plan(plan: RunPlan) -> None:
 
 
 def _set_aside(run_dir: Path, after_update: int) -> None:
-    transcripts = run_dir / "transcripts"
-    superseded = transcripts / "superseded"
-    for file in sorted(transcripts.glob("update_*.jsonl")):
-        if int(file.stem.split("_")[1]) > after_update:
-            superseded.mkdir(parents=True, exist_ok=True)
-            dest = superseded / file.name
-            n = 1
-            while dest.exists():
-                dest = superseded / f"{file.stem}.{n}.jsonl"
-                n += 1
-            os.replace(file, dest)
+    for transcripts in (run_dir / "transcripts", run_dir / "transcripts" / "liar"):  # self-play, and the liar's
+        superseded = transcripts / "superseded"
+        for file in sorted(transcripts.glob("update_*.jsonl")):
+            if int(file.stem.split("_")[1]) > after_update:
+                superseded.mkdir(parents=True, exist_ok=True)
+                dest = superseded / file.name
+                n = 1
+                while dest.exists():
+                    dest = superseded / f"{file.stem}.{n}.jsonl"
+                    n += 1
+                os.replace(file, dest)
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
         keep: list[str] = []

@@ -156,3 +156,21 @@ def test_the_label_store_opens_what_it_wrote_and_refuses_what_it_cannot_use(tmp_
     with pytest.raises(LabelStoreError, match="not a readable label store"):
         LabelStore(tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "hello"
+
+
+def test_a_resume_sets_aside_the_transcripts_after_its_checkpoint_the_liars_too(tmp_path):
+    from debate_amp.trainer.rundir import _set_aside
+
+    run_dir = tmp_path / "r"
+    for folder in (run_dir / "transcripts", run_dir / "transcripts" / "liar"):
+        folder.mkdir(parents=True)
+        for update in (1, 2, 3):
+            (folder / f"update_{update:06d}.jsonl").write_text(f"{folder.name} {update}\n")
+    (run_dir / "transcripts" / "superseded").mkdir()
+    (run_dir / "transcripts" / "superseded" / "update_000003.jsonl").write_text("an earlier resume's\n")
+    _set_aside(run_dir, after_update=1)
+    for folder in (run_dir / "transcripts", run_dir / "transcripts" / "liar"):
+        assert sorted(f.name for f in folder.glob("update_*.jsonl")) == ["update_000001.jsonl"]
+    assert (run_dir / "transcripts" / "liar" / "superseded" / "update_000003.jsonl").read_text() == "liar 3\n"
+    assert (run_dir / "transcripts" / "superseded" / "update_000003.1.jsonl").read_text() == "transcripts 3\n"
+    assert (run_dir / "transcripts" / "superseded" / "update_000003.jsonl").read_text() == "an earlier resume's\n"
