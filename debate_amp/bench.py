@@ -286,6 +286,11 @@ def bench_human_efficiency(
     }
 
 
+SPEED_OVERRIDES = ("sampler.kind=bernoulli",)
+"""The speed figures' Amp~ asks the human by a coin (p = 0.1, as every bench since the first): the default recipe's
+adversary is learned during a run, and an untrained one here would doubt and trust nothing like a trained one."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debate_amp.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--he-minutes", type=float, default=8.0, help="--human-efficiency: minutes per sampler")
     args = parser.parse_args(argv)
-    cfg = load_config(args.recipe)
+    cfg = load_config(args.recipe, list(SPEED_OVERRIDES))
     random.seed(cfg.run.seed)
     a0 = _a0(cfg, args.model)
     results: dict[str, Any] = bench_rollouts(cfg, a0)

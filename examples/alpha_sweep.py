@@ -35,8 +35,8 @@ from debate_amp.trainer.loop import train
 
 CONSTANT = ["debate.force_stop_anneal.kind=constant", "debate.force_stop_anneal.end=null"]
 CONSTANT += ["objective.anneal.kind=constant", "objective.anneal.end=null"]
-SWEEP = {
-    "pure_amplification": ["debate.force_stop_p=1.0", "objective.alpha=0.0", *CONSTANT],
+SWEEP = {  # the liar's debates (debate.liar_fraction) are never stopped by force: none in pure amplification
+    "pure_amplification": ["debate.force_stop_p=1.0", "objective.alpha=0.0", "debate.liar_fraction=0.0", *CONSTANT],
     "hybrid": [],  # recipes/default.yaml: force_stop_p 0.9 -> 0.0, alpha 0.1 -> 0.2
     "pure_debate": ["debate.force_stop_p=0.0", "objective.alpha=1.0", *CONSTANT],
 }
@@ -52,6 +52,7 @@ print(f"runs in {out_dir}")
 
 if args.tiny:
     budget = [*TINY_OVERRIDES, "trainer.updates=2", "trainer.questions_per_update=16", "amp.questions_per_update=16"]
+    budget += ["sampler.kind=bernoulli"]  # mechanics only: the default's adversary doubles the time
     a0 = None
 else:
     budget = [f"trainer.updates={args.updates}", "trainer.eval_every=0"]

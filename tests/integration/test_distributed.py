@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from debate_amp.config import TINY_OVERRIDES
 from debate_amp.debate.transcript import read_transcripts
 from tests.integration.test_train import TINY
 
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_path):
-    overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
+    # recipes/default.yaml as it is (TINY_OVERRIDES, not the tests' TINY): its adversary, which every process trains
+    # on every process's nodes, and its debates against the liar, half of each process's.
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
     overrides += ["trainer.updates=2", "debate.force_stop_p=0.0", "debate.force_stop_anneal.end=null"]
     overrides += ["objective.kl.adaptive=true", "objective.kl.horizon=100"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
@@ -25,13 +28,16 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     # Both processes trained the same parameters (each process hashed its own and the main one compared them).
     fingerprints = json.loads((run_dir / "model" / "process_fingerprints.json").read_text())
     assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
-    # Rollouts were split (4 debates each) and gathered: one transcript file per update with all 8, one
-    # metrics line per update counting all 8, one RNG state per process in the checkpoint.
+    # Rollouts were split (4 debates each, 2 of them against the liar) and gathered: one transcript file per update
+    # with all 4 self-play debates and one with the 4 against the liar, one metrics line per update counting them
+    # all, one RNG state per process in the checkpoint.
     for update in (1, 2):
-        records = list(read_transcripts(run_dir / "transcripts" / f"update_{update:06d}.jsonl"))
-        assert len(records) == 8 and len({r["question_id"] for r in records}) == 8
+        for folder in ("", "liar"):
+            records = list(read_transcripts(run_dir / "transcripts" / folder / f"update_{update:06d}.jsonl"))
+            assert len(records) == 4 and len({r["question_id"] for r in records}) == 4
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["update"] for r in rows] == [1, 2] and all(r["debate/count"] == 8 for r in rows)
+    assert [r["update"] for r in rows] == [1, 2]
+    assert all(r["debate/count"] == 4 and r["liar/count"] == 4 and r["adversary/examples"] > 0 for r in rows)
     assert all(r["rl/segments"] > 0 for r in rows)  # the RL path ran, not only imitation
     # The adaptive KL controller steps once per update by the segments of both processes (not twice that):
     # beta_2 = beta_1 (1 + clip(KL_1 / target - 1, -0.2, 0.2) n_1 / horizon), target 6, horizon 100.

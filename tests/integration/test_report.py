@@ -39,9 +39,11 @@ def run_dir(tmp_path_factory):
     questions = PermTask(8, 15).eval_questions(16, seed=1)
     metrics = []
     for update in (1, 2):
-        debates = run_debates(
-            questions, amp_policy, amp_target, 2 * update, 0.5, odd=ScriptedDebater(PermLiar(seed=update))
-        )
+        # self-play, half of it stopped by force, and debates against the liar (never forced to stop)
+        self_play = run_debates(questions[::2], amp_policy, amp_target, 2 * update, 0.5)
+        liar = ScriptedDebater(PermLiar(seed=update))
+        against = run_debates(questions[1::2], amp_policy, amp_target, 2 * update, 0.5, odd=liar)
+        debates = [d for pair in zip(self_play, against, strict=True) for d in pair]
         records = [
             debate_to_record(
                 d,
