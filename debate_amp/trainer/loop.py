@@ -566,7 +566,7 @@ def update_metrics(
         "perf/amplify_s": rollout.amplify_s,
         "perf/amp_targets_per_s": n_targets / rollout.amplify_s if rollout.amplified else float("nan"),
         "perf/update_s": result.update_s,
-        "perf/debates_per_s": len(rollout.debates) / max(rollout.rollout_s, 1e-9),
+        "perf/debates_per_s": len(rollout.all_debates()) / max(rollout.rollout_s, 1e-9),
         "perf/tokens_per_s": (float(scored.rl.attention_mask.sum()) if scored.rl is not None else 0.0)
         * run.cfg.trainer.ppo_epochs
         / max(result.update_s, 1e-9),
