@@ -343,8 +343,8 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
         forfeit_unparsed=cfg.debate.forfeit_unparsed,
         sides=sides,
     )
-    n_liar = sum(even is not None or odd is not None for even, odd in sides or ())
-    debates, liar_debates = debates[n_liar:], debates[:n_liar]
+    liar_debates = [d for d in debates if d.scripted is not None]
+    debates = [d for d in debates if d.scripted is None]
     rollout_s = time.perf_counter() - t0
     curriculum = cfg.amp.curriculum
     depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
@@ -379,8 +379,8 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
 
 def _liar_sides(task: Task, rng: random.Random, n: int, fraction: float) -> list[tuple[Any, Any]] | None:
     """Who replaces a side in each of the update's ``n`` debates (``debate.liar_fraction``): the task's scripted
-    liar in the first ``round(fraction * n)``, on the even side and the odd side in turn; None (self-play
-    throughout, and ``rng`` untouched) at 0."""
+    liar in ``round(fraction * n)`` of them, on the even side and the odd side in turn; None (self-play throughout,
+    and ``rng`` untouched) at 0."""
     n_liar = round(fraction * n)
     if not n_liar:
         return None
