@@ -259,10 +259,11 @@ def cmd_sft(args: argparse.Namespace) -> int:
     print(f"\nA[0] saved to {result.model_dir} ({result.n_examples} examples, {result.train_seconds:.0f}s training)")
     print(_HELDOUT_TITLE.format(name=name))
     print(report.table())
-    print(
-        f"direct answers {name}<={h}: {report.own():.1%}   "
-        f"steps, all {name}: {report.accuracy('step'):.1%}   integrate, all {name}: {report.accuracy('integrate'):.1%}"
-    )
+    summary = f"direct answers {name}<={h}: {report.own():.1%}   {name}>={h + 1}: {report.beyond():.1%}"
+    if any(skill == "step" for skill, _ in report.total):  # not for gold data, which teaches no steps
+        summary += f"   steps, all {name}: {report.accuracy('step'):.1%}"
+        summary += f"   integrate, all {name}: {report.accuracy('integrate'):.1%}"
+    print(summary)
     return 0
 
 

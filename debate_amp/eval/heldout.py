@@ -12,7 +12,7 @@ The task supplies the questions, the error-free human's replies (``Task.skills``
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,14 +78,18 @@ def evaluate_heldout(
     max_new_tokens: int = 32,
     progress: bool = True,
     debate_examples: Sequence[Example] = (),
+    skills: Collection[str] = SKILLS,
 ) -> HeldoutReport:
-    """Greedy replies to every question in each skill; see the module docstring. ``debate_examples`` (the human's
-    replies inside debates on held-out questions) are scored by exact match under ``debate``."""
+    """Greedy replies to every question in each of ``skills``; see the module docstring. ``debate_examples`` (the
+    human's replies inside debates on held-out questions) are scored by exact match under ``debate``. A learning
+    curve, or a model never taught the human's steps (the supervised baseline), asks for ``("answer",)`` alone:
+    the steps are most of the generated tokens (4.8 s against 0.3 s for 900 questions, N = 5, one thread)."""
     items: list[tuple[str, Any, str, str]] = []  # (skill, q, prompt, expected step text)
     for q in questions:
-        items.append(("answer", q, task.answer_prompt(q), ""))
-        items += [(skill, q, prompt, expected) for skill, prompt, expected in task.skills(q)]
-    for example in debate_examples:
+        if "answer" in skills:
+            items.append(("answer", q, task.answer_prompt(q), ""))
+        items += [(skill, q, prompt, expected) for skill, prompt, expected in task.skills(q) if skill in skills]
+    for example in debate_examples if "debate" in skills else ():
         assert example.question is not None, "a debate example carries the question it was about"
         items.append(("debate", example.question, example.prompt, example.completion))
     report = HeldoutReport(task.difficulty_name, task.human_max_difficulty)

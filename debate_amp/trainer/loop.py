@@ -1155,6 +1155,7 @@ def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, fl
         _eval_questions(task, cfg),
         max_new_tokens=cfg.generation.max_new_tokens,
         progress=False,
+        skills=("answer",),
     )
     name = task.difficulty_name
     metrics = {f"eval/answer_accuracy_{name}{d}": value for d, value in report.as_dict()["answer"].items()}

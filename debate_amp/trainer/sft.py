@@ -30,7 +30,7 @@ from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.combinators import amp_approx
 from debate_amp.config import Config, save_config
 from debate_amp.debate.engine import ScriptedDebater, run_debates
-from debate_amp.eval.heldout import HeldoutReport, beyond_name, evaluate_heldout, own_name
+from debate_amp.eval.heldout import SKILLS, HeldoutReport, beyond_name, evaluate_heldout, own_name
 from debate_amp.models import encode_prompts, load_model, peft_lora_config, save_model
 from debate_amp.protocol import Answer, Trace
 from debate_amp.samplers import Always
@@ -68,7 +68,9 @@ class LearningCurve(TrainerCallback):
         if every and state.global_step % every == 0 and model is not None:
             begin = time.perf_counter()
             seconds = begin - self.start - self.evaluating
-            report = evaluate_heldout(model, self.tokenizer, self.task, self.questions, progress=False)
+            report = evaluate_heldout(
+                model, self.tokenizer, self.task, self.questions, progress=False, skills=("answer",)
+            )
             self.evaluating += time.perf_counter() - begin
             self.points.append(
                 {
@@ -155,6 +157,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         max_new_tokens=cfg.generation.max_new_tokens,
         progress=progress,
         debate_examples=heldout_debates,
+        skills=("answer",) if cfg.sft.data == "gold" else SKILLS,  # gold data teaches no steps
     )
     (model_dir / "heldout.json").write_text(
         json.dumps(

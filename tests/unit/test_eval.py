@@ -537,3 +537,20 @@ def test_report_of_the_bench_directory_shows_human_efficiency(tmp_path, capsys):
     assert main(["report", str(bench), "--out", str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
     assert '<table class="final" id="human-efficiency">' in page and "no metrics.jsonl in this run directory" in page
+
+
+def test_heldout_evaluation_asks_only_the_skills_it_is_given(tiny_model):
+    # A learning curve, or the supervised baseline (gold answers teach no steps), asks for the answers alone: the
+    # human's steps are most of the generated tokens. The default asks every skill the task has.
+    from debate_amp.eval.heldout import evaluate_heldout
+
+    model, tokenizer = tiny_model
+    task = PermTask(n_elements=8, max_power=7)
+    questions = task.eval_questions(16, seed=1)
+    answers = evaluate_heldout(model, tokenizer, task, questions, max_new_tokens=4, progress=False, skills=("answer",))
+    assert {skill for skill, _ in answers.total} == {"answer"}
+    assert sum(answers.total.values()) == 16
+    every = evaluate_heldout(model, tokenizer, task, questions, max_new_tokens=4, progress=False)
+    assert {skill for skill, _ in every.total} == {"answer", "step", "integrate"}
+    assert sum(n for (skill, _), n in every.total.items() if skill == "answer") == 16
+    assert sum(n for (skill, _), n in every.total.items() if skill == "step") == 16
