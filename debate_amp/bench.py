@@ -4,11 +4,13 @@
   per wave) against the same 64 calls made one at a time, same model, same sampling settings, same run.
 - amp_pipeline_efficiency: amplified targets per second (greedy Amp~(H, M) on 1024 questions) over a bare batched
   ``generate`` of the same 1024 prompts (one model call per target: what the tree's waves cost beyond that).
-- with ``--learning``: ``recipes/supervised_baseline.yaml`` and ``recipes/pure_amplification.yaml`` trained here
-  from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
-  k >= 2, asked directly, against wall time); amp_wall_ratio is the time amplification took to come within 3 points
-  of the supervised run's final accuracy over the time the supervised run took (None: not reached), beside the
-  gold labels the supervised run used and the human calls amplification used (its warm start's included). The same
+- with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml`` and
+  ``recipes/few_labels_amplification.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most
+  ``--minutes`` each, with learning curves (held-out sigma^k(x), k >= 2, asked directly, against wall time);
+  amp_wall_ratio is the time amplification took to come within 3 points of the supervised run's final accuracy
+  over the time the supervised run took (None: not reached), beside the gold labels the supervised run used and the
+  human calls amplification used (its warm start's included); the second amplification run's keys begin
+  ``few_labels_amp_`` (:data:`AMP_RECIPES`). The same
   comparison on the add task (``--tasks`` names the tasks compared, both by default; add: operands of 1-6 digits,
   held-out digits >= 2; its supervised run over 1,000,000 examples, :data:`SUPERVISED_OVERRIDES`) writes the same
   keys prefixed ``add_``.
@@ -55,6 +57,18 @@ RESULTS = Path("runs/bench/results.json")
 # 35.3% on 2 / 3 / 4 / 5 / 6 digits in 14 minutes on one thread, and in this bench (two threads, 692,832 examples
 # in 15 minutes) 99.5% (docs/add.md). The time cap still ends the run.
 SUPERVISED_OVERRIDES = {"add": ["sft.n_examples=1000000"]}
+
+# The amplification runs compared with the supervised baseline, by task: result key -> (run name, recipe). On perm,
+# recipes/pure_amplification.yaml (the default warm start: 223,381 human calls, 0.70 of the supervised run's labels
+# before any update) and recipes/few_labels_amplification.yaml (a warm start of 12,000 examples and a human asked
+# with p 0.015: the labels goal, a tenth of the supervised run's). Other tasks: the first alone.
+AMP_RECIPES = {
+    "perm": {
+        "amp": ("amplification", "recipes/pure_amplification.yaml"),
+        "few_labels_amp": ("few_labels_amplification", "recipes/few_labels_amplification.yaml"),
+    },
+    "add": {"amp": ("amplification", "recipes/pure_amplification.yaml")},
+}
 
 
 def _a0(cfg: Config, model_dir: str | None) -> Path:
@@ -155,7 +169,7 @@ def _first_time(curve: list[tuple[float, float]], target: float) -> float | None
     return next((t for t, acc in curve if acc >= target), None)
 
 
-def bench_learning(minutes: float, task: str = "perm") -> dict[str, Any]:
+def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/bench") -> dict[str, Any]:
     """Pure amplification against the supervised baseline, same task, same held-out questions (beyond the human:
     perm k >= 2, add digits >= 2), each trained from scratch for at most ``minutes`` of wall time, with learning
     curves. The recipes are perm's; for another task its defaults replace their task section, and the keys are
@@ -166,7 +180,7 @@ def bench_learning(minutes: float, task: str = "perm") -> dict[str, Any]:
     sup_cfg = load_config(
         "recipes/supervised_baseline.yaml",
         [
-            "run.output_dir=runs/bench",
+            f"run.output_dir={output_dir}",
             f"run.name={prefix}supervised",
             f"sft.max_minutes={minutes}",
             *SUPERVISED_OVERRIDES.get(task, []),
@@ -177,36 +191,40 @@ def bench_learning(minutes: float, task: str = "perm") -> dict[str, Any]:
     supervised = run_sft(sup_cfg, progress=True)
     beyond = beyond_name(make_task(sup_cfg))  # perm: k_ge_2
     sup_curve = [(p["seconds"], p[f"answer_{beyond}"]) for p in supervised.curve]
-    amp_cfg = load_config(
-        "recipes/pure_amplification.yaml",
-        ["run.output_dir=runs/bench", f"run.name={prefix}amplification", f"trainer.max_minutes={minutes}"],
-        task=task,
-    )
-    amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
-    rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
-    tag = f"eval/answer_accuracy_{beyond}"
-    amp_curve = [(r["perf/elapsed_s"], r[tag]) for r in rows if tag in r]
     sup_acc = supervised.report.beyond()
-    amp_acc = amplified["report"].beyond()
     target = sup_acc - 0.03  # "within 3 points of supervised"
-    t_sup, t_amp = _first_time(sup_curve, target), _first_time(amp_curve, target)
-    # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
-    a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
-    a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
-    results = {
+    t_sup = _first_time(sup_curve, target)
+    results: dict[str, Any] = {
         "supervised_heldout_accuracy": sup_acc,
-        "amp_heldout_accuracy": amp_acc,
         "supervised_minutes": supervised.train_seconds / 60,
-        "amp_minutes": amp_curve[-1][0] / 60 if amp_curve else float("nan"),
-        "amp_wall_ratio": t_amp / t_sup if t_amp is not None and t_sup else None,
         "supervised_labels": supervised.n_examples_seen,
-        "amp_human_calls": amplified["human_calls"],
-        "amp_warm_start_human_calls": a0_examples,
-        "amp_human_fraction": (amplified["human_calls"] + a0_examples) / max(1, supervised.n_examples_seen),
         "supervised_curve": sup_curve,
-        "amp_curve": amp_curve,
         "learning_bench_minutes_cap": minutes,
     }
+    for key, (name, recipe) in AMP_RECIPES.get(task, AMP_RECIPES["add"]).items():
+        amp_cfg = load_config(
+            recipe,
+            [f"run.output_dir={output_dir}", f"run.name={prefix}{name}", f"trainer.max_minutes={minutes}"],
+            task=task,
+        )
+        amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
+        rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+        tag = f"eval/answer_accuracy_{beyond}"
+        amp_curve = [(r["perf/elapsed_s"], r[tag]) for r in rows if tag in r]
+        t_amp = _first_time(amp_curve, target)
+        # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
+        a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
+        a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
+        results |= {
+            f"{key}_recipe": recipe,
+            f"{key}_heldout_accuracy": amplified["report"].beyond(),
+            f"{key}_minutes": amp_curve[-1][0] / 60 if amp_curve else float("nan"),
+            f"{key}_wall_ratio": t_amp / t_sup if t_amp is not None and t_sup else None,
+            f"{key}_human_calls": amplified["human_calls"],
+            f"{key}_warm_start_human_calls": a0_examples,
+            f"{key}_human_fraction": (amplified["human_calls"] + a0_examples) / max(1, supervised.n_examples_seen),
+            f"{key}_curve": amp_curve,
+        }
     return {prefix + key: value for key, value in results.items()}
 
 
@@ -291,6 +309,27 @@ SPEED_OVERRIDES = ("sampler.kind=bernoulli",)
 adversary is learned during a run, and an untrained one here would doubt and trust nothing like a trained one."""
 
 
+def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
+    """The learning comparison's lines of ``make bench``: each task's supervised run, then its amplification runs."""
+    for task in tasks:
+        p = "" if task == "perm" else f"{task}_"
+        beyond = {"perm": "sigma^k(x), k >= 2", "add": "sums, digits >= 2"}.get(task, task)
+        print(
+            f"  held-out {beyond}, asked directly: supervised baseline "
+            f"{results[f'{p}supervised_heldout_accuracy']:.1%} ({results[f'{p}supervised_minutes']:.1f} min, "
+            f"{results[f'{p}supervised_labels']} gold labels)"
+        )
+        for key, (name, _) in AMP_RECIPES.get(task, AMP_RECIPES["add"]).items():
+            k = f"{p}{key}"
+            ratio = results[f"{k}_wall_ratio"]
+            print(
+                f"    {name}: {results[f'{k}_heldout_accuracy']:.1%} ({results[f'{k}_minutes']:.1f} min, "
+                f"{results[f'{k}_human_calls']} human calls + {results[f'{k}_warm_start_human_calls']} in the warm "
+                f"start: {results[f'{k}_human_fraction']:.3f} of the gold labels); {key}_wall_ratio "
+                + ("not reached" if ratio is None else f"{ratio:.2f}")
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debate_amp.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
@@ -334,18 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         f"answers/s): {results['amp_targets_per_s']:8.1f}/s; bare generate of "
         f"the same prompts: {results['bare_generate_per_s']:8.1f}/s; efficiency {results['amp_pipeline_efficiency']:.2f}"
     )
-    for task in args.tasks if args.learning else []:
-        p = "" if task == "perm" else f"{task}_"
-        ratio = results[f"{p}amp_wall_ratio"]
-        beyond = {"perm": "sigma^k(x), k >= 2", "add": "sums, digits >= 2"}.get(task, task)
-        print(
-            f"  held-out {beyond}, asked directly: pure amplification {results[f'{p}amp_heldout_accuracy']:.1%} "
-            f"({results[f'{p}amp_minutes']:.1f} min, {results[f'{p}amp_human_calls']} human calls + "
-            f"{results[f'{p}amp_warm_start_human_calls']} in the warm start), supervised baseline "
-            f"{results[f'{p}supervised_heldout_accuracy']:.1%} ({results[f'{p}supervised_minutes']:.1f} min, "
-            f"{results[f'{p}supervised_labels']} gold labels); amp_wall_ratio "
-            + ("not reached" if ratio is None else f"{ratio:.2f}")
-        )
+    if args.learning:
+        print_learning(results, args.tasks)
     if args.human_efficiency:
         print(
             f"  human calls to reach {results['human_efficiency_target']:.1%} held-out on k >= 2 (95% of supervised):"

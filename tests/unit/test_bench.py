@@ -20,3 +20,50 @@ def test_the_supervised_overrides_load_for_their_tasks():
     assert load_config("recipes/supervised_baseline.yaml", SUPERVISED_OVERRIDES["add"], task="add").sft.n_examples == (
         1_000_000
     )
+
+
+def test_the_learning_bench_reports_each_amplification_recipe_against_the_supervised_run(tmp_path, monkeypatch, capsys):
+    # The bench's arithmetic with the training replaced by known curves: wall ratio = time to come within 3 points
+    # of the supervised run's final accuracy over the supervised run's time to get there; human fraction = (the
+    # updates' calls + the warm start's) / the gold labels the supervised run used.
+    import json
+    import types
+
+    import debate_amp.bench as bench
+    import debate_amp.trainer.loop as loop
+
+    def fake_sft(cfg, progress=True):
+        curve = [{"seconds": s, "answer_k_ge_2": a} for s, a in [(50, 0.6), (100, 0.98), (200, 1.0)]]
+        report = types.SimpleNamespace(beyond=lambda: 1.0)
+        return types.SimpleNamespace(curve=curve, report=report, train_seconds=240, n_examples_seen=320_000)
+
+    runs = {  # run name -> (curve of (elapsed seconds, held-out k >= 2), the updates' calls, the warm start's)
+        "amplification": ([(300, 0.5), (330, 0.99), (600, 1.0)], 21_610, 223_381),
+        "few_labels_amplification": ([(400, 0.9), (500, 0.96), (580, 0.97), (900, 1.0)], 8_171, 20_775),
+    }
+
+    def fake_train(cfg, progress=True, overwrite=False):
+        curve, calls, warm = runs[cfg.run.name]
+        cfg.run_dir.mkdir(parents=True)
+        rows = [{"perf/elapsed_s": t, "eval/answer_accuracy_k_ge_2": a} for t, a in curve]
+        (cfg.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (cfg.run_dir / "sft").mkdir()
+        (cfg.run_dir / "sft" / "heldout.json").write_text(json.dumps({"human_calls": warm}))
+        return {"report": types.SimpleNamespace(beyond=lambda: curve[-1][1]), "human_calls": calls}
+
+    monkeypatch.setattr(bench, "run_sft", fake_sft)
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(bench, "apply_plan", lambda plan: None)
+    results = bench.bench_learning(15.0, "perm", output_dir=str(tmp_path))
+    assert results["supervised_heldout_accuracy"] == 1.0 and results["supervised_labels"] == 320_000
+    assert results["amp_wall_ratio"] == 330 / 100 and results["amp_human_fraction"] == (21_610 + 223_381) / 320_000
+    assert results["amp_minutes"] == 10.0 and results["amp_recipe"] == "recipes/pure_amplification.yaml"
+    assert results["few_labels_amp_wall_ratio"] == 580 / 100
+    assert results["few_labels_amp_human_fraction"] == (8_171 + 20_775) / 320_000 < 0.1
+    assert results["few_labels_amp_heldout_accuracy"] == 1.0 and results["few_labels_amp_human_calls"] == 8_171
+    bench.print_learning(results, ["perm"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
+    assert lines[-2].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
+    assert lines[-2].endswith("0.766 of the gold labels); amp_wall_ratio 3.30")
+    assert lines[-1].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80")
