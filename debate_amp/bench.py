@@ -58,16 +58,16 @@ RESULTS = Path("runs/bench/results.json")
 # in 15 minutes) 99.5% (docs/add.md). The time cap still ends the run.
 SUPERVISED_OVERRIDES = {"add": ["sft.n_examples=1000000"]}
 
-# The amplification runs compared with the supervised baseline, by task: result key -> (run name, recipe). On perm,
-# recipes/pure_amplification.yaml (the default warm start: 223,381 human calls, 0.70 of the supervised run's labels
-# before any update) and recipes/few_labels_amplification.yaml (a warm start of 12,000 examples and a human asked
-# with p 0.015: the labels goal, a tenth of the supervised run's). Other tasks: the first alone.
+# The amplification runs compared with the supervised baseline, by task: result key -> (run name, recipe). Every
+# task: recipes/pure_amplification.yaml (on perm the default warm start: 223,381 human calls, 0.70 of the
+# supervised run's labels before any update). Perm also: recipes/few_labels_amplification.yaml (a warm start of
+# 12,000 examples and a human asked with p 0.015: the labels goal, a tenth of the supervised run's).
+PURE_AMPLIFICATION = {"amp": ("amplification", "recipes/pure_amplification.yaml")}
 AMP_RECIPES = {
     "perm": {
-        "amp": ("amplification", "recipes/pure_amplification.yaml"),
+        **PURE_AMPLIFICATION,
         "few_labels_amp": ("few_labels_amplification", "recipes/few_labels_amplification.yaml"),
     },
-    "add": {"amp": ("amplification", "recipes/pure_amplification.yaml")},
 }
 
 
@@ -201,7 +201,7 @@ def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/b
         "supervised_curve": sup_curve,
         "learning_bench_minutes_cap": minutes,
     }
-    for key, (name, recipe) in AMP_RECIPES.get(task, AMP_RECIPES["add"]).items():
+    for key, (name, recipe) in AMP_RECIPES.get(task, PURE_AMPLIFICATION).items():
         amp_cfg = load_config(
             recipe,
             [f"run.output_dir={output_dir}", f"run.name={prefix}{name}", f"trainer.max_minutes={minutes}"],
@@ -319,7 +319,7 @@ def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
             f"{results[f'{p}supervised_heldout_accuracy']:.1%} ({results[f'{p}supervised_minutes']:.1f} min, "
             f"{results[f'{p}supervised_labels']} gold labels)"
         )
-        for key, (name, _) in AMP_RECIPES.get(task, AMP_RECIPES["add"]).items():
+        for key, (name, _) in AMP_RECIPES.get(task, PURE_AMPLIFICATION).items():
             k = f"{p}{key}"
             ratio = results[f"{k}_wall_ratio"]
             print(
