@@ -90,6 +90,7 @@ from debate_amp.trainer.rollout import (
     policy_segments,
     supervised_batch,
     supervised_examples,
+    unanswered,
 )
 from debate_amp.trainer.rollout import (
     amplified as is_amplified,
@@ -558,6 +559,7 @@ def update_metrics(
         "amp/target_accuracy": _accuracy(rollout.amplified, rollout.amp_questions),
         "amp/teacher_accuracy": _accuracy(rollout.amplified, rollout.amp_questions, depth=state.amp_depth),
         "amp/probe_accuracy": _accuracy(rollout.probed, rollout.probe),
+        "amp/unanswered": unanswered(rollout.amplified),  # no gold: M's steps broke when this jumps
         "amp/depth": float(state.amp_depth),
         "amp/agreement": rollout.agreement,
         "target/updates": float(state.target_updates),

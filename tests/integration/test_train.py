@@ -71,6 +71,7 @@ def test_an_update_changes_the_weights_and_leaves_the_run_on_disk(tmp_path):
         "objective/sup_loss",
         "debate/mean_turns",
         "amp/human_calls",
+        "amp/unanswered",
         "target/policy_target_kl",
         "perf/rollout_s",
         "policy/clipfrac",

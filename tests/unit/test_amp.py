@@ -1,6 +1,7 @@
 """Approx / Amp / Amp~ with the synthetic human and a perfect scripted model (DESIGN.md sections 2-3)."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -19,7 +20,7 @@ from debate_amp.tasks.perm import (
     perfect_generate,
     perfect_reply,
 )
-from debate_amp.trainer.rollout import amplification_examples
+from debate_amp.trainer.rollout import amplification_examples, unanswered
 
 K = 15
 # 64 questions, every k in 0..K four times, on random permutations of 8 elements.
@@ -84,6 +85,21 @@ def _steps_only_generate(prompts, limits=None):
         else:
             texts.append(perfect_reply(prompt))
     return Generation(texts, [[] for _ in texts], [[] for _ in texts])
+
+
+def _broken_steps_generate(prompts, limits=None):
+    """A perfect model whose decompositions broke as one in recipes/pure_amplification.yaml's did after an update
+    (``ask 0^3;#1^3`` came out ``ask 0^3^3^^3``); its one-step answers (k <= 1) are still right."""
+    texts = [perfect_reply(p).replace(";#1", "^3^") for p in prompts]
+    return Generation(texts, [[] for _ in texts], [[] for _ in texts])
+
+
+def test_unanswered_is_the_share_of_trees_that_ended_without_an_answer():
+    assert unanswered(run_all(amp_approx(SyntheticHuman(PermHuman()), perfect_policy(), Never()), QUESTIONS)) == 0.0
+    broken = run_all(amp_approx(SyntheticHuman(PermHuman()), ModelAgent(_broken_steps_generate), Never()), QUESTIONS)
+    assert [r.text == UNKNOWN for r in broken] == [q.k >= 2 for q in QUESTIONS]
+    assert unanswered(broken) == 56 / 64  # k = 0..15 four times each: every k >= 2 tree ends with "?"
+    assert math.isnan(unanswered([]))
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3])
