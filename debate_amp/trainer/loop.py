@@ -79,6 +79,7 @@ from debate_amp.trainer.metrics import (
     record,
     token_mean,
     transcript_text,
+    unanswered,
 )
 from debate_amp.trainer.modes import ObjectiveMode, objective_mode
 from debate_amp.trainer.rollout import (
@@ -90,7 +91,6 @@ from debate_amp.trainer.rollout import (
     policy_segments,
     supervised_batch,
     supervised_examples,
-    unanswered,
 )
 from debate_amp.trainer.rollout import (
     amplified as is_amplified,
@@ -1168,7 +1168,8 @@ def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, fl
 def _by_length(lengths: torch.Tensor, n_minibatches: int) -> torch.Tensor:
     """A shuffled order in which minibatch ``mb`` (``order[mb::n_minibatches]``, see :func:`_rows`) holds rows of
     like lengths: short answers are not padded to the width of the longest debate prompt. Which length band goes
-    to which minibatch, and the order within a band, are random."""
+    to which minibatch, and the order within a band, are random. Mixed minibatches learned more per update in pure
+    amplification but took 1.4-1.9 times as long an update, and came no sooner (docs/benchmarks.md, 2026-12-05)."""
     n = len(lengths)
     shuffled = torch.randperm(n)
     by_length = shuffled[torch.argsort(lengths[shuffled], stable=True)]  # ties in random order

@@ -9,7 +9,7 @@ import torch
 
 from debate_amp.debate.engine import Debate
 from debate_amp.eval.final import parse_rates
-from debate_amp.protocol import EVEN, ODD
+from debate_amp.protocol import EVEN, ODD, UNKNOWN, Reply
 
 # Per-update scalars that are totals over processes, not means.
 TOTALS = (
@@ -53,6 +53,13 @@ def token_mean(stats: dict[str, list[float]]) -> float:
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def unanswered(replies: list[Reply]) -> float:
+    """The share of Amp~(H, M)'s answers that are ``?`` (a tree that ended without an answer: M's step did not
+    parse, or a subanswer it needed was ``?``), NaN for none. Needs no gold answer: a share that jumps from 0 says M's
+    steps broke (one update of ``recipes/pure_amplification.yaml`` went from 0 to 63%, docs/benchmarks.md)."""
+    return mean([float(r.text == UNKNOWN) for r in replies])
 
 
 def debate_metrics(debates: list[Debate]) -> dict[str, float]:

@@ -83,13 +83,6 @@ def amplified(trace: Trace) -> bool:
     )
 
 
-def unanswered(replies: list[Reply]) -> float:
-    """The share of Amp~(H, M)'s answers that are ``?`` (a tree that ended without an answer: M's step did not
-    parse, or a subanswer it needed was ``?``), NaN for none. Needs no gold answer: a share that jumps from 0 says M's
-    steps broke (one update of ``recipes/pure_amplification.yaml`` went from 0 to 63%, docs/benchmarks.md)."""
-    return sum(r.text == UNKNOWN for r in replies) / len(replies) if replies else float("nan")
-
-
 def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
     """L_sup's examples: d(winner, M(""winner)) + sum_t d(arg_t, M(""arg_t)) + d(continue_t, M(""continue_t)),
     for each output that amplification made (:func:`amplified`), plus every human answer inside the trees."""

@@ -20,7 +20,8 @@ from debate_amp.tasks.perm import (
     perfect_generate,
     perfect_reply,
 )
-from debate_amp.trainer.rollout import amplification_examples, unanswered
+from debate_amp.trainer.metrics import unanswered
+from debate_amp.trainer.rollout import amplification_examples
 
 K = 15
 # 64 questions, every k in 0..K four times, on random permutations of 8 elements.
