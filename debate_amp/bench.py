@@ -20,7 +20,8 @@
   to reach 95% of the supervised baseline's held-out accuracy (k >= 2), None if it did not within the budget.
 
 A[0] comes from ``--model DIR``, else ``runs/default/sft`` if ``make run`` left one, else it is trained here with
-the default recipe. Figures are printed and merged into ``runs/bench/results.json``.
+the default recipe. Each part's figures are merged into ``runs/bench/results.json`` as soon as it ends (a bench
+stopped midway keeps the parts it finished), and all are printed at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import time
@@ -332,6 +334,19 @@ def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
             )
 
 
+def save_results(results: dict[str, Any], machine: str) -> dict[str, Any]:
+    """Merge ``results`` (with the machine and today's date) into :data:`RESULTS`, replacing the file whole: the keys
+    of earlier benches that this one does not measure are kept, and a kill leaves the old file or the new one, never
+    half of one. Returns ``results``."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    merged.update(results, machine=machine, date=str(date.today()))
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    os.replace(tmp, RESULTS)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m debate_amp.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="A[0] directory (default: runs/default/sft, trained if missing)")
@@ -349,16 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.recipe, list(SPEED_OVERRIDES))
     random.seed(cfg.run.seed)
     a0 = _a0(cfg, args.model)
-    results: dict[str, Any] = bench_rollouts(cfg, a0)
-    results.update(bench_amplification_speed(cfg, a0))
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    # Each part's keys are merged into the results file as soon as it ends: a bench stopped an hour in keeps them.
+    results: dict[str, Any] = save_results(bench_rollouts(cfg, a0), machine)
+    results.update(save_results(bench_amplification_speed(cfg, a0), machine))
     if args.learning:
         for task in args.tasks:
-            results.update(bench_learning(args.minutes, task))
+            results.update(save_results(bench_learning(args.minutes, task), machine))
     if args.human_efficiency:
         earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         supervised = results.get("supervised_heldout_accuracy", earlier.get("supervised_heldout_accuracy"))
-        results.update(bench_human_efficiency(a0, args.he_minutes, supervised))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        results.update(save_results(bench_human_efficiency(a0, args.he_minutes, supervised), machine))
     print(f"\nbench ({date.today()}, {machine})")
     print(
         f"  64 concurrent Amp~ calls, batched:   {results['rollout_batched_per_s']:8.1f} rollouts/s "
@@ -391,10 +407,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         ratio = results["adversary_over_best_bernoulli"]
         print("  adversary / best bernoulli: " + ("n/a" if ratio is None else f"{ratio:.2f}"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    merged.update(results, machine=machine, date=str(date.today()))
-    RESULTS.write_text(json.dumps(merged, indent=2))
     print(f"  written to {RESULTS}")
     return 0
 

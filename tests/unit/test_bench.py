@@ -67,3 +67,32 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     assert lines[-2].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
     assert lines[-2].endswith("0.766 of the gold labels); amp_wall_ratio 3.30")
     assert lines[-1].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80")
+
+
+def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
+    # make bench runs for about 100 minutes: a part that fails (or a kill) must not take the finished parts' figures
+    # with it, and the keys of earlier benches that this one does not measure stay in the file.
+    import json
+
+    import pytest
+
+    import debate_amp.bench as bench
+
+    results = tmp_path / "bench" / "results.json"
+    results.parent.mkdir()
+    results.write_text(json.dumps({"add_amp_wall_ratio": 9.0, "rollout_batched_speedup": 1.0}))
+    monkeypatch.setattr(bench, "RESULTS", results)
+    monkeypatch.setattr(bench, "_a0", lambda cfg, model_dir: tmp_path)
+    monkeypatch.setattr(bench, "bench_rollouts", lambda cfg, a0: {"rollout_batched_speedup": 13.2})
+    monkeypatch.setattr(bench, "bench_amplification_speed", lambda cfg, a0: {"amp_pipeline_efficiency": 0.13})
+
+    def learning(minutes, task):
+        raise RuntimeError("the learning part failed")
+
+    monkeypatch.setattr(bench, "bench_learning", learning)
+    with pytest.raises(RuntimeError, match="learning part failed"):
+        bench.main(["--learning", "--tasks", "perm"])
+    saved = json.loads(results.read_text())
+    assert saved["rollout_batched_speedup"] == 13.2 and saved["amp_pipeline_efficiency"] == 0.13
+    assert saved["add_amp_wall_ratio"] == 9.0 and saved["machine"] and saved["date"]
+    assert [p.name for p in results.parent.iterdir()] == ["results.json"]  # no temporary file left behind
