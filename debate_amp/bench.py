@@ -372,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         for task in args.tasks:
             results.update(save_results(bench_learning(args.minutes, task), machine))
     if args.human_efficiency:
-        earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-        supervised = results.get("supervised_heldout_accuracy", earlier.get("supervised_heldout_accuracy"))
+        # The file now holds this bench's parts and an earlier bench's: the supervised accuracy from either.
+        supervised = json.loads(RESULTS.read_text()).get("supervised_heldout_accuracy")
         results.update(save_results(bench_human_efficiency(a0, args.he_minutes, supervised), machine))
     print(f"\nbench ({date.today()}, {machine})")
     print(

@@ -96,3 +96,52 @@ def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
     assert saved["rollout_batched_speedup"] == 13.2 and saved["amp_pipeline_efficiency"] == 0.13
     assert saved["add_amp_wall_ratio"] == 9.0 and saved["machine"] and saved["date"]
     assert [p.name for p in results.parent.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def test_the_human_efficiency_part_reads_the_supervised_accuracy_an_earlier_bench_saved(tmp_path, monkeypatch):
+    import json
+
+    import debate_amp.bench as bench
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"supervised_heldout_accuracy": 0.98}))
+    monkeypatch.setattr(bench, "RESULTS", results)
+    monkeypatch.setattr(bench, "_a0", lambda cfg, model_dir: tmp_path)
+    monkeypatch.setattr(
+        bench,
+        "bench_rollouts",
+        lambda cfg, a0: {
+            "rollout_batched_per_s": 1.0,
+            "rollout_sequential_per_s": 1.0,
+            "rollout_batched_speedup": 1.0,
+            "rollout_batched_generate_calls": 1,
+            "rollout_sequential_generate_calls": 1,
+            "rollout_amp_accuracy": 1.0,
+        },
+    )
+    monkeypatch.setattr(
+        bench,
+        "bench_amplification_speed",
+        lambda cfg, a0: {
+            "amp_answers_per_s": 1.0,
+            "amp_targets_per_s": 1.0,
+            "bare_generate_per_s": 1.0,
+            "amp_pipeline_efficiency": 1.0,
+        },
+    )
+    seen = []
+
+    def human_efficiency(a0, minutes, supervised):
+        seen.append(supervised)
+        return {
+            "human_efficiency_target": 0.95 * supervised,
+            "human_calls_to_target": {"adversary": 180},
+            "human_efficiency_curves": {"adversary": [(180, 0.95)]},
+            "human_efficiency_rehearsal_calls": {},
+            "adversary_over_best_bernoulli": None,
+        }
+
+    monkeypatch.setattr(bench, "bench_human_efficiency", human_efficiency)
+    assert bench.main(["--human-efficiency"]) == 0
+    assert seen == [0.98]
+    assert json.loads(results.read_text())["human_calls_to_target"] == {"adversary": 180}
