@@ -189,6 +189,9 @@ class Run:
     amp_questions: int
     probe_questions: int
     started: float  # perf_counter when train() began
+    # seconds since then that were not training: the warm start's data preparation, evaluation and saving, and the
+    # held-out evaluations of the updates (perf/train_s leaves them out, as the warm start's own clock does)
+    untimed: float = 0.0
 
 
 @dataclass
@@ -637,7 +640,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
             print(f"debate-amp: {plan.note}", flush=True)
         save_config(cfg, cfg.run_dir / "config.yaml")
     accelerator.wait_for_everyone()
-    policy, target_policy, ref_policy, tokenizer = _models(cfg, accelerator, progress)
+    policy, target_policy, ref_policy, tokenizer, warm_start = _models(cfg, accelerator, progress)
     model = PolicyWithValue(policy, ValueHead(hidden_size_of(policy)))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.learning_rate)
     prepared, optimizer = accelerator.prepare(model, optimizer)
@@ -654,7 +657,9 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it); the
     # adversary's warm-up draws from it too
     warm_up = cfg.sampler.kind == "adversary" and cfg.sampler.adversary_warm_start > 0
-    rehearsal_pool = warm_start_examples(cfg) if cfg.trainer.rehearsal_examples or warm_up else []
+    rehearsal_pool: list[Any] = []
+    if cfg.trainer.rehearsal_examples or warm_up:
+        rehearsal_pool = warm_start.examples if warm_start is not None else warm_start_examples(cfg)
     adversary = None
     if cfg.sampler.kind == "adversary":  # the same initial weights and minibatches on every process
         kwargs = {"steps": cfg.sampler.adversary_steps, "seed": cfg.run.seed, "device": accelerator.device}
@@ -719,6 +724,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
         amp_questions=-(-cfg.amp.questions_per_update // n),
         probe_questions=-(-cfg.amp.curriculum_probe // n) if cfg.amp.curriculum else 0,
         started=started,
+        untimed=warm_start.untimed_seconds if warm_start is not None else 0.0,
     )
     names = {"wandb": {"name": cfg.run.name}, "trackio": {"name": cfg.run.name}, "mlflow": {"run_name": cfg.run.name}}
     recipe = {k: v for k, v in flatten_recipe(config_to_dict(cfg)).items() if isinstance(v, (bool, int, float, str))}
@@ -753,12 +759,14 @@ def _accelerator(cfg: Config):
 
 
 def _models(cfg: Config, accelerator, progress: bool):
-    """-> the policy (A[0], with LoRA when the recipe says), the target policy, the reference policy, the tokenizer.
-    A[0] is the warm start (trained here by the main process unless already on disk) or ``model.path``."""
+    """-> the policy (A[0], with LoRA when the recipe says), the target policy, the reference policy, the tokenizer,
+    and the warm start's :class:`SftResult` when this process trained A[0] (else None). A[0] is the warm start
+    (trained here by the main process unless already on disk) or ``model.path``."""
     a0_dir = cfg.run_dir / cfg.sft.output_subdir
+    warm_start = None
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
         if accelerator.is_main_process:
-            run_sft(cfg, progress=progress)
+            warm_start = run_sft(cfg, progress=progress)
         accelerator.wait_for_everyone()
     # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
     seed_everything(cfg.run.seed + accelerator.process_index)
@@ -766,7 +774,7 @@ def _models(cfg: Config, accelerator, progress: bool):
     if cfg.model.lora.enabled:
         policy = apply_lora(policy, cfg.model.lora)  # type: ignore[assignment]
     target_policy, ref_policy = make_target_and_reference(policy)
-    return policy, target_policy, ref_policy, tokenizer
+    return policy, target_policy, ref_policy, tokenizer, warm_start
 
 
 def _sampler_rng(sampler: Sampler) -> random.Random | None:
@@ -901,10 +909,13 @@ class _Log:
         """Self-play debates to ``transcripts/update_NNNNNN.jsonl``, those against the scripted liar
         (``debate.liar_fraction``) to ``transcripts/liar/`` (so that ``debate-amp eval RUN`` reads self-play)."""
         run, cfg, accelerator = self.run, self.run.cfg, self.run.accelerator
-        metrics["perf/elapsed_s"] = time.perf_counter() - run.started  # since train() began (warm start included)
+        now = time.perf_counter()
+        metrics["perf/elapsed_s"] = now - run.started  # since train() began (warm start included)
+        metrics["perf/train_s"] = now - run.started - run.untimed  # the same, less what was not training
         due = cfg.trainer.eval_every and state.update % cfg.trainer.eval_every == 0
         if self.main and due and not metrics["train/skipped"]:
             metrics |= _heldout_metrics(state.model.policy, run.tokenizer, run.task, cfg)
+            run.untimed += time.perf_counter() - now
         state.history.append({k: metrics[k] for k in _HISTORY_KEYS})
         folders = {"": debates, "liar": liar_debates} if cfg.debate.liar_fraction else {"": debates}
         records = {

@@ -47,6 +47,8 @@ class SftResult:
     n_examples_seen: int  # examples the optimizer stepped on (fewer than epochs x n_examples after max_minutes)
     curve: list[dict[str, float]]  # held-out accuracy during training (sft.eval_every_steps)
     human_calls: int  # what the examples cost the human (0 for gold data; see Example.human_calls)
+    examples: list[Example]  # what it trained on (warm_start_examples): the trainer's rehearsal pool, not rebuilt
+    untimed_seconds: float  # run_sft's wall time less train_seconds: the data's preparation, evaluation, saving
 
 
 class LearningCurve(TrainerCallback):
@@ -107,6 +109,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     if not progress:
         datasets.disable_progress_bars()
 
+    began = time.perf_counter()
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     seed_everything(cfg.run.seed)
@@ -136,7 +139,8 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         progress=progress,
         callbacks=[curve],
     )
-    train_seconds = time.perf_counter() - curve.start
+    # the optimizer's time, as the curve counts it: from the first step, evaluation left out
+    train_seconds = time.perf_counter() - curve.start - curve.evaluating
     trained: Any = trainer.model
     if cfg.model.lora.enabled:
         trained = trained.merge_and_unload()
@@ -166,7 +170,10 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         )
     )
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
-    return SftResult(model_dir, report, train_seconds, len(examples), seen, curve.points, human_calls)
+    untimed = time.perf_counter() - began - train_seconds
+    return SftResult(
+        model_dir, report, train_seconds, len(examples), seen, curve.points, human_calls, examples, untimed
+    )
 
 
 def distill(

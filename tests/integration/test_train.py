@@ -405,3 +405,39 @@ def test_the_human_efficiency_bench_runs_each_sampler_and_counts_its_calls(tmp_p
         assert results["human_efficiency_rehearsal_calls"][name] == rehearsed + warm_up and rehearsed > 0
         assert (warm_up > 0) == (name == "adversary")
     assert results["adversary_over_best_bernoulli"] == curves["adversary"][0][0] / curves["bernoulli_1.0"][0][0]
+
+
+def test_the_training_clock_leaves_out_the_warm_starts_preparation_and_the_evaluations(tmp_path, monkeypatch):
+    # make bench's amp_wall_ratio reads perf/train_s against the supervised curve's seconds, which start at the
+    # first optimizer step and leave evaluation out; perf/elapsed_s counts everything since the run began. The
+    # warm start's data preparation and the held-out evaluations are slowed here by known amounts: the gap between
+    # the two clocks must hold them. The rehearsal reuses the warm start's examples rather than building them again.
+    import time
+
+    import debate_amp.trainer.loop as loop
+    import debate_amp.trainer.sft as sft
+
+    built, evaluated = [], []
+
+    def slow_examples(cfg, real=sft.warm_start_examples):
+        built.append(cfg.run.seed)
+        time.sleep(1.0)
+        return real(cfg)
+
+    def slow_heldout(*args, real=loop._heldout_metrics, **kwargs):
+        evaluated.append(1)
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "warm_start_examples", slow_examples)
+    monkeypatch.setattr(loop, "warm_start_examples", slow_examples)
+    monkeypatch.setattr(loop, "_heldout_metrics", slow_heldout)
+    cfg, _ = run(tmp_path, "clock", "trainer.warm_start=true", "trainer.updates=2", "trainer.eval_every=1")
+    assert len(built) == 1 and len(evaluated) == 2
+    rows = metrics(cfg)
+    gaps = [r["perf/elapsed_s"] - r["perf/train_s"] for r in rows]
+    assert gaps[0] >= 1.0  # the warm start's examples (and its tokenizing, evaluating, saving)
+    assert gaps[1] - gaps[0] >= 0.5  # update 1's held-out evaluation
+    assert rows[1]["perf/train_s"] > rows[0]["perf/train_s"]
+    warm_start = json.loads((cfg.run_dir / cfg.sft.output_subdir / "heldout.json").read_text())
+    assert warm_start["train_seconds"] < rows[0]["perf/train_s"] < rows[0]["perf/elapsed_s"] - 1.0
