@@ -217,10 +217,11 @@ def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/b
         amplified = train(amp_cfg, progress=True, overwrite=True)  # from scratch, warm start included
         rows = [json.loads(line) for line in (amp_cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
         tag = f"eval/answer_accuracy_{beyond}"
+        evaluated = [r for r in rows if tag in r]
         # the supervised curve's clock: training only (data preparation and evaluation left out, as there)
-        amp_curve = [(r["perf/train_s"], r[tag]) for r in rows if tag in r]
+        amp_curve = [(r["perf/train_s"], r[tag]) for r in evaluated]
         t_amp = _first_time(amp_curve, target)
-        t_amp_since_start = _first_time([(r["perf/elapsed_s"], r[tag]) for r in rows if tag in r], target)
+        t_amp_since_start = _first_time([(r["perf/elapsed_s"], r[tag]) for r in evaluated], target)
         # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
         a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
         a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
@@ -333,7 +334,7 @@ def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
         )
         for key, (name, _) in AMP_RECIPES.get(task, PURE_AMPLIFICATION).items():
             k = f"{p}{key}"
-            ratio, since_start = results[f"{k}_wall_ratio"], results.get(f"{k}_wall_ratio_since_start")
+            ratio, since_start = results[f"{k}_wall_ratio"], results[f"{k}_wall_ratio_since_start"]
             print(
                 f"    {name}: {results[f'{k}_heldout_accuracy']:.1%} ({results[f'{k}_minutes']:.1f} min, "
                 f"{results[f'{k}_human_calls']} human calls + {results[f'{k}_warm_start_human_calls']} in the warm "
