@@ -25,6 +25,7 @@ Recipes are validated before anything heavy is imported: a bad key, value or pat
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -260,6 +261,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
     print(_HELDOUT_TITLE.format(name=name))
     print(report.table())
     summary = f"direct answers {name}<={h}: {report.own():.1%}   {name}>={h + 1}: {report.beyond():.1%}"
+    if not math.isnan(shortcut := report.shortcut_rate()):  # the task names a shortcut
+        summary += f" (the shortcut where wrong: {shortcut:.1%})"
     if any(skill == "step" for skill, _ in report.total):  # not for gold data, which teaches no steps
         summary += f"   steps, all {name}: {report.accuracy('step'):.1%}"
         summary += f"   integrate, all {name}: {report.accuracy('integrate'):.1%}"

@@ -6,6 +6,10 @@ Skills, each scored by exact match on held-out questions:
 - ``integrate``: the human's step once both sub-answers are in the workspace (beyond depth 0);
 - ``debate``: the human's replies inside debates (arguing with the model's help, judging), when given.
 
+Where the task's questions name a ``shortcut`` (perm: sigma^(k mod 2)(x), the best answer without composing lookups),
+the report also counts how often a wrong direct answer is that shortcut: the plateau a model sits on before it
+composes, which accuracy alone does not tell from noise.
+
 The task supplies the questions, the error-free human's replies (``Task.skills``) and the name of the difficulty.
 """
 
@@ -27,12 +31,25 @@ __all__ = ["SKILLS", "HeldoutReport", "beyond_name", "evaluate_heldout", "own_na
 
 @dataclass
 class HeldoutReport:
-    """Correct / total counts per (skill, difficulty)."""
+    """Correct / total counts per (skill, difficulty), and per difficulty the direct answers that gave the question's
+    shortcut where the shortcut is wrong."""
 
     difficulty_name: str = "k"
     human_max_difficulty: int = 1
     correct: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
     total: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+    shortcut_given: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    shortcut_wrong: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def record(self, skill: str, q: Any, reply: str, expected: str = "") -> None:
+        """Score one reply: a direct answer (``answer``) by the question, any other skill by exact match."""
+        ok = q.score(reply) if skill == "answer" else float(reply.strip() == expected)
+        self.total[(skill, q.difficulty)] += 1
+        self.correct[(skill, q.difficulty)] += int(ok)
+        shortcut = getattr(q, "shortcut", None) if skill == "answer" else None
+        if shortcut is not None and str(shortcut) != str(q.gold):
+            self.shortcut_wrong[q.difficulty] += 1
+            self.shortcut_given[q.difficulty] += int(reply.strip() == str(shortcut))
 
     def accuracy(self, skill: str, difficulties: range | list[int] | None = None) -> float:
         keys = [key for key in self.total if key[0] == skill and (difficulties is None or key[1] in difficulties)]
@@ -49,6 +66,13 @@ class HeldoutReport:
     def beyond(self, skill: str = "answer") -> float:
         """Accuracy on the questions beyond the human (perm: k >= 2): what amplification is for."""
         return self.accuracy(skill, [d for d in self.difficulties() if d > self.human_max_difficulty])
+
+    def shortcut_rate(self) -> float:
+        """Of the direct answers beyond the human whose question's shortcut is wrong, the share that gave it (perm:
+        about 1.0 on the one-lookup plateau, 0 once M composes); nan where the task names no shortcut."""
+        beyond = [d for d in self.shortcut_wrong if d > self.human_max_difficulty]
+        total = sum(self.shortcut_wrong[d] for d in beyond)
+        return sum(self.shortcut_given[d] for d in beyond) / total if total else float("nan")
 
     def table(self) -> str:
         name = self.difficulty_name
@@ -99,8 +123,6 @@ def evaluate_heldout(
         chunk = items[start : start + batch_size]
         replies = generate(model, tokenizer, [p for _, _, p, _ in chunk], max_new_tokens=max_new_tokens).texts
         for (skill, q, _, expected), reply in zip(chunk, replies, strict=True):
-            ok = q.score(reply) if skill == "answer" else float(reply.strip() == expected)
-            report.total[(skill, q.difficulty)] += 1
-            report.correct[(skill, q.difficulty)] += int(ok)
+            report.record(skill, q, reply, expected)
     model.train(was_training)
     return report

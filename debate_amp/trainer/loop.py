@@ -1160,7 +1160,8 @@ def _hardest(model_agent: ModelAgent, adversary: Adversary | None, pool: list, n
 
 def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, float]:
     """``eval/`` scalars: held-out accuracy of direct answers by difficulty (perm: ``eval/answer_accuracy_k3``), and
-    over the difficulties beyond the human (perm: ``eval/answer_accuracy_k_ge_2``)."""
+    over the difficulties beyond the human (perm: ``eval/answer_accuracy_k_ge_2``); where the task names a shortcut,
+    the share of its wrong shortcuts given (perm: ``eval/answer_shortcut_k_ge_2``, the one-lookup plateau)."""
     report = evaluate_heldout(
         policy,
         tokenizer,
@@ -1173,6 +1174,8 @@ def _heldout_metrics(policy, tokenizer, task: Task, cfg: Config) -> dict[str, fl
     name = task.difficulty_name
     metrics = {f"eval/answer_accuracy_{name}{d}": value for d, value in report.as_dict()["answer"].items()}
     metrics[f"eval/answer_accuracy_{beyond_name(task)}"] = report.beyond()
+    if not math.isnan(shortcut := report.shortcut_rate()):
+        metrics[f"eval/answer_shortcut_{beyond_name(task)}"] = shortcut
     return metrics
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import time
@@ -58,6 +59,7 @@ class LearningCurve(TrainerCallback):
     def __init__(self, task: Task, questions: list[Any], tokenizer: Any, cfg: Config, verbose: bool = False) -> None:
         self.task, self.questions, self.tokenizer, self.cfg, self.verbose = task, questions, tokenizer, cfg, verbose
         self.own, self.beyond = f"answer_{own_name(task)}", f"answer_{beyond_name(task)}"
+        self.shortcut = f"shortcut_{beyond_name(task)}"
         self.points: list[dict[str, float]] = []
         self.start = time.perf_counter()
         self.evaluating = 0.0  # seconds spent evaluating, left out of the curve's training time
@@ -83,6 +85,8 @@ class LearningCurve(TrainerCallback):
                     self.beyond: report.beyond(),
                 }
             )
+            if not math.isnan(shortcut := report.shortcut_rate()):  # perm: the one-lookup plateau
+                self.points[-1][self.shortcut] = shortcut
             if self.verbose:
                 point = self.points[-1]
                 name, h = self.task.difficulty_name, self.task.human_max_difficulty
@@ -163,12 +167,10 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         debate_examples=heldout_debates,
         skills=("answer",) if cfg.sft.data == "gold" else SKILLS,  # gold data teaches no steps
     )
-    (model_dir / "heldout.json").write_text(
-        json.dumps(
-            {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points},
-            indent=2,
-        )
-    )
+    heldout = {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points}
+    if not math.isnan(shortcut := report.shortcut_rate()):
+        heldout[curve.shortcut] = shortcut
+    (model_dir / "heldout.json").write_text(json.dumps(heldout, indent=2))
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
     untimed = time.perf_counter() - began - train_seconds
     return SftResult(

@@ -1,3 +1,4 @@
+import math
 import random
 from collections import Counter
 
@@ -35,6 +36,40 @@ def test_power_known_answers():
     assert power(SIGMA, 0, 8) == 0  # an 8-cycle returns home
     assert power(SIGMA, 5, 3) == 3  # 5->2->0->3
     assert PermQuestion(SIGMA, 0, 13).gold == power(SIGMA, 0, 5)
+
+
+def test_the_one_lookup_shortcut_and_how_often_it_is_right():
+    # sigma^(k mod 2)(x): x for an even k, sigma(x) for an odd one; None where the human answers itself.
+    assert PermQuestion(SIGMA, 0, 1).shortcut is None and PermQuestion(SIGMA, 0, 0).shortcut is None
+    assert PermQuestion(SIGMA, 0, 2).shortcut == 0 and PermQuestion(SIGMA, 0, 6).shortcut == 0
+    assert PermQuestion(SIGMA, 0, 3).shortcut == 3 and PermQuestion(SIGMA, 5, 7).shortcut == 2
+    # Right exactly where x's cycle length divides k (even k) or k - 1 (odd k).
+    sigma = (1, 0, 3, 4, 2, 5)  # (0 1), (2 3 4), (5)
+    for x, cycle in ((0, 2), (2, 3), (5, 1)):
+        for k in range(2, 14):
+            q = PermQuestion(sigma, x, k)
+            assert (q.shortcut == q.gold) == ((k - k % 2) % cycle == 0), (x, k)
+
+
+def test_the_heldout_report_counts_wrong_shortcuts_given():
+    from debate_amp.eval.heldout import HeldoutReport
+
+    task = PermTask(n_elements=8, max_power=7)
+    questions = [q for q in task.eval_questions(400, seed=3) if q.k >= 2]
+    misled = [q for q in questions if q.shortcut != q.gold]
+    stuck, composes, noise = HeldoutReport(), HeldoutReport(), HeldoutReport()
+    for i, q in enumerate(questions):
+        stuck.record("answer", q, str(q.shortcut))
+        composes.record("answer", q, str(q.gold))
+        noise.record("answer", q, str(q.shortcut) if i % 4 == 0 else "?")
+    assert 0.5 < len(misled) / len(questions) < 0.75  # the shortcut is right on about 37% of held-out k >= 2
+    assert stuck.shortcut_rate() == 1.0 and stuck.beyond() == 1 - len(misled) / len(questions)
+    assert composes.shortcut_rate() == 0.0 and composes.beyond() == 1.0
+    expected = sum(1 for i, q in enumerate(questions) if i % 4 == 0 and q.shortcut != q.gold) / len(misled)
+    assert noise.shortcut_rate() == pytest.approx(expected) and 0.15 < expected < 0.35
+    only_lookups = HeldoutReport()
+    only_lookups.record("answer", PermQuestion(SIGMA, 0, 1), "3")
+    assert math.isnan(only_lookups.shortcut_rate())  # no question beyond the human
 
 
 def test_huge_powers_go_through_the_cycle():
