@@ -60,8 +60,8 @@ class PermQuestion:
     def shortcut(self) -> int | None:
         """The best answer without composing lookups, sigma^(k mod 2)(x): x for an even k, sigma(x) for an odd one
         (None for k <= 1, where it is the answer). It is right only where x's cycle length divides k (even k) or
-        k - 1 (odd k), 37% of held-out k >= 2; a model that has learned the lookup but not to compose it gives this
-        (``eval/answer_shortcut_k_ge_2``; docs/benchmarks.md, "What M answers on the plateau")."""
+        k - 1 (odd k), 37% of the default's held-out k >= 2; a model that has learned the lookup but not to compose
+        it gives this (``eval/answer_shortcut_k_ge_2``; docs/benchmarks.md, "What M answers on the plateau")."""
         return None if self.k <= 1 else power(self.sigma, self.x, self.k % 2)
 
     def with_query(self, x: int, k: int) -> PermQuestion:

@@ -63,7 +63,7 @@ def test_the_heldout_report_counts_wrong_shortcuts_given():
         composes.record("answer", q, str(q.gold))
         noise.record("answer", q, str(q.shortcut) if i % 4 == 0 else "?")
     assert 0.5 < len(misled) / len(questions) < 0.75  # the shortcut is right on about 37% of held-out k >= 2
-    assert stuck.shortcut_rate() == 1.0 and stuck.beyond() == 1 - len(misled) / len(questions)
+    assert stuck.shortcut_rate() == 1.0 and stuck.beyond() == pytest.approx(1 - len(misled) / len(questions))
     assert composes.shortcut_rate() == 0.0 and composes.beyond() == 1.0
     expected = sum(1 for i, q in enumerate(questions) if i % 4 == 0 and q.shortcut != q.gold) / len(misled)
     assert noise.shortcut_rate() == pytest.approx(expected) and 0.15 < expected < 0.35
