@@ -69,7 +69,8 @@ class HeldoutReport:
 
     def shortcut_rate(self) -> float:
         """Of the direct answers beyond the human whose question's shortcut is wrong, the share that gave it (perm:
-        about 1.0 on the one-lookup plateau, 0 once M composes); nan where the task names no shortcut."""
+        0.72-0.93 for warm starts on the one-lookup plateau, 0 once M composes); nan where the task names no
+        shortcut."""
         beyond = [d for d in self.shortcut_wrong if d > self.human_max_difficulty]
         total = sum(self.shortcut_wrong[d] for d in beyond)
         return sum(self.shortcut_given[d] for d in beyond) / total if total else float("nan")
