@@ -169,7 +169,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     )
     heldout = {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points}
     if not math.isnan(shortcut := report.shortcut_rate()):
-        heldout[curve.shortcut] = shortcut
+        heldout[f"shortcut_{beyond_name(task)}"] = shortcut
     (model_dir / "heldout.json").write_text(json.dumps(heldout, indent=2))
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
     untimed = time.perf_counter() - began - train_seconds
