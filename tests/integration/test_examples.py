@@ -2,9 +2,12 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +89,48 @@ def test_judge_check_trains_on_verdicts_and_scores_them_by_ending():
     assert lines[-1].split()[:3] == ["final", "11", "steps"]  # 381 debates without coin flips, in batches of 32
     for ending in ("agree", "lookup false", "lookup true", "opening"):
         assert f" {ending} " in lines[-1]
+
+
+def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
+    # Mechanics on an untrained tiny model: two seeds side by side, each with its own tiny warm start (so A[0]'s
+    # columns are read from its heldout.json) and two evaluated updates. --target 0 is reached at the first update
+    # by construction, so the table's "first" column and the count are checked; learning is not (the tiny untrained
+    # model learns nothing in two updates).
+    proc = subprocess.run(
+        [sys.executable, "examples/seed_sweep.py", "recipes/pure_amplification.yaml", str(tmp_path), "--tiny"]
+        + ["--seeds", "0,1", "--target", "0", "trainer.warm_start=true"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
+    assert sweep["updates"] == 2 and sweep["overrides"] == ["trainer.warm_start=true"]
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}" / "pure_amplification"
+        assert yaml.safe_load((run / "config.yaml").read_text())["run"]["seed"] == seed  # each run its own seed
+        result = sweep["seeds"][str(seed)]
+        assert [update for update, _, _ in result["curve"]] == [1, 2]
+        assert 0 < result["curve"][0][1] < result["curve"][1][1]  # seconds of training, growing
+        assert result["first_at_target"] == result["curve"][0][:2] and result["final"] == result["curve"][1][2]
+        a0 = json.loads((run / "sft" / "heldout.json").read_text())["answer"]
+        assert result["a0"] == sum(v for k, v in a0.items() if int(k) >= 2) / sum(int(k) >= 2 for k in a0)
+    lines = proc.stdout.splitlines()
+    assert lines[-2] == "reached 0% on 2 of 2 seeds (0, 1)"
+    rows = [line.split() for line in lines if re.match(r" +[01] ", line)]  # seed, A[0], shortcut, first, updates
+    assert [row[0] for row in rows] == ["0", "1"]
+    assert all(row[3] == "1" and re.fullmatch(r"\(\d+", row[4]) and len(row) == 8 for row in rows), rows
+
+
+def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
+    for args, named in ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez")):
+        proc = subprocess.run(
+            [sys.executable, "examples/seed_sweep.py", "recipes/pure_amplification.yaml", str(tmp_path), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing started

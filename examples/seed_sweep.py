@@ -1,0 +1,163 @@
+"""The seed lottery, measured: one recipe trained from scratch on several seeds, a few at a time.
+
+    .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml [OUT_DIR] [--seeds 0-7] [--updates 10]
+        [--jobs 2] [--target 0.97] [key=value ...]       # 8 seeds of that recipe, 2 at a time: ~30 min on 2 cores
+    .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml OUT_DIR --tiny   # untrained tiny model
+
+Whether the tiny model leaves a plateau, and when, depends on the seed (docs/perm.md, docs/benchmarks.md): one run
+says little about a recipe. This trains the recipe once per seed, warm start A[0] included (each seed its own: that
+is where the lottery is drawn), ``--jobs`` runs at a time, each a ``debate-amp train`` process with its share of the
+CPU threads (``run.torch_threads``), every update evaluated (``trainer.eval_every=1``), and prints a line per seed:
+A[0]'s held-out accuracy beyond the human (perm: k >= 2) and how often its wrong answers are the one-lookup
+shortcut, the accuracy after each update, and the first update at ``--target`` with its seconds of training
+(``perf/train_s``: the warm start's included, the clock of ``make bench``); then on how many seeds the target was
+reached. It writes ``seed_sweep.json`` and each seed's run into OUT_DIR (``seed<S>/<run.name>``, its output in
+``seed<S>.log``; an earlier sweep's runs there are replaced). ``key=value`` overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics
+on an untrained tiny model (two small updates a seed, under a minute).
+Last seen (2026-12-05, recipes/pure_amplification.yaml, seeds 0-7, 10 updates, two at a time on one thread each,
+2-core x86_64): 97% within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% (k = 2, 3
+learned, k >= 4 still the shortcut), seed 7 at 28% (docs/benchmarks.md, "The lottery over eight seeds").
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from debate_amp.config import TINY_OVERRIDES, ConfigError, load_config
+from debate_amp.tasks import make_task
+from debate_amp.tasks.base import beyond_name
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+TINY = [*TINY_OVERRIDES, "sampler.kind=bernoulli"]  # mechanics only (as examples/alpha_sweep.py --tiny)
+
+
+def seeds_from(text: str) -> list[int]:
+    """'0-7' or '0,2,5' -> the seeds; raises ValueError naming what is wrong."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"--seeds: expected seeds like 0-7 or 0,2,5, got {text!r}")
+        seeds += range(int(first), int(last or first) + 1)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: expected distinct seeds like 0-7 or 0,2,5, got {text!r}")
+    return seeds
+
+
+def summarise(cfg, target: float) -> dict:
+    """One seed's run: A[0]'s accuracy beyond the human and shortcut rate (when it trained one), (seconds of
+    training, accuracy) after each evaluated update, and the first update at ``target``."""
+    task = make_task(cfg)
+    beyond = beyond_name(task)
+    tag = f"eval/answer_accuracy_{beyond}"
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    curve = [(r["update"], r["perf/train_s"], r[tag]) for r in rows if tag in r]
+    first = next(((u, s) for u, s, acc in curve if acc >= target), None)
+    a0_path = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"
+    a0 = a0_shortcut = None
+    if a0_path.is_file():  # the mean over difficulties beyond the human, as the final table's A[0] column
+        heldout = json.loads(a0_path.read_text())
+        values = [v for d, v in heldout.get("answer", {}).items() if int(d) > task.human_max_difficulty]
+        a0 = sum(values) / len(values) if values else None
+        a0_shortcut = heldout.get(f"shortcut_{beyond}")
+    return {
+        "a0": a0,
+        "a0_shortcut": a0_shortcut,
+        "curve": [[u, s, acc] for u, s, acc in curve],
+        "first_at_target": list(first) if first else None,
+        "final": curve[-1][2] if curve else None,
+    }
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("recipe", help="the recipe every seed runs (e.g. recipes/pure_amplification.yaml)")
+parser.add_argument("rest", nargs="*", metavar="[OUT_DIR] [key=value ...]", help="where the runs go; overrides")
+parser.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7 or 0,2,5 (default 0-3)")
+parser.add_argument("--updates", type=int, default=10, help="updates per seed (default 10)")
+parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2); threads are shared among them")
+parser.add_argument("--target", type=float, default=0.97, help="held-out accuracy counted as reached (default 0.97)")
+parser.add_argument("--tiny", action="store_true", help="an untrained tiny model, two small updates: mechanics only")
+args = parser.parse_intermixed_args()  # OUT_DIR and overrides may come after the options
+overrides = [item for item in args.rest if "=" in item]
+places = [item for item in args.rest if "=" not in item]
+try:
+    seeds = seeds_from(args.seeds)
+    if len(places) > 1:
+        raise ValueError(f"one OUT_DIR at most, got {places}")
+    if args.updates < 1 or args.jobs < 1:
+        raise ValueError("--updates and --jobs must be at least 1")
+    out_dir = Path(places[0] if places else tempfile.mkdtemp(prefix="seed_sweep_")).resolve()
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    updates = 2 if args.tiny else args.updates
+    sweep = [*(TINY if args.tiny else []), f"trainer.updates={updates}"]
+    sweep += ["trainer.eval_every=1", f"run.torch_threads={threads}"]
+    configs = {
+        s: load_config(args.recipe, [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides])
+        for s in seeds
+    }
+except (ConfigError, ValueError) as e:
+    print(f"seed_sweep: error: {e}", file=sys.stderr)
+    sys.exit(2)
+print(f"{len(seeds)} seeds of {args.recipe}, {args.jobs} at a time ({threads} thread(s) each), runs in {out_dir}")
+
+pending, running, results = list(seeds), {}, {}
+started = time.perf_counter()
+while pending or running:
+    while pending and len(running) < args.jobs:
+        s = pending.pop(0)
+        command = [sys.executable, "-m", "debate_amp.cli", "train", args.recipe, "--no-progress", "--overwrite"]
+        command += [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = (out_dir / f"seed{s}.log").open("w")
+        running[s] = (
+            subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE}),
+            log,
+        )
+    time.sleep(0.5)
+    for s, (proc, log) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        log.close()
+        del running[s]
+        minutes = (time.perf_counter() - started) / 60
+        if proc.returncode:
+            results[s] = {"returncode": proc.returncode}
+            print(f"seed {s}: failed (exit {proc.returncode}); see {out_dir / f'seed{s}.log'}", flush=True)
+            continue
+        results[s] = {"returncode": 0, **summarise(configs[s], args.target)}
+        print(f"seed {s}: done ({minutes:.1f} min into the sweep)", flush=True)
+
+beyond = beyond_name(make_task(configs[seeds[0]]))
+print(
+    f"\nheld-out {beyond}, asked directly; first >= {args.target:.0%}: the update (seconds of training, warm start in)"
+)
+print(f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each update (%)")
+for s in seeds:
+    r = results[s]
+    if r["returncode"]:
+        print(f"{s:>4} failed")
+        continue
+    first = f"{r['first_at_target'][0]} ({r['first_at_target'][1]:.0f} s)" if r["first_at_target"] else "not"
+    after = " ".join(f"{acc * 100:.1f}" for _, _, acc in r["curve"])
+    print(f"{s:>4} {percent(r['a0']):>6} {percent(r['a0_shortcut']):>8} {first:>12}  {after}")
+reached = [s for s in seeds if results[s].get("first_at_target")]
+print(
+    f"reached {args.target:.0%} on {len(reached)} of {len(seeds)} seeds"
+    + (f" ({', '.join(map(str, reached))})" if reached else "")
+)
+summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target}
+(out_dir / "seed_sweep.json").write_text(
+    json.dumps({**summary, "seeds": {str(s): results[s] for s in seeds}}, indent=2)
+)
+print(f"wrote {out_dir / 'seed_sweep.json'}")
+sys.exit(1 if any(results[s]["returncode"] for s in seeds) else 0)
