@@ -292,9 +292,17 @@ def alpha_sweep_html(run_dir: Path) -> str:
 # Human efficiency
 
 
-def human_efficiency_figure(curves: dict[str, list[list[float]]], target: float, highlight: str | None = None) -> bytes:
-    """``python -m debate_amp.bench --human-efficiency``'s figure as PNG bytes: held-out accuracy (k >= 2, asked
-    directly) against cumulative human calls, one line per sampler, the target dashed; ``highlight`` drawn thicker."""
+def curves_figure(
+    curves: dict[str, list[list[float]]],
+    target: float,
+    *,
+    xlabel: str,
+    ylabel: str,
+    target_label: str,
+    highlight: str | None = None,
+) -> bytes:
+    """Accuracy curves as PNG bytes: one line per name ((x, accuracy) points), the target dashed, ``highlight``
+    drawn thicker."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -306,16 +314,29 @@ def human_efficiency_figure(curves: dict[str, list[list[float]]], target: float,
             xs, ys = zip(*points, strict=True)
             thick = name == highlight
             ax.plot(xs, ys, marker="o", markersize=4 if thick else 3, linewidth=3 if thick else 1.2, label=name)
-    ax.axhline(target, linestyle="--", color="k", linewidth=1, label=f"target {target:.1%} (95% of supervised)")
+    ax.axhline(target, linestyle="--", color="k", linewidth=1, label=target_label)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("cumulative human calls (warm start not counted)", fontsize=8)
-    ax.set_ylabel("held-out accuracy, k >= 2", fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     return buffer.getvalue()
+
+
+def human_efficiency_figure(curves: dict[str, list[list[float]]], target: float, highlight: str | None = None) -> bytes:
+    """``python -m debate_amp.bench --human-efficiency``'s figure as PNG bytes: held-out accuracy (k >= 2, asked
+    directly) against cumulative human calls, one line per sampler, the target dashed; ``highlight`` drawn thicker."""
+    return curves_figure(
+        curves,
+        target,
+        xlabel="cumulative human calls (warm start not counted)",
+        ylabel="held-out accuracy, k >= 2",
+        target_label=f"target {target:.1%} (95% of supervised)",
+        highlight=highlight,
+    )
 
 
 def _count(value: Any) -> str:

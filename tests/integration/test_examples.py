@@ -107,6 +107,7 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
     assert sweep["updates"] == 2 and sweep["overrides"] == ["trainer.warm_start=true"]
+    assert (tmp_path / "seed_sweep.png").read_bytes()[:4] == b"\x89PNG"
     for seed in (0, 1):
         run = tmp_path / f"seed{seed}" / "pure_amplification"
         assert yaml.safe_load((run / "config.yaml").read_text())["run"]["seed"] == seed  # each run its own seed
