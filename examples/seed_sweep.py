@@ -172,4 +172,6 @@ figure = curves_figure(
 )
 (out_dir / "seed_sweep.png").write_bytes(figure)
 print(f"wrote {out_dir / 'seed_sweep.json'} and {out_dir / 'seed_sweep.png'}")
+example = configs[seeds[0]].run_dir
+print(f"each seed's report shows the sweep: debate-amp report {example}")
 sys.exit(1 if any(results[s]["returncode"] for s in seeds) else 0)

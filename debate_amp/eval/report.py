@@ -288,6 +288,58 @@ def alpha_sweep_html(run_dir: Path) -> str:
     )
 
 
+def seed_sweep_html(run_dir: Path) -> str:
+    """The seed lottery section, when the run is one seed of an ``examples/seed_sweep.py`` sweep (its
+    ``seed_sweep.json`` two levels up, ``OUT_DIR/seed<S>/<run.name>``): each seed's A[0], first update at the
+    target and final accuracy, and the curves, this seed outlined."""
+    path = run_dir.resolve().parent.parent / "seed_sweep.json"
+    if not path.is_file():
+        return ""
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+        seeds, target = sweep["seeds"], float(sweep["target"])
+        if not isinstance(seeds, dict) or not all(isinstance(r, dict) for r in seeds.values()):
+            raise ValueError("its seeds are not an object of runs")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"<h2>The seed lottery</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
+    here = run_dir.resolve().parent.name.removeprefix("seed")
+
+    def percent(value: Any) -> str:
+        return f"{value:.1%}" if isinstance(value, int | float) else "-"
+
+    rows = []
+    for seed, r in seeds.items():
+        first = r.get("first_at_target")
+        reached = f"update {first[0]} ({first[1]:.0f} s)" if isinstance(first, list) and len(first) == 2 else "not"
+        cells = [escape(seed), percent(r.get("a0")), percent(r.get("a0_shortcut")), reached, percent(r.get("final"))]
+        if r.get("returncode"):
+            cells[3:] = [f"failed (exit {escape(str(r['returncode']))})", "-"]
+        marked = ' class="this-run"' if seed == here else ""
+        rows.append(f"<tr{marked}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    curves = {
+        f"seed {seed}": [[point[1], point[2]] for point in r.get("curve", []) if len(point) == 3]
+        for seed, r in seeds.items()
+    }
+    figure = curves_figure(
+        curves,
+        target,
+        xlabel="seconds of training (the warm start's included)",
+        ylabel="held-out accuracy beyond the human",
+        target_label=f"target {target:.0%}",
+        highlight=f"seed {here}",
+    )
+    png = base64.b64encode(figure).decode("ascii")
+    n_reached = sum(isinstance(r.get("first_at_target"), list) for r in seeds.values())
+    return (
+        f"<h2>The seed lottery ({escape(path.name)})</h2>"
+        f"<p>{escape(str(sweep.get('recipe', 'the recipe')))} trained once per seed (examples/seed_sweep.py): "
+        f"{target:.0%} reached on {n_reached} of {len(seeds)} seeds; this seed is outlined.</p>"
+        '<table class="final" id="seed-sweep"><tr><th>seed</th><th>A[0] beyond the human</th>'
+        f"<th>A[0] shortcut rate</th><th>first at {target:.0%}</th><th>final</th></tr>{''.join(rows)}</table>"
+        f'<img class="curve" alt="seed sweep" src="data:image/png;base64,{png}">'
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Human efficiency
 
@@ -654,6 +706,7 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
 {f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
 {config_html}
 {alpha_sweep_html(run_dir)}
+{seed_sweep_html(run_dir)}
 {human_efficiency_html(run_dir)}
 <h2>Training curves (metrics.jsonl)</h2>
 {curves or "<p>no metrics.jsonl in this run directory</p>"}

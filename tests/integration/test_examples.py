@@ -118,10 +118,18 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
         a0 = json.loads((run / "sft" / "heldout.json").read_text())["answer"]
         assert result["a0"] == sum(v for k, v in a0.items() if int(k) >= 2) / sum(int(k) >= 2 for k in a0)
     lines = proc.stdout.splitlines()
-    assert lines[-2] == "reached 0% on 2 of 2 seeds (0, 1)"
+    assert "reached 0% on 2 of 2 seeds (0, 1)" in lines
     rows = [line.split() for line in lines if re.match(r" +[01] ", line)]  # seed, A[0], shortcut, first, updates
     assert [row[0] for row in rows] == ["0", "1"]
     assert all(row[3] == "1" and re.fullmatch(r"\(\d+", row[4]) and len(row) == 8 for row in rows), rows
+    # a seed's report shows the sweep, that seed outlined
+    from debate_amp.eval.report import render_report
+
+    page = render_report(tmp_path / "seed1" / "pure_amplification")
+    assert '<table class="final" id="seed-sweep">' in page and "0% reached on 2 of 2 seeds" in page
+    assert page.count('class="this-run"') == 1 and '<tr class="this-run"><td>1</td>' in page
+    (tmp_path / "seed_sweep.json").write_text("{")
+    assert "seed_sweep.json does not parse" in render_report(tmp_path / "seed1" / "pure_amplification")
 
 
 def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
