@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,9 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
         assert 0 < result["curve"][0][1] < result["curve"][1][1]  # seconds of training, growing
         assert result["first_at_target"] == result["curve"][0][:2] and result["final"] == result["curve"][1][2]
         a0 = json.loads((run / "sft" / "heldout.json").read_text())["answer"]
-        assert result["a0"] == sum(v for k, v in a0.items() if int(k) >= 2) / sum(int(k) >= 2 for k in a0)
+        assert result["a0"] == pytest.approx(
+            sum(v for k, v in a0.items() if int(k) >= 2) / sum(int(k) >= 2 for k in a0)
+        )
     lines = proc.stdout.splitlines()
     assert "reached 0% on 2 of 2 seeds (0, 1)" in lines
     rows = [line.split() for line in lines if re.match(r" +[01] ", line)]  # seed, A[0], shortcut, first, updates
