@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from debate_amp.config import TINY_OVERRIDES, ConfigError, load_config
-from debate_amp.eval.report import curves_figure
+from debate_amp.eval.report import curves_figure, heldout_json_beyond
 from debate_amp.tasks import make_task
 from debate_amp.tasks.base import beyond_name
 
@@ -64,11 +64,9 @@ def summarise(cfg, target: float) -> dict:
     first = next(((u, s) for u, s, acc in curve if acc >= target), None)
     a0_path = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"
     a0 = a0_shortcut = None
-    if a0_path.is_file():  # the mean over difficulties beyond the human, as the final table's A[0] column
-        heldout = json.loads(a0_path.read_text())
-        values = [v for d, v in heldout.get("answer", {}).items() if int(d) > task.human_max_difficulty]
-        a0 = sum(values) / len(values) if values else None
-        a0_shortcut = heldout.get(f"shortcut_{beyond}")
+    if a0_path.is_file():  # the mean over difficulties beyond the human, as the report's A[0] reference
+        a0 = heldout_json_beyond(a0_path, task)
+        a0_shortcut = json.loads(a0_path.read_text()).get(f"shortcut_{beyond}")
     return {
         "a0": a0,
         "a0_shortcut": a0_shortcut,

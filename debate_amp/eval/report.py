@@ -104,9 +104,9 @@ def run_task(run_dir: Path) -> Task:
         return task_named("perm")
 
 
-def _beyond(heldout: Path, task: Task) -> float | None:
+def heldout_json_beyond(heldout: Path, task: Task) -> float | None:
     """Mean held-out accuracy of direct answers beyond the human (perm: k >= 2) in a ``heldout.json`` (A[0]'s or a
-    baseline's)."""
+    baseline's); None where it does not read."""
     try:
         answers = json.loads(heldout.read_text()).get("answer", {})
         values = [float(v) for d, v in answers.items() if int(d) > task.human_max_difficulty]
@@ -130,7 +130,7 @@ def references(run_dir: Path, task: Task) -> dict[str, float]:
     }
     for name, paths in candidates.items():
         for path in paths:
-            if path.is_file() and (value := _beyond(path, task)) is not None:
+            if path.is_file() and (value := heldout_json_beyond(path, task)) is not None:
                 found[name] = value
                 break
     return found
