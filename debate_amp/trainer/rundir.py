@@ -69,6 +69,8 @@ RESUME_MAY_CHANGE = (
     "trainer.max_bad_updates",
     "run.torch_threads",
     "run.log_with",  # where the scalars are also sent; metrics.jsonl is the record
+    "run.output_dir",  # where the run lives: a run directory copied or moved elsewhere resumes there
+    "run.name",
 )
 
 
@@ -134,7 +136,14 @@ def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
 
 
 # What a resumed IDA run (``debate-amp ida --resume``) may change: how many rounds, the time limit and where it logs.
-IDA_RESUME_MAY_CHANGE = ("ida.rounds", "ida.max_minutes", "run.torch_threads", "run.log_with")
+IDA_RESUME_MAY_CHANGE = (
+    "ida.rounds",
+    "ida.max_minutes",
+    "run.torch_threads",
+    "run.log_with",
+    "run.output_dir",
+    "run.name",
+)
 
 
 def finished_rounds(ida_dir: Path) -> int:

@@ -115,6 +115,23 @@ def test_resume_may_run_longer_and_change_threads_saving_and_evaluation(tmp_path
     )
 
 
+def test_a_run_directory_copied_elsewhere_resumes_there(tmp_path):
+    import shutil
+
+    cfg = _trained(tmp_path)
+    copy = tmp_path / "elsewhere" / "longer"
+    shutil.copytree(cfg.run_dir, copy)
+    moved = load_config(
+        "recipes/default.yaml", [f"run.output_dir={copy.parent}", "run.name=longer", "trainer.updates=80"]
+    )
+    plan = plan_run_dir(moved, resume=True)
+    assert plan.run_dir == copy and plan.resume_update == 4
+    assert (
+        f"run.output_dir: '{tmp_path / 'runs'}' -> '{copy.parent}'" in plan.note
+        and "run.name: 'r' -> 'longer'" in plan.note
+    )
+
+
 @pytest.mark.parametrize("damage", ["text", "truncated", "directory"])
 def test_a_damaged_label_store_stops_the_run_before_anything_is_written(tmp_path, damage):
     import sqlite3
