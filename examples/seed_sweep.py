@@ -2,6 +2,7 @@
 
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml [OUT_DIR] [--seeds 0-7] [--updates 10]
         [--jobs 2] [--target 0.97] [key=value ...]       # 8 seeds of that recipe, 2 at a time: ~30 min on 2 cores
+    .venv/bin/python examples/seed_sweep.py recipes/supervised_baseline.yaml OUT_DIR --sft  # the baseline's
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml OUT_DIR --tiny   # untrained tiny model
 
 Whether the tiny model leaves a plateau, and when, depends on the seed (docs/perm.md, docs/benchmarks.md): one run
@@ -11,10 +12,13 @@ CPU threads (``run.torch_threads``), every update evaluated (``trainer.eval_ever
 A[0]'s held-out accuracy beyond the human (perm: k >= 2) and how often its wrong answers are the one-lookup
 shortcut, the accuracy after each update, and the first update at ``--target`` with its seconds of training
 (``perf/train_s``: the warm start's included, the clock of ``make bench``); then on how many seeds the target was
-reached. It writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves against seconds of training, the target
-dashed) and each seed's run into OUT_DIR (``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's
-runs there are replaced). ``key=value`` overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the
-mechanics on an untrained tiny model (two small updates a seed, under a minute).
+reached. ``--sft`` runs ``debate-amp sft`` instead (the supervised baseline, or a warm start alone): each seed's
+curve is its held-out evaluation every ``sft.eval_every_steps``, so the first point at the target is a step (the
+seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used). It
+writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves against seconds of training, the target dashed) and each
+seed's run into OUT_DIR (``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's runs there are
+replaced). ``key=value`` overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics on
+an untrained tiny model (two small updates a seed, under a minute).
 Last seen (2026-12-05, recipes/pure_amplification.yaml, seeds 0-7, 10 updates, two at a time on one thread each,
 2-core x86_64; measured by hand the same way, which this script reproduced to the figure on seeds 0 and 1): 97%
 within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% (k = 2, 3 learned, k >= 4 still the
@@ -53,11 +57,25 @@ def seeds_from(text: str) -> list[int]:
     return seeds
 
 
-def summarise(cfg, target: float) -> dict:
+def summarise(cfg, target: float, sft: bool) -> dict:
     """One seed's run: A[0]'s accuracy beyond the human and shortcut rate (when it trained one), (seconds of
-    training, accuracy) after each evaluated update, and the first update at ``target``."""
+    training, accuracy) after each evaluated update, and the first update at ``target``. With ``sft`` the run is
+    the warm start alone: its held-out curve by step, and its final evaluation."""
     task = make_task(cfg)
     beyond = beyond_name(task)
+    if sft:
+        heldout = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"
+        points = json.loads(heldout.read_text()).get("curve") or []
+        curve = [(p["step"], p["seconds"], p[f"answer_{beyond}"]) for p in points]
+        first = next(((u, s) for u, s, acc in curve if acc >= target), None)
+        final = heldout_json_beyond(heldout, task)
+        return {
+            "a0": None,
+            "a0_shortcut": None,
+            "curve": [list(p) for p in curve],
+            "final": final,
+            "first_at_target": list(first) if first else None,
+        }
     tag = f"eval/answer_accuracy_{beyond}"
     rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     curve = [(r["update"], r["perf/train_s"], r[tag]) for r in rows if tag in r]
@@ -87,6 +105,9 @@ parser.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7 or 0,2,5 (de
 parser.add_argument("--updates", type=int, default=10, help="updates per seed (default 10)")
 parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2); threads are shared among them")
 parser.add_argument("--target", type=float, default=0.97, help="held-out accuracy counted as reached (default 0.97)")
+parser.add_argument(
+    "--sft", action="store_true", help="run `debate-amp sft` (the supervised baseline), its held-out curve by step"
+)
 parser.add_argument("--tiny", action="store_true", help="an untrained tiny model, two small updates: mechanics only")
 args = parser.parse_intermixed_args()  # OUT_DIR and overrides may come after the options
 overrides = [item for item in args.rest if "=" in item]
@@ -99,9 +120,15 @@ try:
         raise ValueError("--updates and --jobs must be at least 1")
     out_dir = Path(places[0] if places else tempfile.mkdtemp(prefix="seed_sweep_")).resolve()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    updates = 2 if args.tiny else args.updates
-    sweep = [*(TINY if args.tiny else []), f"trainer.updates={updates}"]
-    sweep += ["trainer.eval_every=1", f"run.torch_threads={threads}"]
+    updates = None if args.sft else 2 if args.tiny else args.updates
+    sweep = [*(TINY if args.tiny else [])]
+    if args.sft:
+        sweep += ["sft.eval_every_steps=2"] if args.tiny else []
+    else:
+        sweep += [f"trainer.updates={updates}", "trainer.eval_every=1"]
+    sweep += [f"run.torch_threads={threads}"]
+    if args.sft and load_config(args.recipe, [*sweep, *overrides]).sft.eval_every_steps == 0:
+        raise ValueError("--sft: the recipe evaluates no curve; set sft.eval_every_steps")
     configs = {
         s: load_config(args.recipe, [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides])
         for s in seeds
@@ -116,7 +143,8 @@ started = time.perf_counter()
 while pending or running:
     while pending and len(running) < args.jobs:
         s = pending.pop(0)
-        command = [sys.executable, "-m", "debate_amp.cli", "train", args.recipe, "--no-progress", "--overwrite"]
+        subcommand = "sft" if args.sft else "train"
+        command = [sys.executable, "-m", "debate_amp.cli", subcommand, args.recipe, "--no-progress", "--overwrite"]
         command += [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides]
         out_dir.mkdir(parents=True, exist_ok=True)
         log = (out_dir / f"seed{s}.log").open("w")
@@ -135,14 +163,14 @@ while pending or running:
             results[s] = {"returncode": proc.returncode}
             print(f"seed {s}: failed (exit {proc.returncode}); see {out_dir / f'seed{s}.log'}", flush=True)
             continue
-        results[s] = {"returncode": 0, **summarise(configs[s], args.target)}
+        results[s] = {"returncode": 0, **summarise(configs[s], args.target, args.sft)}
         print(f"seed {s}: done ({minutes:.1f} min into the sweep)", flush=True)
 
 beyond = beyond_name(make_task(configs[seeds[0]]))
-print(
-    f"\nheld-out {beyond}, asked directly; first >= {args.target:.0%}: the update (seconds of training, warm start in)"
-)
-print(f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each update (%)")
+unit = "step" if args.sft else "update"
+clock = "seconds of training" + ("" if args.sft else " (the warm start's included)")
+print(f"\nheld-out {beyond}, asked directly; first >= {args.target:.0%}: the {unit} ({clock})")
+print(f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each {'evaluation' if args.sft else unit} (%)")
 for s in seeds:
     r = results[s]
     if r["returncode"]:
@@ -156,7 +184,7 @@ print(
     f"reached {args.target:.0%} on {len(reached)} of {len(seeds)} seeds"
     + (f" ({', '.join(map(str, reached))})" if reached else "")
 )
-summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target}
+summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target, "unit": unit}
 (out_dir / "seed_sweep.json").write_text(
     json.dumps({**summary, "seeds": {str(s): results[s] for s in seeds}}, indent=2)
 )
@@ -164,7 +192,7 @@ curves = {f"seed {s}": [[t, acc] for _, t, acc in results[s]["curve"]] for s in 
 figure = curves_figure(
     curves,
     args.target,
-    xlabel="seconds of training (the warm start's included)",
+    xlabel=clock,
     ylabel=f"held-out accuracy, {beyond}",
     target_label=f"target {args.target:.0%}",
 )

@@ -303,6 +303,7 @@ def seed_sweep_html(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"<h2>The seed lottery</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
     here = run_dir.resolve().parent.name.removeprefix("seed")
+    unit = "step" if sweep.get("unit") == "step" else "update"  # a sweep of `debate-amp sft` runs: by step
 
     def percent(value: Any) -> str:
         return f"{value:.1%}" if isinstance(value, int | float) else "-"
@@ -310,7 +311,7 @@ def seed_sweep_html(run_dir: Path) -> str:
     rows = []
     for seed, r in seeds.items():
         first = r.get("first_at_target")
-        reached = f"update {first[0]} ({first[1]:.0f} s)" if isinstance(first, list) and len(first) == 2 else "not"
+        reached = f"{unit} {first[0]} ({first[1]:.0f} s)" if isinstance(first, list) and len(first) == 2 else "not"
         cells = [escape(seed), percent(r.get("a0")), percent(r.get("a0_shortcut")), reached, percent(r.get("final"))]
         if r.get("returncode"):
             cells[3:] = [f"failed (exit {escape(str(r['returncode']))})", "-"]
@@ -323,7 +324,7 @@ def seed_sweep_html(run_dir: Path) -> str:
     figure = curves_figure(
         curves,
         target,
-        xlabel="seconds of training (the warm start's included)",
+        xlabel="seconds of training" + ("" if unit == "step" else " (the warm start's included)"),
         ylabel="held-out accuracy beyond the human",
         target_label=f"target {target:.0%}",
         highlight=f"seed {here}",

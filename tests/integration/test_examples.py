@@ -135,8 +135,42 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
     assert "seed_sweep.json does not parse" in render_report(tmp_path / "seed1" / "pure_amplification")
 
 
+def test_seed_sweep_of_the_supervised_baseline_reads_its_curve_by_step(tmp_path):
+    # --sft: each seed a `debate-amp sft` run (256 gold examples in batches of 32 on the untrained tiny model, held
+    # out every 2 steps); the curve is heldout.json's, the first point at --target 0 is the first evaluation's step.
+    proc = subprocess.run(
+        [sys.executable, "examples/seed_sweep.py", "recipes/supervised_baseline.yaml", str(tmp_path), "--sft"]
+        + ["--tiny", "--seeds", "0,1", "--target", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
+    assert sweep["unit"] == "step" and sweep["updates"] is None
+    from debate_amp.config import load_config
+    from debate_amp.eval.report import heldout_json_beyond, render_report
+    from debate_amp.tasks import make_task
+
+    for seed in (0, 1):
+        heldout = tmp_path / f"seed{seed}" / "supervised_baseline" / "sft" / "heldout.json"
+        points = json.loads(heldout.read_text())["curve"]
+        result = sweep["seeds"][str(seed)]
+        assert [step for step, _, _ in result["curve"]] == [2, 4, 6, 8] == [p["step"] for p in points]
+        assert [acc for _, _, acc in result["curve"]] == [p["answer_k_ge_2"] for p in points]
+        assert result["first_at_target"] == result["curve"][0][:2] and result["a0"] is None
+        task = make_task(load_config("recipes/supervised_baseline.yaml"))
+        assert result["final"] == pytest.approx(heldout_json_beyond(heldout, task))
+    assert "reached 0% on 2 of 2 seeds (0, 1)" in proc.stdout.splitlines()
+    page = render_report(tmp_path / "seed0" / "supervised_baseline")
+    assert '<tr class="this-run"><td>0</td><td>-</td><td>-</td><td>step 2 (' in page
+
+
 def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
-    for args, named in ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez")):
+    # pure_amplification.yaml evaluates its warm start at the end only: --sft has no curve to read
+    bad = ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez"), (["--sft"], "sft.eval_every_steps"))
+    for args, named in bad:
         proc = subprocess.run(
             [sys.executable, "examples/seed_sweep.py", "recipes/pure_amplification.yaml", str(tmp_path), *args],
             cwd=ROOT,
