@@ -170,7 +170,7 @@ while pending or running:
 
 beyond = beyond_name(make_task(configs[seeds[0]]))
 unit = "step" if args.sft else "update"
-clock = "seconds of training" + ("" if args.sft else " (the warm start's included)")
+clock = "seconds of training" + ("" if args.sft else ", the warm start's included")
 print(f"\nheld-out {beyond}, asked directly; first >= {args.target:.0%}: the {unit} ({clock})")
 print(f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each {'evaluation' if args.sft else unit} (%)")
 for s in seeds:
