@@ -92,19 +92,24 @@ def test_judge_check_trains_on_verdicts_and_scores_them_by_ending():
         assert f" {ending} " in lines[-1]
 
 
+def seed_sweep(recipe, out_dir, *args, timeout=300):
+    """examples/seed_sweep.py RECIPE OUT_DIR ARGS, its output captured."""
+    return subprocess.run(
+        [sys.executable, "examples/seed_sweep.py", recipe, str(out_dir), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
     # Mechanics on an untrained tiny model: two seeds side by side, each with its own tiny warm start (so A[0]'s
     # columns are read from its heldout.json) and two evaluated updates. --target 0 is reached at the first update
     # by construction, so the table's "first" column and the count are checked; learning is not (the tiny untrained
     # model learns nothing in two updates).
-    proc = subprocess.run(
-        [sys.executable, "examples/seed_sweep.py", "recipes/pure_amplification.yaml", str(tmp_path), "--tiny"]
-        + ["--seeds", "0,1", "--target", "0", "trainer.warm_start=true"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    tiny = ["--tiny", "--seeds", "0,1", "--target", "0"]
+    proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path, *tiny, "trainer.warm_start=true")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
     assert sweep["updates"] == 2 and sweep["overrides"] == ["trainer.warm_start=true"]
@@ -138,13 +143,8 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
 def test_seed_sweep_of_the_supervised_baseline_reads_its_curve_by_step(tmp_path):
     # --sft: each seed a `debate-amp sft` run (256 gold examples in batches of 32 on the untrained tiny model, held
     # out every 2 steps); the curve is heldout.json's, the first point at --target 0 is the first evaluation's step.
-    proc = subprocess.run(
-        [sys.executable, "examples/seed_sweep.py", "recipes/supervised_baseline.yaml", str(tmp_path), "--sft"]
-        + ["--tiny", "--seeds", "0,1", "--target", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = seed_sweep(
+        "recipes/supervised_baseline.yaml", tmp_path, "--sft", "--tiny", "--seeds", "0,1", "--target", "0"
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
@@ -171,12 +171,6 @@ def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
     # pure_amplification.yaml evaluates its warm start at the end only: --sft has no curve to read
     bad = ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez"), (["--sft"], "sft.eval_every_steps"))
     for args, named in bad:
-        proc = subprocess.run(
-            [sys.executable, "examples/seed_sweep.py", "recipes/pure_amplification.yaml", str(tmp_path), *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path, *args, timeout=60)
         assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list(tmp_path.iterdir())  # nothing started
