@@ -65,34 +65,28 @@ def summarise(cfg, target: float, sft: bool) -> dict:
     the warm start alone: its held-out curve by step, and its final evaluation."""
     task = make_task(cfg)
     beyond = beyond_name(task)
+    heldout = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"  # A[0]'s, or the sft run's own
+    a0 = a0_shortcut = None
     if sft:
-        heldout = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"
         points = json.loads(heldout.read_text()).get("curve") or []
         curve = [(p["step"], p["seconds"], p[f"answer_{beyond}"]) for p in points]
-        first = next(((u, s) for u, s, acc in curve if acc >= target), None)
         final = heldout_json_beyond(heldout, task)
-        return {
-            "a0": None,
-            "a0_shortcut": None,
-            "curve": [list(p) for p in curve],
-            "final": final,
-            "first_at_target": list(first) if first else None,
-        }
-    tag = f"eval/answer_accuracy_{beyond}"
-    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    curve = [(r["update"], r["perf/train_s"], r[tag]) for r in rows if tag in r]
-    first = next(((u, s) for u, s, acc in curve if acc >= target), None)
-    a0_path = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"
-    a0 = a0_shortcut = None
-    if a0_path.is_file():  # the mean over difficulties beyond the human, as the report's A[0] reference
-        a0 = heldout_json_beyond(a0_path, task)
-        a0_shortcut = json.loads(a0_path.read_text()).get(f"shortcut_{beyond}")
+    else:
+        tag = f"eval/answer_accuracy_{beyond}"
+        lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        curve = [(r["update"], r["perf/train_s"], r[tag]) for r in rows if tag in r]
+        final = curve[-1][2] if curve else None
+        if heldout.is_file():  # the mean over difficulties beyond the human, as the report's A[0] reference
+            a0 = heldout_json_beyond(heldout, task)
+            a0_shortcut = json.loads(heldout.read_text()).get(f"shortcut_{beyond}")
+    first = next(([u, s] for u, s, acc in curve if acc >= target), None)
     return {
         "a0": a0,
         "a0_shortcut": a0_shortcut,
-        "curve": [[u, s, acc] for u, s, acc in curve],
-        "first_at_target": list(first) if first else None,
-        "final": curve[-1][2] if curve else None,
+        "curve": [list(point) for point in curve],
+        "first_at_target": first,
+        "final": final,
     }
 
 
@@ -145,8 +139,8 @@ started = time.perf_counter()
 while pending or running:
     while pending and len(running) < args.jobs:
         s = pending.pop(0)
-        subcommand = "sft" if args.sft else "train"
-        command = [sys.executable, "-m", "debate_amp.cli", subcommand, args.recipe, "--no-progress", "--overwrite"]
+        command = [sys.executable, "-m", "debate_amp.cli", "sft" if args.sft else "train", args.recipe]
+        command += ["--no-progress", "--overwrite"]
         command += [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides]
         out_dir.mkdir(parents=True, exist_ok=True)
         log = (out_dir / f"seed{s}.log").open("w")
@@ -186,7 +180,8 @@ print(
     f"reached {args.target:.0%} on {len(reached)} of {len(seeds)} seeds"
     + (f" ({', '.join(map(str, reached))})" if reached else "")
 )
-summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target, "unit": unit}
+summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target}
+summary |= {"unit": unit, "xlabel": clock}  # how the report labels the first point and the curves' axis
 (out_dir / "seed_sweep.json").write_text(
     json.dumps({**summary, "seeds": {str(s): results[s] for s in seeds}}, indent=2)
 )

@@ -290,8 +290,8 @@ def alpha_sweep_html(run_dir: Path) -> str:
 
 def seed_sweep_html(run_dir: Path) -> str:
     """The seed lottery section, when the run is one seed of an ``examples/seed_sweep.py`` sweep (its
-    ``seed_sweep.json`` two levels up, ``OUT_DIR/seed<S>/<run.name>``): each seed's A[0], first update at the
-    target and final accuracy, and the curves, this seed outlined."""
+    ``seed_sweep.json`` two levels up, ``OUT_DIR/seed<S>/<run.name>``): each seed's A[0], first update (or step, for
+    a sweep of ``debate-amp sft`` runs) at the target and final accuracy, and the curves, this seed outlined."""
     path = run_dir.resolve().parent.parent / "seed_sweep.json"
     if not path.is_file():
         return ""
@@ -324,7 +324,7 @@ def seed_sweep_html(run_dir: Path) -> str:
     figure = curves_figure(
         curves,
         target,
-        xlabel="seconds of training" + ("" if unit == "step" else " (the warm start's included)"),
+        xlabel=str(sweep.get("xlabel", "seconds of training")),  # the sweep says which clock its curves are on
         ylabel="held-out accuracy beyond the human",
         target_label=f"target {target:.0%}",
         highlight=f"seed {here}",

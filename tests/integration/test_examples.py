@@ -148,7 +148,7 @@ def test_seed_sweep_of_the_supervised_baseline_reads_its_curve_by_step(tmp_path)
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
-    assert sweep["unit"] == "step" and sweep["updates"] is None
+    assert sweep["unit"] == "step" and sweep["updates"] is None and sweep["xlabel"] == "seconds of training"
     from debate_amp.config import load_config
     from debate_amp.eval.report import heldout_json_beyond, render_report
     from debate_amp.tasks import make_task
