@@ -56,7 +56,15 @@ RUN_FILES = (
 )
 
 
-# What a resumed run may change in its recipe: how long it runs, how often it saves and evaluates, and threads. Any
+# What any resumed run may change: threads, where it logs and where it lives. None changes what is trained.
+_RUN_MAY_CHANGE = (
+    "run.torch_threads",
+    "run.log_with",  # where the scalars are also sent; metrics.jsonl is the record
+    "run.output_dir",  # where the run lives: a run directory copied or moved elsewhere resumes there
+    "run.name",
+)
+
+# What a resumed run may change in its recipe: how long it runs, how often it saves and evaluates, and the above. Any
 # other key changes what is trained (the model, the data, the objective, the schedules' shape), and a run resumed
 # with it would be neither the old run nor a new one.
 RESUME_MAY_CHANGE = (
@@ -67,10 +75,7 @@ RESUME_MAY_CHANGE = (
     "trainer.eval_every",
     "trainer.eval_size",
     "trainer.max_bad_updates",
-    "run.torch_threads",
-    "run.log_with",  # where the scalars are also sent; metrics.jsonl is the record
-    "run.output_dir",  # where the run lives: a run directory copied or moved elsewhere resumes there
-    "run.name",
+    *_RUN_MAY_CHANGE,
 )
 
 
@@ -136,14 +141,7 @@ def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
 
 
 # What a resumed IDA run (``debate-amp ida --resume``) may change: how many rounds, the time limit and where it logs.
-IDA_RESUME_MAY_CHANGE = (
-    "ida.rounds",
-    "ida.max_minutes",
-    "run.torch_threads",
-    "run.log_with",
-    "run.output_dir",
-    "run.name",
-)
+IDA_RESUME_MAY_CHANGE = ("ida.rounds", "ida.max_minutes", *_RUN_MAY_CHANGE)
 
 
 def finished_rounds(ida_dir: Path) -> int:
