@@ -22,7 +22,7 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from debate_amp.protocol import UNKNOWN, Agent, Answer, Ask, ConsultsDraft, Posed, Reply, Trace
-from debate_amp.samplers import Adversarial, Budget, Sampler
+from debate_amp.samplers import Adversarial, Always, Budget, Sampler
 
 
 async def subanswer(model: Agent, posed: Posed, text: str) -> Reply:
@@ -48,6 +48,8 @@ class Approx:
     sampler: Sampler
 
     async def __call__(self, posed: Posed) -> Reply:
+        if isinstance(self.sampler, Always) and not isinstance(self.human, ConsultsDraft):
+            return await self.human(posed)  # the sampler never looks at the draft, and nobody is shown it
         draft = await self.model(posed)
         if not self.sampler(posed, draft):
             return draft

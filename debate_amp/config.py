@@ -376,8 +376,10 @@ class SftConfig:
     where batches of 128 needed 256,000 (3.7 minutes) and 128,000 in batches of 64 stopped at 89% (docs/training.md)."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     """AdamW weight decay."""
-    data: Literal["human", "gold"] = "human"
-    """``human``: imitate the synthetic human (the warm start A[0]). ``gold``: answer every question directly from
+    data: Literal["human", "answers", "gold"] = "human"
+    """``human``: imitate the synthetic human (the warm start A[0]). ``answers``: only the human's own direct answers
+    to what it can answer itself (perm: k <= 1 and the extra lookups), no steps, integrations or debates (for
+    ``trainer.imitate_human: false``, where M never drafts a step). ``gold``: answer every question directly from
     its gold answer, for all k (the supervised baseline that amplification is compared with)."""
     debate_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     """Share of the examples taken from the human's replies inside debates (arguing and judging)."""
@@ -543,6 +545,12 @@ class TrainerConfig:
     (``sft.*``: the human's answers, steps and integrations and its replies inside debates), taken in turn: the
     warm start paid their human calls; a run without a warm start of its own is charged each the first time.
     Formerly ``replay_examples`` (a recipe or a saved run with that name still loads)."""
+    imitate_human: bool = True
+    """Distil the human's own replies inside the trees (its decompositions and integrations, its judgments) into M
+    beside the amplified outputs, so that M learns to draft them for Approx(H, M). False: M learns only from what
+    amplification made; with ``sampler.kind: always`` (the human makes every step) and ``sft.data: answers`` this is
+    Christiano et al. 2018's division of labour, the human decomposing and M learning only to answer, which composed
+    where imitating the steps did not (docs/benchmarks.md)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10

@@ -259,7 +259,7 @@ def amplify_round(
     examples = [
         Example(e.prompt, e.completion, e.kind, q.difficulty, human_calls=int(e.kind != "amplified"))
         for q, reply in zip(questions, replies, strict=True)
-        for e in amplification_examples([reply])
+        for e in amplification_examples([reply], cfg.trainer.imitate_human)
     ]
     return replies, examples
 

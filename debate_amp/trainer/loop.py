@@ -456,12 +456,12 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     cfg, o, device = run.cfg, run.cfg.objective, run.accelerator.device
     debates = rollout.all_debates()
     segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
-    amp_examples = amplification_examples(rollout.amplified)
     t = cfg.trainer
+    amp_examples = amplification_examples(rollout.amplified, t.imitate_human)
     rehearsed, rehearsal_calls = _rehearsal(
         run.rehearsal_pool, t.rehearsal_examples, state.update, run.accelerator, paid=t.warm_start
     )
-    examples = supervised_examples(debates) + amp_examples
+    examples = supervised_examples(debates, t.imitate_human) + amp_examples
     examples += [SupervisedExample(e.prompt, e.completion, f"rehearsal:{e.kind}") for e in rehearsed]
     sup = supervised_batch(run.tokenizer, examples).to(device) if examples else None
     scored = ScoredBatch(

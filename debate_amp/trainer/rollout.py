@@ -83,9 +83,10 @@ def amplified(trace: Trace) -> bool:
     )
 
 
-def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
+def supervised_examples(debates: list[Debate], imitate_human: bool = True) -> list[SupervisedExample]:
     """L_sup's examples: d(winner, M(""winner)) + sum_t d(arg_t, M(""arg_t)) + d(continue_t, M(""continue_t)),
-    for each output that amplification made (:func:`amplified`), plus every human answer inside the trees."""
+    for each output that amplification made (:func:`amplified`), plus every human answer inside the trees
+    (``imitate_human``: ``trainer.imitate_human``)."""
     examples = []
     for debate in debates:
         judged: list[Judgment] = [j for j in (*debate.continues, debate.winner) if j is not None and j.trace]
@@ -98,8 +99,9 @@ def supervised_examples(debates: list[Debate]) -> list[SupervisedExample]:
                 examples.append(
                     SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind)
                 )
-        for trace in debate.traces():
-            examples += human_answers(trace)
+        if imitate_human:
+            for trace in debate.traces():
+                examples += human_answers(trace)
     return examples
 
 
@@ -112,9 +114,10 @@ def amplify(questions: list[Any], amp: Agent) -> list[Reply]:
     return asyncio.run(all_questions())
 
 
-def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
+def amplification_examples(replies: list[Reply], imitate_human: bool = True) -> list[SupervisedExample]:
     """Distillation of Amp~(H, M)(Q) into M(""Q): the question -> the amplified answer (a tree that ended without
-    one, ``?``, or that amplification added nothing to, teaches nothing), plus every human answer in the trees.
+    one, ``?``, or that amplification added nothing to, teaches nothing), plus, with ``imitate_human``, every human
+    answer in the trees (its steps: what M must draft for Approx(H, M)).
 
     With amplification applied n > 1 times (``amp.levels``) the subquestions inside a tree were answered by
     Amp~^(n-1)(H, M): each of those answers is an amplified answer to its own subquestion and is distilled too, at
@@ -124,7 +127,8 @@ def amplification_examples(replies: list[Reply]) -> list[SupervisedExample]:
         for node in used_nodes(reply.trace):
             if node.op == "amp" and node.posed.kind == "answer" and node.text != UNKNOWN and amplified(node):
                 examples.append(SupervisedExample(node.posed.render(), node.text, "amplified"))
-        examples += human_answers(reply.trace)
+        if imitate_human:
+            examples += human_answers(reply.trace)
     return examples
 
 

@@ -9,6 +9,7 @@ to ``<run_dir>/<sft.output_subdir>`` and its held-out accuracy by difficulty is 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -165,7 +166,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
         max_new_tokens=cfg.generation.max_new_tokens,
         progress=progress,
         debate_examples=heldout_debates,
-        skills=("answer",) if cfg.sft.data == "gold" else SKILLS,  # gold data teaches no steps
+        skills=SKILLS if cfg.sft.data == "human" else ("answer",),  # gold or answers alone teach no steps
     )
     heldout = {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points}
     if not math.isnan(shortcut := report.shortcut_rate()):
@@ -328,6 +329,7 @@ def warm_start_examples(cfg: Config) -> list[Example]:
 
     ``sft.data: gold``: question -> gold answer at every difficulty. ``human``: the human's own answers, steps and
     integrations (``Task.imitation_examples``) and, ``sft.debate_fraction`` of them, its replies inside debates.
+    ``answers``: only the human's direct answers to what it answers itself, drawn as ``human`` draws them.
     """
     task = make_task(cfg)
     if cfg.sft.data == "gold":  # the supervised baseline: question -> gold, at every difficulty
@@ -336,6 +338,8 @@ def warm_start_examples(cfg: Config) -> list[Example]:
             Example(task.answer_prompt(q), str(q.gold), "answer", q.difficulty)
             for q in (task.sample(rng) for _ in range(cfg.sft.n_examples))
         ]
+    elif cfg.sft.data == "answers":
+        examples = _human_direct_answers(cfg, task)
     else:
         human = task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
         n_debate = _n_debate(cfg)
@@ -358,9 +362,25 @@ def warm_start_examples(cfg: Config) -> list[Example]:
     return examples
 
 
+def _human_direct_answers(cfg: Config, task: Task) -> list[Example]:
+    """``sft.n_examples`` of the human's direct answers to what it answers itself (difficulty up to
+    ``Task.human_max_difficulty``; perm: k <= 1 with the extra lookups), in the order ``Task.imitation_examples``
+    draws them, its decompositions and integrations left out."""
+    human = task.human(error_rate=cfg.human.error_rate, seed=cfg.run.seed)
+    examples: list[Example] = []
+    for chunk in itertools.count():
+        drawn = task.imitation_examples(
+            human, cfg.sft.n_examples, seed=cfg.run.seed + chunk, lookups=cfg.sft.lookup_rate
+        )
+        examples += [e for e in drawn if e.kind == "answer" and e.difficulty <= task.human_max_difficulty]
+        if len(examples) >= cfg.sft.n_examples:
+            return examples[: cfg.sft.n_examples]
+    raise AssertionError("unreachable")
+
+
 def _n_debate(cfg: Config) -> int:
-    """How many of the warm start's examples come from debates (none for the gold baseline)."""
-    return 0 if cfg.sft.data == "gold" else int(cfg.sft.n_examples * cfg.sft.debate_fraction)
+    """How many of the warm start's examples come from debates (none but for the human's own warm start)."""
+    return int(cfg.sft.n_examples * cfg.sft.debate_fraction) if cfg.sft.data == "human" else 0
 
 
 def debate_imitation_examples(

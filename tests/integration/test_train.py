@@ -276,6 +276,19 @@ def test_the_probe_draws_exactly_one_level_deeper():
     assert {q.difficulty for q in add.at_depth(rng, 3, 200)} == {5, 6}
 
 
+def test_a_warm_start_of_the_humans_own_answers_holds_nothing_else():
+    # sft.data=answers (for trainer.imitate_human=false): the human's direct answers to what it answers itself, a
+    # function of the recipe, each one call; no steps, integrations or debate replies.
+    from debate_amp.tasks.perm import parse_prompt
+
+    cfg = load_config("recipes/pure_amplification.yaml", ["sft.data=answers", "sft.n_examples=600"])
+    pool = warm_start_examples(cfg)
+    assert pool == warm_start_examples(cfg) and len(pool) == 600
+    assert {e.kind for e in pool} == {"answer"} and {e.difficulty for e in pool} == {0, 1}
+    assert all(e.completion == str(parse_prompt(e.prompt).question.gold) for e in pool)  # the human errs never
+    assert sum(e.human_calls for e in pool) == 600
+
+
 def test_the_rehearsal_walks_through_the_warm_starts_own_examples_and_charges_only_what_it_did_not_pay():
     # The rehearsal draws the warm start's own examples (the judge's direct replies `` W=`` included: without them
     # the trained model's verdicts stop parsing, measured 9% in `make run`), each process its own slice, the whole

@@ -68,9 +68,10 @@ def test_amp_approx_answers_every_k_exactly(sampler):
         assert all(node.who == "policy" for node in steps)
     if isinstance(sampler, Always):
         human_steps = [n for r in replies for n in r.trace.walk() if n.posed.kind == "step" and n.who == "human"]
-        # every step question was answered by the human (and the model's draft kept as `replaced`)
-        assert all(n.replaced is not None and n.replaced.who == "policy" for n in human_steps)
-        assert not [n for n in steps if n.who == "policy" and n not in [h.replaced for h in human_steps]]
+        # every step question was answered by the human, and M was not asked to draft one: the sampler never
+        # looks at a draft (Bernoulli(1.0) below drafts and keeps both)
+        assert all(n.replaced is None for n in human_steps)
+        assert not [n for r in replies for n in r.trace.walk() if n.posed.kind == "step" and n.who == "policy"]
         assert human.calls == sum(r.trace.total_human_calls() for r in replies) == len(human_steps)
         # k <= 1: one step; otherwise decompose + integrate
         assert human.calls == sum(1 if q.k <= 1 else 2 for q in QUESTIONS)
@@ -195,8 +196,16 @@ def test_amp_that_never_answers_stops_after_max_rounds():
 
 def test_approx_keeps_both_replies():
     human, model = SyntheticHuman(PermHuman()), perfect_policy()
-    (reply,) = run_all(Approx(human, model, Always()), [PermQuestion((1, 2, 0), 0, 1)])
+    (reply,) = run_all(Approx(human, model, Bernoulli(1.0, seed=0)), [PermQuestion((1, 2, 0), 0, 1)])
     assert reply.text == "1" and reply.trace.who == "human" and reply.trace.replaced.who == "policy"
+    assert sum(model.generate_fn.batches) == 1
+
+
+def test_approx_with_every_call_the_humans_does_not_ask_the_model():
+    human, model = SyntheticHuman(PermHuman()), perfect_policy()
+    (reply,) = run_all(Approx(human, model, Always()), [PermQuestion((1, 2, 0), 0, 1)])
+    assert reply.text == "1" and reply.trace.who == "human" and reply.trace.replaced is None
+    assert model.generate_fn.batches == [] and human.calls == 1
 
 
 def test_amp_approx_poses_a_judgment_to_m_as_the_askers_step_never_directly():
@@ -234,7 +243,7 @@ def test_tiny_model_64_concurrent_amp_approx_one_generate_per_wave(tiny_model):
     model, tokenizer = tiny_model
     policy = ModelAgent(Counting(hf_generate_fn(model, tokenizer, max_new_tokens=8)), role="policy")
     human = SyntheticHuman(PermHuman())
-    replies = run_all(amp_approx(human, policy, Always()), QUESTIONS)
+    replies = run_all(amp_approx(human, policy, Bernoulli(1.0, seed=0)), QUESTIONS)  # M drafts every step
     model_nodes = [n for r in replies for n in r.trace.walk() if n.who == "policy" and n.op == ""]
     assert policy.generate_fn.batches[0] == 64
     assert policy.batcher.generate_calls == policy.batcher.waves == len(policy.generate_fn.batches) <= 4
@@ -271,6 +280,20 @@ def test_every_amplified_answer_in_a_tree_is_distilled_and_each_is_right(levels)
         posed = parse_prompt(example.prompt)
         assert posed is not None and example.completion == str(posed.question.gold)
     assert sorted(parse_prompt(e.prompt).question.k for e in examples) == ([6] if levels == 1 else [3, 3, 6])
+
+
+def test_without_imitating_the_human_only_the_amplified_answers_are_distilled():
+    # The human makes every step (sampler always): imitating it distils its decompositions and integrations too;
+    # trainer.imitate_human=false leaves M the amplified answers alone (Christiano et al.'s division of labour).
+    q = PermQuestion((3, 7, 0, 1, 6, 2, 5, 4), 5, 6)
+    replies = run_all(amp_approx(SyntheticHuman(PermHuman()), perfect_policy(), Always(), levels=2), [q])
+    imitated = amplification_examples(replies)
+    assert sorted(e.kind for e in imitated) == ["amplified"] * 3 + ["step"] * 6  # 3 nodes: decompose + integrate
+    alone = amplification_examples(replies, imitate_human=False)
+    assert [e.kind for e in alone] == ["amplified"] * 3
+    assert {(e.prompt, e.completion) for e in alone} == {
+        (e.prompt, e.completion) for e in imitated if e.kind == "amplified"
+    }
 
 
 def test_every_command_gets_the_recipes_sampler_with_its_budgets_and_one_human_record():

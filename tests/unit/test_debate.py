@@ -18,7 +18,7 @@ from debate_amp.debate.transcript import (
 )
 from debate_amp.eval.final import parse_rates
 from debate_amp.eval.transcripts import to_row
-from debate_amp.samplers import Bernoulli, Never
+from debate_amp.samplers import Always, Bernoulli, Never
 from debate_amp.tasks.perm import (
     PermHuman,
     PermLiar,
@@ -30,6 +30,7 @@ from debate_amp.tasks.perm import (
     perfect_generate,
     render_question,
 )
+from debate_amp.trainer.rollout import supervised_examples
 
 from .test_amp import Counting
 
@@ -255,3 +256,14 @@ def test_bad_transcript_lines_name_file_and_line(tmp_path, mangle, message):
     path.write_text("".join(mangle(lines)))
     with pytest.raises(TranscriptError, match=message):
         list(read_transcripts(path))
+
+
+def test_a_debates_distilled_examples_leave_out_the_humans_replies_unless_it_is_imitated():
+    # Every step the human's (sampler always): L_sup imitates its steps beside the amplified arguments and verdicts;
+    # trainer.imitate_human=false keeps only what amplification made.
+    amp_policy, amp_target, *_ = agents(Always())
+    debates = run_debates(QUESTIONS[:16], amp_policy, amp_target, max_turns=2)
+    imitated, alone = supervised_examples(debates), supervised_examples(debates, imitate_human=False)
+    made = [(e.prompt, e.completion) for e in imitated if e.kind in ("argue", "sufficient", "winner", "catastrophe")]
+    assert alone and [(e.prompt, e.completion) for e in alone] == made
+    assert len(imitated) > len(alone) and {e.kind for e in imitated} - {e.kind for e in alone} == {"step"}
