@@ -165,6 +165,35 @@ def test_pure_amplification_has_one_argument_and_no_rl_loss(tmp_path):
         assert row["objective/sup_loss"] > 0 and row["debate/mean_turns"] == 1.0
 
 
+def test_where_the_human_decomposes_m_learns_only_to_answer(tmp_path, monkeypatch):
+    # recipes/amplification_human_decomposes.yaml: A[0] imitates the human's direct answers alone, the human makes
+    # every step, and an update distils what amplification made (answers, the one argument) and the rehearsal of
+    # A[0]'s answers, none of the human's steps.
+    from debate_amp.trainer import loop
+
+    distilled: list[str] = []
+
+    def spy(tokenizer, examples, real=loop.supervised_batch):
+        distilled.extend(e.kind for e in examples)
+        return real(tokenizer, examples)
+
+    monkeypatch.setattr(loop, "supervised_batch", spy)
+    cfg, _ = run(
+        tmp_path,
+        "hd",
+        "trainer.updates=2",
+        "trainer.warm_start=true",
+        "sampler.kind=always",  # the recipe's (TINY sets bernoulli)
+        recipe="recipes/amplification_human_decomposes.yaml",
+    )
+    heldout = json.loads((cfg.run_dir / "sft" / "heldout.json").read_text())
+    assert heldout["human_calls"] == cfg.sft.n_examples and heldout["step"] == heldout["integrate"] == {}
+    # the debates' one argument and verdict are amplified outputs too; a step is the human's own
+    assert {"amplified", "rehearsal:answer"} <= set(distilled) <= {"amplified", "argue", "winner", "rehearsal:answer"}
+    for row in metrics(cfg):
+        assert row["amp/human_calls"] > 0 and 0 < row["amp/human_call_fraction"] < 1  # M answers the subquestions
+
+
 def test_a_liar_fraction_debates_the_scripted_liar_in_training_and_logs_it_apart(tmp_path):
     # Pure amplification stops every self-play debate after arg_0; the liar's debates are debated in full, and
     # theirs are the update's only RL segments (the honest side's: the liar's arguments are scripted, not sampled).
