@@ -268,8 +268,9 @@ class SamplerConfig:
     """Samp: when Approx asks the real human instead of the model. ``always``: every call the human's (the model is
     not asked for a draft, unless people answer: web / terminal show it and keep it for a timeout). ``confidence``
     asks when the model's reply has mean token log-probability below ``threshold``. ``adversary``: references/000's
-    adversarial amplification (docs/adversarial_ida.md): a learned predictor of "M's draft is wrong" skips the human where it is confident and
-    sends the human down the subquestion it doubts most (Boltzmann exploration); ``amp.levels`` does not apply."""
+    adversarial amplification (docs/adversarial_ida.md): a learned predictor of "M's draft is wrong" skips the human
+    where it is confident and sends the human down the subquestion it doubts most (Boltzmann exploration);
+    ``amp.levels`` does not apply."""
     p: Probability = 0.1
     """bernoulli: probability that a call goes to the human."""
     threshold: float = -0.5
