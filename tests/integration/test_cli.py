@@ -27,12 +27,17 @@ def run(*args, timeout=300):
 
 
 def test_amp_prints_the_tree_with_provenance():
-    proc = run("amp", "--model", "perfect", "--question", "s=37016254 x=5 k=13", "sampler.kind=always")
+    # a sampler that looks at M's draft (bernoulli, p = 1) keeps it beside the human's step; `always` asks no draft
+    question = "s=37016254 x=5 k=13"
+    proc = run("amp", "--model", "perfect", "--question", question, "sampler.kind=bernoulli", "sampler.p=1.0")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "answer 7: correct; human calls 2" in out
     assert "step [x=5 k=13] -> 'ask 2^6;#1^6'  (human, replacing policy's" in out
     assert "answer [x=2 k=6] -> '6'  (policy)" in out
+    always = run("amp", "--model", "perfect", "--question", question, "sampler.kind=always").stdout
+    assert "step [x=5 k=13] -> 'ask 2^6;#1^6'  (human)\n" in always and "replacing" not in always
+    assert "answer 7: correct; human calls 2" in always
 
 
 def test_amp_uses_a_trained_adversary_from_its_file(tmp_path):
@@ -95,7 +100,7 @@ def test_amp_records_labels_and_replays_them(tmp_path):
     again = run("amp", "--model", "perfect", "--question", question, *replay)
     assert again.returncode == 0, again.stderr
     assert "answer 7: correct; human calls 0" in again.stdout
-    assert "(human, from the label store, replacing policy's" in again.stdout
+    assert "step [x=5 k=13] -> 'ask 2^6;#1^6'  (human, from the label store)" in again.stdout
     unseen = run("amp", "--model", "perfect", "--question", question.replace("k=13", "k=12"), *replay)
     assert unseen.returncode == 1
     assert unseen.stderr.startswith("debate-amp: error: the replay human has no recorded answer to step question")
@@ -170,7 +175,7 @@ def test_debate_pure_amplification_and_trees():
     assert proc.returncode == 0, proc.stderr
     assert "continue_0 = false: forced (force_stop_p)" in proc.stdout
     assert "[1]" not in proc.stdout
-    assert "|-- step [x=5 k=6] -> 'ask 5^3;#1^3'  (human, replacing policy's" in proc.stdout
+    assert "|-- step [x=5 k=6] -> 'ask 5^3;#1^3'  (human)\n" in proc.stdout  # `always`: no draft of M's
     assert "verdict: even wins" in proc.stdout
 
 
