@@ -372,7 +372,10 @@ def _human_direct_answers(cfg: Config, task: Task) -> list[Example]:
         drawn = task.imitation_examples(
             human, cfg.sft.n_examples, seed=cfg.run.seed + chunk, lookups=cfg.sft.lookup_rate
         )
-        examples += [e for e in drawn if e.kind == "answer" and e.difficulty <= task.human_max_difficulty]
+        answers = [e for e in drawn if e.kind == "answer" and e.difficulty <= task.human_max_difficulty]
+        if not answers:
+            raise ValueError(f"sft.data=answers: the {task.name} task's human gave no direct answer in {len(drawn)}")
+        examples += answers
         if len(examples) >= cfg.sft.n_examples:
             return examples[: cfg.sft.n_examples]
     raise AssertionError("unreachable")
