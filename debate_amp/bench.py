@@ -3,7 +3,9 @@
 - rollout_batched_speedup: 64 concurrent Amp~(H, M) calls on the tiny model A[0] (wave batching: one ``generate``
   per wave) against the same 64 calls made one at a time, same model, same sampling settings, same run.
 - amp_pipeline_efficiency: amplified targets per second (greedy Amp~(H, M) on 1024 questions) over a bare batched
-  ``generate`` of the same 1024 prompts (one model call per target: what the tree's waves cost beyond that).
+  ``generate`` of the same 1024 prompts (one model call per target: what the tree's waves cost beyond that); the
+  same with ``recipes/amplification_human_decomposes.yaml``'s Amp~ (the human makes every step, M only answers and
+  drafts nothing) under ``human_decomposes_`` keys.
 - with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml`` and
   ``recipes/few_labels_amplification.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most
   ``--minutes`` each, with learning curves (held-out sigma^k(x), k >= 2, asked directly, against wall time);
@@ -317,6 +319,9 @@ def bench_human_efficiency(
     }
 
 
+HUMAN_DECOMPOSES = "recipes/amplification_human_decomposes.yaml"
+"""The second amplifier of the speed part: every step the human's, so the model's waves are its answers alone."""
+
 SPEED_OVERRIDES = ("sampler.kind=bernoulli",)
 """The speed figures' Amp~ asks the human by a coin (p = 0.1, as every bench since the first): the default recipe's
 adversary is learned during a run, and an untrained one here would doubt and trust nothing like a trained one."""
@@ -378,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     # Each part's keys are merged into the results file as soon as it ends: a bench stopped an hour in keeps them.
     results: dict[str, Any] = save_results(bench_rollouts(cfg, a0), machine)
     results.update(save_results(bench_amplification_speed(cfg, a0), machine))
+    decomposes = bench_amplification_speed(load_config(HUMAN_DECOMPOSES), a0)
+    results.update(save_results({f"human_decomposes_{key}": value for key, value in decomposes.items()}, machine))
     if args.learning:
         for task in args.tasks:
             results.update(save_results(bench_learning(args.minutes, task), machine))
@@ -400,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  amplified targets (greedy Amp~^{cfg.amp.levels}, 1024 questions, {results['amp_answers_per_s']:.1f} "
         f"answers/s): {results['amp_targets_per_s']:8.1f}/s; bare generate of "
         f"the same prompts: {results['bare_generate_per_s']:8.1f}/s; efficiency {results['amp_pipeline_efficiency']:.2f}"
+    )
+    decomposed = {key: results[f"human_decomposes_{key}"] for key in ("amp_targets_per_s", "bare_generate_per_s")}
+    print(
+        f"  the same, the human making every step ({HUMAN_DECOMPOSES}): "
+        f"{decomposed['amp_targets_per_s']:8.1f}/s against {decomposed['bare_generate_per_s']:8.1f}/s; "
+        f"efficiency {results['human_decomposes_amp_pipeline_efficiency']:.2f}"
     )
     if args.learning:
         print_learning(results, args.tasks)

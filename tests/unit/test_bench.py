@@ -97,6 +97,7 @@ def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
         bench.main(["--learning", "--tasks", "perm"])
     saved = json.loads(results.read_text())
     assert saved["rollout_batched_speedup"] == 13.2 and saved["amp_pipeline_efficiency"] == 0.13
+    assert saved["human_decomposes_amp_pipeline_efficiency"] == 0.13  # the second amplifier's, prefixed
     assert saved["add_amp_wall_ratio"] == 9.0 and saved["machine"] and saved["date"]
     assert [p.name for p in results.parent.iterdir()] == ["results.json"]  # no temporary file left behind
 
