@@ -46,7 +46,7 @@ from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.combinators import AdversarialAmp, Amp
-from debate_amp.config import AnnealConfig, Config, ConfigError, config_to_dict, save_config
+from debate_amp.config import AnnealConfig, Config, ConfigError, TrainerConfig, config_to_dict, save_config
 from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
@@ -642,7 +642,7 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     accelerator.wait_for_everyone()
     policy, target_policy, ref_policy, tokenizer, warm_start = _models(cfg, accelerator, progress)
     model = PolicyWithValue(policy, ValueHead(hidden_size_of(policy)))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.learning_rate)
+    optimizer = build_optimizer(model, cfg.trainer)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     for frozen in (ref_policy, target_policy):
         if isinstance(frozen, nn.Module):
@@ -836,6 +836,12 @@ def _idle_pass(run: Run, scored: ScoredBatch) -> torch.Tensor:
         pad = torch.full((1, 1), run.tokenizer.pad_token_id, device=run.accelerator.device)
         return _zero_weight(*run.model(pad, torch.ones_like(pad)))
     return _zero_weight(*run.model(any_batch.input_ids[:1], any_batch.attention_mask[:1]))
+
+
+def build_optimizer(model: nn.Module, trainer: TrainerConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of the policy and value head, at the recipe's learning rate and beta2."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=trainer.learning_rate, betas=(0.9, trainer.adam_beta2))
 
 
 def _step(run: Run, state: TrainState, loss: torch.Tensor) -> bool:

@@ -64,6 +64,20 @@ def test_overrides_apply_and_coerce():
     assert cfg.run.name == "x"
 
 
+def test_the_trainers_adamw_takes_the_recipes_learning_rate_and_beta2_and_only_trainable_weights():
+    from torch import nn
+
+    from debate_amp.trainer.loop import build_optimizer
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    cfg = load_config(None, ["trainer.learning_rate=0.002", "trainer.adam_beta2=0.95"])
+    (group,) = build_optimizer(model, cfg.trainer).param_groups
+    assert group["lr"] == 0.002 and group["betas"] == (0.9, 0.95)
+    assert [tuple(p.shape) for p in group["params"]] == [(1, 3), (1,)]
+    assert load_config(None).trainer.adam_beta2 == 0.999  # PyTorch's default: every recipe's trajectory as before
+
+
 @pytest.mark.parametrize(
     "override, needles",
     [
@@ -83,6 +97,7 @@ def test_overrides_apply_and_coerce():
         ("run.log_with=[tensorbord]", ["run.log_with.0='tensorbord'", "allowed values are 'tensorboard', 'wandb'"]),
         ("run.log_with=tensorboard", ["run.log_with='tensorboard'", "expected a list, e.g. [tensorboard]"]),
         ("run.log_with=[tensorboard, tensorboard]", ["log_with names tensorboard twice"]),
+        ("trainer.adam_beta2=1.0", ["trainer.adam_beta2=1.0", "must be < 1.0"]),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
