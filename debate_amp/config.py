@@ -518,10 +518,9 @@ class TrainerConfig:
     learning_rate: PositiveFloat = 5e-4
     """Peak learning rate of the policy and value head (AdamW)."""
     adam_beta2: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
-    """AdamW's beta2 (PyTorch's default 0.999). Lower (0.95) reacts sooner to a gradient much larger than the recent
-    ones: after thousands of steps of tiny gradients, 0.999 took one such minibatch as a step of about three times
-    the learning rate in every weight, and a converged run fell from 100% to 81% held out (docs/benchmarks.md,
-    forty-fourth session)."""
+    """AdamW's beta2 (PyTorch's default 0.999). Lower adapts sooner to a gradient much larger than the recent ones:
+    replaying a converged few-labels run that a loss spike took from 100% to 81% held out, 0.95 kept it at 98-100%
+    (one replay; docs/benchmarks.md, forty-fourth session)."""
     lr_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
     """Annealing of the learning rate (``end`` in absolute units)."""
     ppo_epochs: PositiveInt = 2
