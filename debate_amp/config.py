@@ -518,11 +518,9 @@ class TrainerConfig:
     learning_rate: PositiveFloat = 5e-4
     """Peak learning rate of the policy and value head (AdamW)."""
     adam_beta2: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
-    """AdamW's beta2 (PyTorch's default 0.999). Lower adapts sooner to a gradient much larger than the recent ones:
-    replaying a converged few-labels run that a loss spike took from 100% to 81% held out, 0.95 kept it at 98-100%
-    (one replay; docs/benchmarks.md, forty-fourth session). recipes/few_labels_amplification.yaml uses 0.95: from
-    scratch, seeds 0-5 ended within 3 points of the supervised run on five of six where 0.999 did on three
-    (docs/benchmarks.md, forty-fifth session)."""
+    """AdamW's beta2 (PyTorch's default 0.999). Lower adapts sooner to a gradient much larger than the recent ones,
+    which a converged distillation meets after thousands of tiny ones (a loss spike; docs/training.md).
+    recipes/few_labels_amplification.yaml uses 0.95; its header has the measurements."""
     lr_anneal: AnnealConfig = dataclasses.field(default_factory=AnnealConfig)
     """Annealing of the learning rate (``end`` in absolute units)."""
     ppo_epochs: PositiveInt = 2
