@@ -25,6 +25,9 @@ within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% 
 shortcut), seed 7 at 44% (k = 2 only); docs/benchmarks.md, "The lottery over eight seeds". Within 30 updates (the
 same runs resumed): 3 of 8 (seeds 0, 6, 1). The supervised baseline on the same seeds (as ``--sft`` runs it): 5 of 8,
 at 64,000-136,000 examples; seeds 5 and 7 ended at 56-57%, seed 6 at 90% ("Thirty updates over eight seeds").
+Those updates were of 2,048 questions; the recipe's are of 1,024 since 2026-12-06 (``--updates 20`` for the same
+questions: from the same A[0]s seed 1 reached 97% within them, seeds 2-7 did not; seed 0, from the bench's A[0],
+at update 7; docs/benchmarks.md, "Smaller, more frequent updates").
 """
 
 import argparse
