@@ -9,7 +9,8 @@ t = 0..T-1 (``ida.rounds`` = T):
    calls one batched ``generate``. The imitation examples are the amplified answers and every answer the human gave
    inside the trees (:func:`~debate_amp.trainer.rollout.amplification_examples`), plus ``ida.keep_previous`` of
    the dataset drawn from earlier rounds' examples (the warm start's included).
-3. Distill: supervised training from A[t]'s weights with TRL's ``SFTTrainer`` (:func:`~debate_amp.trainer.sft.distill`).
+3. Distill: supervised training from A[t]'s weights (``ida.student: fresh``: from a newly initialised tiny model)
+   with TRL's ``SFTTrainer`` (:func:`~debate_amp.trainer.sft.distill`).
 4. Evaluate A[t+1] on held-out questions by difficulty, asked directly (:func:`evaluate_heldout`).
 5. Save A[t+1] to ``RUN/ida/round_<t+1>/`` (written under a temporary name, then renamed: a folder that exists is a
    whole round), with its examples and its record ``round.json``; ``RUN/ida/rounds.jsonl`` holds one record per
@@ -186,14 +187,19 @@ def ida_round(
     previous = earlier_examples(_pool(cfg, ida_dir, t, warm), len(new), cfg.ida.keep_previous, rng)
     amplify_s = time.perf_counter() - started
 
-    # 3. Distill into A[t+1], from A[t]'s weights.
+    # 3. Distill into A[t+1]: from A[t]'s weights, or (ida.student: fresh) from a new tiny model of its own seed.
+    student = model
+    if cfg.ida.student == "fresh":
+        student, _ = load_model(cfg.model, None, seed=cfg.run.seed + 100 * r)
+        if torch.cuda.is_available():
+            student.to("cuda")  # type: ignore[arg-type]
     tmp = ida_dir / f".round_{r}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     trainer = distill(
         cfg,
-        model,
+        student,
         tokenizer,
         new + previous,
         output_dir=tmp / "trainer",

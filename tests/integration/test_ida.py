@@ -105,3 +105,26 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path):
     proc = cli("ida", "recipes/ida.yaml", "--resume", "--overwrite", f"run.output_dir={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["debate-amp: error: --resume and --overwrite exclude each other"]
+
+
+def test_a_fresh_student_is_distilled_from_a_new_initialisation_not_from_a_t(tmp_path):
+    # ida.student=fresh: A[1] is trained from a tiny model of its own seed (run.seed + 100), so after a round of a
+    # few steps it sits next to that initialisation and far from A[0]; ida.student=continue is the other way round.
+    cfg = config(tmp_path / "fresh", "ida.rounds=1", "ida.student=fresh")
+    run_ida(cfg, progress=False)
+    a0, a1 = (load_model(cfg.model, cfg.run_dir / "ida" / f"round_{r}")[0] for r in (0, 1))
+    init = load_model(cfg.model, None, seed=cfg.run.seed + 100)[0]
+    assert parameter_distance(a1, init) < 0.05 < 0.5 < parameter_distance(a1, a0)
+
+    cfg = config(tmp_path / "continue", "ida.rounds=1")
+    run_ida(cfg, progress=False)
+    a0, a1 = (load_model(cfg.model, cfg.run_dir / "ida" / f"round_{r}")[0] for r in (0, 1))
+    assert parameter_distance(a1, a0) < 0.05 < 0.5 < parameter_distance(a1, init)
+
+
+def test_a_fresh_student_with_a_model_directory_fails_in_one_line(tmp_path):
+    proc = cli(
+        "ida", "recipes/ida.yaml", "ida.student=fresh", f"model.path={ROOT / 'recipes'}", f"run.output_dir={tmp_path}"
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "ida.student=fresh" in proc.stderr and "model.path" in proc.stderr
