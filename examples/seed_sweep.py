@@ -3,6 +3,7 @@
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml [OUT_DIR] [--seeds 0-7] [--updates 10]
         [--jobs 2] [--target 0.97] [key=value ...]       # 8 seeds of that recipe, 2 at a time: ~30 min on 2 cores
     .venv/bin/python examples/seed_sweep.py recipes/supervised_baseline.yaml OUT_DIR --sft  # the baseline's
+    .venv/bin/python examples/seed_sweep.py recipes/ida_fresh_student.yaml OUT_DIR --ida  # IDA rounds, by round
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml OUT_DIR --tiny   # untrained tiny model
 
 Whether the tiny model leaves a plateau, and when, depends on the seed (docs/perm.md, docs/benchmarks.md): one run
@@ -14,7 +15,9 @@ shortcut, the accuracy after each update, and the first update at ``--target`` w
 (``perf/train_s``: the warm start's included, the clock of ``make bench``); then on how many seeds the target was
 reached. ``--sft`` runs ``debate-amp sft`` instead (the supervised baseline, or a warm start alone): each seed's
 curve is its held-out evaluation every ``sft.eval_every_steps``, so the first point at the target is a step (the
-seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used). It
+seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used). ``--ida`` runs ``debate-amp ida`` (the IDA outer loop,
+docs/ida.md): each seed's curve is A[1], A[2], ... by round (its held-out evaluation after each round; the seconds
+are the rounds', the warm start's not included), A[0] is the warm start, and ``ida.rounds`` is the recipe's. It
 writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves against seconds of training, the target dashed) and each
 seed's run into OUT_DIR (``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's runs there are
 replaced). ``key=value`` overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics on
@@ -47,6 +50,11 @@ from debate_amp.tasks.base import beyond_name
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TINY = [*TINY_OVERRIDES, "sampler.kind=bernoulli"]  # mechanics only (as examples/alpha_sweep.py --tiny)
+# --ida --tiny: two rounds of a few questions, the human asked at every step (as tests/integration/test_ida.py)
+TINY_IDA = [
+    *("ida.rounds=2", "ida.questions_per_round=24", "ida.epochs=1", "task.eval_size=16", "sampler.kind=always"),
+    "amp.levels=1",
+]
 
 
 def seeds_from(text: str) -> list[int]:
@@ -62,18 +70,29 @@ def seeds_from(text: str) -> list[int]:
     return seeds
 
 
-def summarise(cfg, target: float, sft: bool) -> dict:
+def summarise(cfg, target: float, mode: str) -> dict:
     """One seed's run: A[0]'s accuracy beyond the human and shortcut rate (when it trained one), (seconds of
-    training, accuracy) after each evaluated update, and the first update at ``target``. With ``sft`` the run is
-    the warm start alone: its held-out curve by step, and its final evaluation."""
+    training, accuracy) after each evaluated update, and the first update at ``target``. With mode ``sft`` the run
+    is the warm start alone: its held-out curve by step, and its final evaluation. With ``ida`` the curve is by
+    round (``ida/rounds.jsonl``: A[r]'s held-out accuracy, the rounds' seconds summed) and A[0] is
+    ``ida/a0.json``'s."""
     task = make_task(cfg)
     beyond = beyond_name(task)
     heldout = cfg.run_dir / cfg.sft.output_subdir / "heldout.json"  # A[0]'s, or the sft run's own
     a0 = a0_shortcut = None
-    if sft:
+    if mode == "sft":
         points = json.loads(heldout.read_text()).get("curve") or []
         curve = [(p["step"], p["seconds"], p[f"answer_{beyond}"]) for p in points]
         final = heldout_json_beyond(heldout, task)
+    elif mode == "ida":
+        ida = cfg.run_dir / "ida"
+        rows = [json.loads(line) for line in (ida / "rounds.jsonl").read_text().splitlines() if line.strip()]
+        seconds = [sum(r["wall_s"] for r in rows[: i + 1]) for i in range(len(rows))]
+        curve = [(r["round"], s, r["heldout_beyond"]) for r, s in zip(rows, seconds, strict=True)]
+        final = curve[-1][2] if curve else None
+        a0 = json.loads((ida / "a0.json").read_text()).get("heldout_beyond")
+        if heldout.is_file():  # the warm start's (A[0] is model.path or an untrained model without one)
+            a0_shortcut = json.loads(heldout.read_text()).get(f"shortcut_{beyond}")
     else:
         tag = f"eval/answer_accuracy_{beyond}"
         lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
@@ -107,22 +126,30 @@ parser.add_argument("--target", type=float, default=0.97, help="held-out accurac
 parser.add_argument(
     "--sft", action="store_true", help="run `debate-amp sft` (the supervised baseline), its held-out curve by step"
 )
+parser.add_argument(
+    "--ida", action="store_true", help="run `debate-amp ida` (the IDA outer loop), A[t]'s held-out accuracy by round"
+)
 parser.add_argument("--tiny", action="store_true", help="an untrained tiny model, two small updates: mechanics only")
 args = parser.parse_intermixed_args()  # OUT_DIR and overrides may come after the options
+mode = "sft" if args.sft else "ida" if args.ida else "train"
 overrides = [item for item in args.rest if "=" in item]
 places = [item for item in args.rest if "=" not in item]
 try:
     seeds = seeds_from(args.seeds)
     if len(places) > 1:
         raise ValueError(f"one OUT_DIR at most, got {places}")
+    if args.sft and args.ida:
+        raise ValueError("--sft and --ida: one kind of run at a time")
     if args.updates < 1 or args.jobs < 1:
         raise ValueError("--updates and --jobs must be at least 1")
     out_dir = Path(places[0] if places else tempfile.mkdtemp(prefix="seed_sweep_")).resolve()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    updates = None if args.sft else 2 if args.tiny else args.updates
+    updates = None if mode != "train" else 2 if args.tiny else args.updates
     sweep = [*(TINY if args.tiny else [])]
-    if args.sft:
+    if mode == "sft":
         sweep += ["sft.eval_every_steps=2"] if args.tiny else []
+    elif mode == "ida":
+        sweep += TINY_IDA if args.tiny else []
     else:
         sweep += [f"trainer.updates={updates}", "trainer.eval_every=1"]
     sweep += [f"run.torch_threads={threads}"]
@@ -142,7 +169,7 @@ started = time.perf_counter()
 while pending or running:
     while pending and len(running) < args.jobs:
         s = pending.pop(0)
-        command = [sys.executable, "-m", "debate_amp.cli", "sft" if args.sft else "train", args.recipe]
+        command = [sys.executable, "-m", "debate_amp.cli", mode, args.recipe]
         command += ["--no-progress", "--overwrite"]
         command += [*sweep, f"run.output_dir={out_dir / f'seed{s}'}", f"run.seed={s}", *overrides]
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,14 +189,20 @@ while pending or running:
             results[s] = {"returncode": proc.returncode}
             print(f"seed {s}: failed (exit {proc.returncode}); see {out_dir / f'seed{s}.log'}", flush=True)
             continue
-        results[s] = {"returncode": 0, **summarise(configs[s], args.target, args.sft)}
+        results[s] = {"returncode": 0, **summarise(configs[s], args.target, mode)}
         print(f"seed {s}: done ({minutes:.1f} min into the sweep)", flush=True)
 
 beyond = beyond_name(make_task(configs[seeds[0]]))
-unit = "step" if args.sft else "update"
-clock = "seconds of training" + ("" if args.sft else ", the warm start's included")
+unit = {"sft": "step", "ida": "round", "train": "update"}[mode]
+clock = {
+    "sft": "seconds of training",
+    "ida": "seconds of the rounds, the warm start's not included",
+    "train": "seconds of training, the warm start's included",
+}[mode]
 print(f"\nheld-out {beyond}, asked directly; first >= {args.target:.0%}: the {unit} ({clock})")
-print(f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each {'evaluation' if args.sft else unit} (%)")
+print(
+    f"{'seed':>4} {'A[0]':>6} {'shortcut':>8} {'first':>12}  after each {'evaluation' if mode == 'sft' else unit} (%)"
+)
 for s in seeds:
     r = results[s]
     if r["returncode"]:

@@ -291,7 +291,8 @@ def alpha_sweep_html(run_dir: Path) -> str:
 def seed_sweep_html(run_dir: Path) -> str:
     """The seed lottery section, when the run is one seed of an ``examples/seed_sweep.py`` sweep (its
     ``seed_sweep.json`` two levels up, ``OUT_DIR/seed<S>/<run.name>``): each seed's A[0], first update (or step, for
-    a sweep of ``debate-amp sft`` runs) at the target and final accuracy, and the curves, this seed outlined."""
+    a sweep of ``debate-amp sft`` runs; round, for ``debate-amp ida``) at the target and final accuracy, and the
+    curves, this seed outlined."""
     path = run_dir.resolve().parent.parent / "seed_sweep.json"
     if not path.is_file():
         return ""
@@ -303,7 +304,7 @@ def seed_sweep_html(run_dir: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"<h2>The seed lottery</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
     here = run_dir.resolve().parent.name.removeprefix("seed")
-    unit = "step" if sweep.get("unit") == "step" else "update"  # a sweep of `debate-amp sft` runs: by step
+    unit = sweep.get("unit") if sweep.get("unit") in ("step", "round") else "update"  # sft runs by step, ida by round
 
     def percent(value: Any) -> str:
         return f"{value:.1%}" if isinstance(value, int | float) else "-"

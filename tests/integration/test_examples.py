@@ -167,9 +167,34 @@ def test_seed_sweep_of_the_supervised_baseline_reads_its_curve_by_step(tmp_path)
     assert '<tr class="this-run"><td>0</td><td>-</td><td>-</td><td>step 2 (' in page
 
 
+def test_seed_sweep_of_ida_reads_each_round(tmp_path):
+    # --ida: each seed a `debate-amp ida` run (two rounds of 24 questions on the untrained tiny model, each round
+    # distilled into a fresh student); the curve is rounds.jsonl's A[1], A[2] with the rounds' seconds summed, A[0]
+    # is a0.json's, and the first point at --target 0 is round 1.
+    proc = seed_sweep("recipes/ida_fresh_student.yaml", tmp_path, "--ida", "--tiny", "--seeds", "0,1", "--target", "0")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
+    assert sweep["unit"] == "round" and sweep["updates"] is None
+    from debate_amp.eval.report import render_report
+
+    for seed in (0, 1):
+        ida = tmp_path / f"seed{seed}" / "ida_fresh_student" / "ida"
+        rows = [json.loads(line) for line in (ida / "rounds.jsonl").read_text().splitlines()]
+        result = sweep["seeds"][str(seed)]
+        assert [r for r, _, _ in result["curve"]] == [1, 2] == [row["round"] for row in rows]
+        assert [acc for _, _, acc in result["curve"]] == [row["heldout_beyond"] for row in rows]
+        assert result["curve"][1][1] == pytest.approx(rows[0]["wall_s"] + rows[1]["wall_s"])
+        assert result["a0"] == json.loads((ida / "a0.json").read_text())["heldout_beyond"]
+        assert result["first_at_target"] == result["curve"][0][:2] and result["final"] == result["curve"][1][2]
+    assert "reached 0% on 2 of 2 seeds (0, 1)" in proc.stdout.splitlines()
+    page = render_report(tmp_path / "seed1" / "ida_fresh_student")
+    assert '<tr class="this-run"><td>1</td>' in page and "<td>round 1 (" in page
+
+
 def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
     # pure_amplification.yaml evaluates its warm start at the end only: --sft has no curve to read
     bad = ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez"), (["--sft"], "sft.eval_every_steps"))
+    bad += ((["--sft", "--ida"], "--ida"),)
     for args, named in bad:
         proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path, *args, timeout=60)
         assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
