@@ -698,9 +698,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         _fail(f"{args.run_dir}: not a run directory")
     # results.json: the bench's directory (runs/bench), whose report shows its human-efficiency comparison
-    if not any((run_dir / name).exists() for name in ("metrics.jsonl", "transcripts", "final.json", "results.json")):
+    markers = ("metrics.jsonl", "transcripts", "final.json", "results.json", "ida/a0.json")  # the last: debate-amp ida
+    if not any((run_dir / name).exists() for name in markers):
         _fail(
-            f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/, final.json or results.json); "
+            f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/, final.json, results.json or "
+            "ida/a0.json); "
             "nothing written"
         )
     if args.per_update < 0:

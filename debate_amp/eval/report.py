@@ -1,8 +1,8 @@
 """``debate-amp report``: one self-contained HTML page for a run directory.
 
 First what a researcher looks for: the final table (``final.json``) and one figure of held-out accuracy by difficulty
-(perm: k) across
-updates (against A[0] and the supervised baseline where known), judge accuracy and debate length. Then training
+(perm: k) across updates (against A[0] and the supervised baseline where known), judge accuracy and debate length;
+for a ``debate-amp ida`` run, its per-round table and held-out accuracy by difficulty across rounds. Then training
 curves from ``metrics.jsonl`` (matplotlib, Agg, embedded as base64 PNGs, one figure per tag group of DESIGN.md
 section 7), the ``debate-amp eval`` table of its transcripts, and a transcript browser: each debate's
 arguments with their amplification trees (who answered each node: human / policy / target), the continue_t
@@ -343,22 +343,68 @@ def seed_sweep_html(run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The IDA outer loop
+
+
+def ida_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
+    """The IDA section, when the run is a ``debate-amp ida`` run (``ida/a0.json``): the per-round table the command
+    prints (A[0] .. A[T]: examples, human calls, distillation loss, minutes, held-out accuracy of direct answers by
+    difficulty) and those accuracies across rounds, A[0] at round 0, the supervised baseline dashed where known."""
+    from debate_amp.trainer.ida import IdaResult, format_rounds, load_rounds
+
+    path = run_dir / "ida" / "a0.json"
+    if not path.is_file():
+        return ""
+    name, beyond = task.difficulty_name, beyond_name(task)
+    try:
+        a0, rounds = json.loads(path.read_text(encoding="utf-8")), load_rounds(run_dir)
+        table = format_rounds(IdaResult(run_dir, a0, rounds, name, beyond))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"<h2>IDA rounds</h2><p>{escape(str(path.parent))} does not parse: {escape(str(e))}</p>"
+    models = [a0, *rounds]
+    answers = [(row["round"], row["heldout"].get("answer", {})) for row in models]
+    difficulties = sorted({int(d) for _, answer in answers for d in answer})
+    curves = {f"{name}={d}": [[r, answer[str(d)]] for r, answer in answers if str(d) in answer] for d in difficulties}
+    label = beyond.replace("_ge_", ">=")
+    curves[label] = [[row["round"], row["heldout_beyond"]] for row in models]
+    supervised = refs.get("supervised baseline")
+    figure = curves_figure(
+        curves,
+        supervised,
+        xlabel="round (A[0]: the warm start; A[r] = Distill(Amp~(H, A[r-1])))",
+        ylabel="held-out accuracy, asked directly",
+        target_label=f"supervised baseline, {label}",
+        highlight=label,
+        integer_x=True,
+    )
+    png = base64.b64encode(figure).decode("ascii")
+    return (
+        f"<h2>IDA rounds (ida/a0.json, ida/rounds.jsonl)</h2><p>{len(rounds)} finished round(s) of the IDA outer loop "
+        "(docs/ida.md); held-out accuracy of direct answers by difficulty.</p>"
+        f"<pre>{escape(table)}</pre>"
+        f'<img class="curve" alt="IDA rounds" src="data:image/png;base64,{png}">'
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Human efficiency
 
 
 def curves_figure(
     curves: dict[str, list[list[float]]],
-    target: float,
+    target: float | None,
     *,
     xlabel: str,
     ylabel: str,
     target_label: str,
     highlight: str | None = None,
+    integer_x: bool = False,
 ) -> bytes:
-    """Accuracy curves as PNG bytes: one line per name ((x, accuracy) points), the target dashed, ``highlight``
-    drawn thicker."""
+    """Accuracy curves as PNG bytes: one line per name ((x, accuracy) points), the target dashed (none when None),
+    ``highlight`` drawn thicker; ``integer_x`` ticks whole numbers only (rounds)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -368,8 +414,11 @@ def curves_figure(
             xs, ys = zip(*points, strict=True)
             thick = name == highlight
             ax.plot(xs, ys, marker="o", markersize=4 if thick else 3, linewidth=3 if thick else 1.2, label=name)
-    ax.axhline(target, linestyle="--", color="k", linewidth=1, label=target_label)
+    if target is not None:
+        ax.axhline(target, linestyle="--", color="k", linewidth=1, label=target_label)
     ax.set_ylim(0, 1.02)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -697,16 +746,21 @@ def render_report(run_dir: Path, per_update: int = 16, skip_bad: bool = False) -
         for group, png in figures
     )
     name = escape(run_dir.resolve().name)
+    ida = ida_html(run_dir, refs, task)
+    top = f"""<h2>Final table (final.json)</h2>
+{final_html(run_dir, refs, task)}
+{f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}"""
+    if ida and not (run_dir / "final.json").is_file():  # an IDA run: its rounds are what a researcher looks for first
+        top, ida = ida, ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>debate-amp report: {name}</title>
 <style>{_CSS}</style></head>
 <body>
 <h1>debate-amp report: {name}</h1>
 <p>{escape(str(run_dir))} &middot; {n_debates} debates &middot; statistics defined in docs/eval.md</p>
-<h2>Final table (final.json)</h2>
-{final_html(run_dir, refs, task)}
-{f'<img class="curve" alt="headline curves" src="data:image/png;base64,{headline}">' if headline else ""}
+{top}
 {config_html}
+{ida}
 {alpha_sweep_html(run_dir)}
 {seed_sweep_html(run_dir)}
 {human_efficiency_html(run_dir)}

@@ -1,5 +1,6 @@
 """`debate-amp ida`: the IDA outer loop on the tiny model, end to end, resumed, and refused in one line."""
 
+import html
 import json
 import os
 import subprocess
@@ -83,6 +84,13 @@ def test_a_tiny_ida_run_saves_each_round_and_a_resume_continues_after_the_last_f
     events.Reload()
     assert [e.step for e in events.Scalars("eval/answer_accuracy_k_ge_2")] == [0, 1, 2]
     assert [e.step for e in events.Scalars("loss/sup")] == [1, 2]
+
+    # 5. `debate-amp report` opens with the rounds: the table above, then the accuracies across rounds.
+    proc = cli("report", str(cfg.run_dir))
+    assert proc.returncode == 0, proc.stderr
+    page = (cfg.run_dir / "report.html").read_text()
+    assert page.index("<h2>IDA rounds") < page.index("config.yaml") and "Final table" not in page
+    assert html.escape(format_rounds(result)) in page and page.count('alt="IDA rounds"') == 1
 
 
 def cli(*args):
