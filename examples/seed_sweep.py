@@ -15,13 +15,14 @@ shortcut, the accuracy after each update, and the first update at ``--target`` w
 (``perf/train_s``: the warm start's included, the clock of ``make bench``); then on how many seeds the target was
 reached. ``--sft`` runs ``debate-amp sft`` instead (the supervised baseline, or a warm start alone): each seed's
 curve is its held-out evaluation every ``sft.eval_every_steps``, so the first point at the target is a step (the
-seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used). ``--ida`` runs ``debate-amp ida`` (the IDA outer loop,
-docs/ida.md): each seed's curve is A[1], A[2], ... by round (its held-out evaluation after each round; the seconds
-are the rounds', the warm start's not included), A[0] is the warm start, and ``ida.rounds`` is the recipe's. It
-writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves against seconds of training, the target dashed) and each
-seed's run into OUT_DIR (``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's runs there are
-replaced). ``key=value`` overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics on
-an untrained tiny model (two small updates a seed, under a minute).
+seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used).
+``--ida`` runs ``debate-amp ida`` (the IDA outer loop, docs/ida.md): each seed's curve is A[1], A[2], ... by round
+(the held-out evaluation after each round; the seconds are the rounds', the warm start's not included), A[0] is the
+warm start, and ``ida.rounds`` is the recipe's. It writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves
+against seconds of training, the target dashed) and each seed's run into OUT_DIR (``seed<S>/<run.name>``, its
+output in ``seed<S>.log``; an earlier sweep's runs there are replaced). ``key=value`` overrides go to every seed's
+run, after the sweep's own. ``--tiny`` shows the mechanics on an untrained tiny model (two small updates a seed,
+under a minute).
 Last seen (2026-12-05, recipes/pure_amplification.yaml, seeds 0-7, 10 updates, two at a time on one thread each,
 2-core x86_64; measured by hand the same way, which this script reproduced to the figure on seeds 0 and 1): 97%
 within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% (k = 2, 3 learned, k >= 4 still the
