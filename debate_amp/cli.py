@@ -702,8 +702,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not any((run_dir / name).exists() for name in markers):
         _fail(
             f"{args.run_dir}: not a run directory (no metrics.jsonl, transcripts/, final.json, results.json or "
-            "ida/a0.json); "
-            "nothing written"
+            "ida/a0.json); nothing written"
         )
     if args.per_update < 0:
         _fail("--per-update must be at least 0")
