@@ -19,10 +19,10 @@ seconds are the curve's, training only), and the recipe's own length stands (``-
 ``--ida`` runs ``debate-amp ida`` (the IDA outer loop, docs/ida.md): each seed's curve is A[1], A[2], ... by round
 (the held-out evaluation after each round; the seconds are the rounds', the warm start's not included), A[0] is the
 warm start, and ``ida.rounds`` is the recipe's. It writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves
-against seconds of training, the target dashed) and each seed's run into OUT_DIR (``seed<S>/<run.name>``, its
-output in ``seed<S>.log``; an earlier sweep's runs there are replaced). ``key=value`` overrides go to every seed's
-run, after the sweep's own. ``--tiny`` shows the mechanics on an untrained tiny model (two small updates a seed,
-under a minute).
+against seconds of training, or by round for ``--ida``; the target dashed) and each seed's run into OUT_DIR
+(``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's runs there are replaced). ``key=value``
+overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics on an untrained tiny model
+(two small updates a seed, under a minute).
 Last seen (2026-12-05, recipes/pure_amplification.yaml, seeds 0-7, 10 updates, two at a time on one thread each,
 2-core x86_64; measured by hand the same way, which this script reproduced to the figure on seeds 0 and 1): 97%
 within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% (k = 2, 3 learned, k >= 4 still the
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from debate_amp.config import TINY_OVERRIDES, ConfigError, load_config
-from debate_amp.eval.report import curves_figure, heldout_json_beyond
+from debate_amp.eval.report import curves_figure, heldout_json_beyond, sweep_curve
 from debate_amp.tasks import make_task
 from debate_amp.tasks.base import beyond_name
 
@@ -218,17 +218,19 @@ print(
     + (f" ({', '.join(map(str, reached))})" if reached else "")
 )
 summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target}
-summary |= {"unit": unit, "xlabel": clock}  # how the report labels the first point and the curves' axis
+axis = "round (A[0], the warm start, at 0)" if mode == "ida" else clock  # IDA's curves are by round
+summary |= {"unit": unit, "xlabel": axis}  # how the report labels the first point and the curves' axis
 (out_dir / "seed_sweep.json").write_text(
     json.dumps({**summary, "seeds": {str(s): results[s] for s in seeds}}, indent=2)
 )
-curves = {f"seed {s}": [[t, acc] for _, t, acc in results[s]["curve"]] for s in seeds if not results[s]["returncode"]}
+curves = {f"seed {s}": sweep_curve(results[s], unit) for s in seeds if not results[s]["returncode"]}
 figure = curves_figure(
     curves,
     args.target,
-    xlabel=clock,
+    xlabel=axis,
     ylabel=f"held-out accuracy, {beyond}",
     target_label=f"target {args.target:.0%}",
+    integer_x=mode == "ida",
 )
 (out_dir / "seed_sweep.png").write_bytes(figure)
 print(f"wrote {out_dir / 'seed_sweep.json'} and {out_dir / 'seed_sweep.png'}")

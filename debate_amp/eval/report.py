@@ -288,6 +288,17 @@ def alpha_sweep_html(run_dir: Path) -> str:
     )
 
 
+def sweep_curve(result: dict[str, Any], unit: str) -> list[list[float]]:
+    """One seed's curve of an ``examples/seed_sweep.py`` sweep as (x, accuracy) points: against seconds of training
+    (its points are (update or step, seconds, accuracy)), or for a sweep of IDA runs (``unit`` "round") against the
+    round, A[0] at round 0."""
+    points = [point for point in result.get("curve", []) if isinstance(point, list) and len(point) == 3]
+    if unit != "round":
+        return [[point[1], point[2]] for point in points]
+    a0 = result.get("a0")
+    return ([[0, a0]] if isinstance(a0, int | float) else []) + [[point[0], point[2]] for point in points]
+
+
 def seed_sweep_html(run_dir: Path) -> str:
     """The seed lottery section, when the run is one seed of an ``examples/seed_sweep.py`` sweep (its
     ``seed_sweep.json`` two levels up, ``OUT_DIR/seed<S>/<run.name>``): each seed's A[0], first update (or step, for
@@ -318,10 +329,7 @@ def seed_sweep_html(run_dir: Path) -> str:
             cells[3:] = [f"failed (exit {escape(str(r['returncode']))})", "-"]
         marked = ' class="this-run"' if seed == here else ""
         rows.append(f"<tr{marked}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    curves = {
-        f"seed {seed}": [[point[1], point[2]] for point in r.get("curve", []) if len(point) == 3]
-        for seed, r in seeds.items()
-    }
+    curves = {f"seed {seed}": sweep_curve(r, unit) for seed, r in seeds.items()}
     figure = curves_figure(
         curves,
         target,
@@ -329,6 +337,7 @@ def seed_sweep_html(run_dir: Path) -> str:
         ylabel="held-out accuracy beyond the human",
         target_label=f"target {target:.0%}",
         highlight=f"seed {here}",
+        integer_x=unit == "round",
     )
     png = base64.b64encode(figure).decode("ascii")
     n_reached = sum(isinstance(r.get("first_at_target"), list) for r in seeds.values())

@@ -174,8 +174,8 @@ def test_seed_sweep_of_ida_reads_each_round(tmp_path):
     proc = seed_sweep("recipes/ida_fresh_student.yaml", tmp_path, "--ida", "--tiny", "--seeds", "0,1", "--target", "0")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
-    assert sweep["unit"] == "round" and sweep["updates"] is None
-    from debate_amp.eval.report import render_report
+    assert sweep["unit"] == "round" and sweep["updates"] is None and sweep["xlabel"].startswith("round")
+    from debate_amp.eval.report import render_report, sweep_curve
 
     for seed in (0, 1):
         ida = tmp_path / f"seed{seed}" / "ida_fresh_student" / "ida"
@@ -186,6 +186,8 @@ def test_seed_sweep_of_ida_reads_each_round(tmp_path):
         assert result["curve"][1][1] == pytest.approx(rows[0]["wall_s"] + rows[1]["wall_s"])
         assert result["a0"] == json.loads((ida / "a0.json").read_text())["heldout_beyond"]
         assert result["first_at_target"] == result["curve"][0][:2] and result["final"] == result["curve"][1][2]
+        # the figures' curve is by round, A[0] at round 0
+        assert sweep_curve(result, "round") == [[0, result["a0"]], *([r, acc] for r, _, acc in result["curve"])]
     assert "reached 0% on 2 of 2 seeds (0, 1)" in proc.stdout.splitlines()
     page = render_report(tmp_path / "seed1" / "ida_fresh_student")
     assert '<tr class="this-run"><td>1</td>' in page and "<td>round 1 (" in page
