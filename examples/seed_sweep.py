@@ -47,6 +47,7 @@ from debate_amp.config import TINY_OVERRIDES, ConfigError, load_config
 from debate_amp.eval.report import curves_figure, heldout_json_beyond, sweep_curve
 from debate_amp.tasks import make_task
 from debate_amp.tasks.base import beyond_name
+from debate_amp.trainer.ida import load_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -87,7 +88,7 @@ def summarise(cfg, target: float, mode: str) -> dict:
         final = heldout_json_beyond(heldout, task)
     elif mode == "ida":
         ida = cfg.run_dir / "ida"
-        rows = [json.loads(line) for line in (ida / "rounds.jsonl").read_text().splitlines() if line.strip()]
+        rows = load_rounds(cfg.run_dir)
         seconds = [sum(r["wall_s"] for r in rows[: i + 1]) for i in range(len(rows))]
         curve = [(r["round"], s, r["heldout_beyond"]) for r, s in zip(rows, seconds, strict=True)]
         final = curve[-1][2] if curve else None
