@@ -226,6 +226,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print("\nfinal table (runs/<name>/final.json)")
     print(format_final(summary["final"], task, a0))
     print(f"human calls used: {summary['human_calls']}")
+    if "takeover" in summary["final"]:  # trainer.student: fresh
+        took = summary["final"]["takeover"]
+        print("A[0] amplified throughout" if took is None else f"M took over from A[0] after update {took}")
     return 0
 
 

@@ -557,6 +557,16 @@ class TrainerConfig:
     amplification made; with ``sampler.kind: always`` (the human makes every step) and ``sft.data: answers`` this is
     Christiano et al. 2018's division of labour, the human decomposing and M learning only to answer (it composed
     on other seeds than imitating the steps did, 4 of 8 against 3: docs/benchmarks.md)."""
+    student: Literal["continue", "fresh"] = "continue"
+    """Where M starts. ``continue``: from A[0] (the warm start, or ``model.path``), which amplifies as M learns.
+    ``fresh``: from a newly initialised tiny model (seed ``run.seed + 100``), with A[0] kept frozen as M_target and
+    as the model inside the amplifier, Amp~(H, M_target), and as the KL reference, until M takes over: after the first
+    update at whose start M's direct answers agreed with the amplified answers more often than A[0]'s did (all
+    processes' targets, every depth), M_target := M and Amp~(H, M) amplifies as with ``continue``, M_target
+    following M as ``target.*`` says. So M learns the lookups and the composed answers together, as a model trained
+    on gold from scratch does, instead of composing on top of how A[0] learned (docs/benchmarks.md, "A fresh student
+    in the trainer"; ``ida.student`` is the same idea between IDA rounds). Needs the tiny model (``model.path``
+    null, LoRA off)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10
@@ -729,13 +739,15 @@ def _check_task_fits(cfg: Config) -> None:
 
 
 def _check_ida_student(cfg: Config) -> None:
-    """A fresh IDA student is a new tiny model: not a local model directory, nor its LoRA adapter."""
-    if cfg.ida.student == "fresh" and (cfg.model.path is not None or cfg.model.lora.enabled):
-        key = "model.path" if cfg.model.path is not None else "model.lora.enabled"
-        raise ConfigError(
-            f"ida.student=fresh: each round's student is a newly initialised tiny model; unset {key} "
-            "(or keep ida.student=continue)"
-        )
+    """A fresh student (an IDA round's, or the trainer's M) is a new tiny model: not a local model directory, nor its
+    LoRA adapter."""
+    for section, whose in (("ida", "each round's student"), ("trainer", "M")):
+        if getattr(cfg, section).student == "fresh" and (cfg.model.path is not None or cfg.model.lora.enabled):
+            key = "model.path" if cfg.model.path is not None else "model.lora.enabled"
+            raise ConfigError(
+                f"{section}.student=fresh: {whose} is a newly initialised tiny model; unset {key} "
+                f"(or keep {section}.student=continue)"
+            )
 
 
 # Keys that were renamed: (section, old name) -> new name. A recipe or a saved run's config.yaml with the old name

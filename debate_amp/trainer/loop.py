@@ -51,7 +51,7 @@ from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import beyond_name, evaluate_heldout
-from debate_amp.models import ValueHead, apply_lora, hidden_size_of, load_model, save_model
+from debate_amp.models import ValueHead, apply_lora, build_tiny_model, hidden_size_of, load_model, save_model
 from debate_amp.objectives import (
     AdaptiveKLController,
     FixedKLController,
@@ -192,6 +192,10 @@ class Run:
     # seconds since then that were not training: the warm start's data preparation, evaluation and saving, and the
     # held-out evaluations of the updates (perf/train_s leaves them out, as the warm start's own clock does)
     untimed: float = 0.0
+    # trainer.student: fresh: Amp~(H, M_target) with M_target held at A[0], greedy, and that A[0], the amplifier
+    # until M takes over (None otherwise)
+    a0_amplifier: Amp | AdversarialAmp | None = None
+    a0_agent: ModelAgent | None = None
 
 
 @dataclass
@@ -218,6 +222,10 @@ class Rollout:
     amplify_s: float
     human_timeouts: int = 0  # questions real people left unanswered past human.timeout_s (the draft stood in)
     liar_debates: list[Debate] = field(default_factory=list)  # against the scripted liar (debate.liar_fraction)
+    # trainer.student: fresh, before M takes over: M's and A[0]'s direct answers equal to the amplified ones, on the
+    # same targets of every depth (NaN otherwise)
+    student_agreement: float = float("nan")
+    a0_agreement: float = float("nan")
 
     def all_debates(self) -> list[Debate]:
         """Every debate the update learns from: self-play and those against the scripted liar."""
@@ -257,6 +265,14 @@ class UpdateStats:
 
 WARM_UP_PASSES = 4
 """Passes (in minibatch steps drawn with replacement) the adversary makes over its warm-up examples."""
+
+FRESH_STUDENT_SEED = 100
+"""``trainer.student: fresh``: M's initial weights come from ``run.seed`` plus this (an IDA round's fresh student
+from ``run.seed + 100 * round``: round 1's are the same weights)."""
+
+TAKEOVER_TARGETS = 512
+"""``trainer.student: fresh``: the amplified answers (the first of each process's update) on which M's and A[0]'s
+direct answers are compared to decide the takeover."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -352,17 +368,22 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     rollout_s = time.perf_counter() - t0
     curriculum = cfg.amp.curriculum
     depth, lowest = (state.amp_depth, min(1, state.amp_depth)) if curriculum else (None, 0)
+    amplifier, amplifier_agent = current_amplifier(run, state)
     n_hardest = round(cfg.sampler.adversary_questions * run.amp_questions) if state.adversary is not None else 0
     amp_questions = [task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(run.amp_questions - n_hardest)]
     if n_hardest:  # references/000: "from the training distribution or from the output of some adversary"
         pool = [
             task.sample(rng, max_depth=depth, min_depth=lowest) for _ in range(n_hardest * cfg.sampler.adversary_pool)
         ]
-        amp_questions += _hardest(run.amplifier_agent, state.adversary, pool, n_hardest)
+        amp_questions += _hardest(amplifier_agent, state.adversary, pool, n_hardest)
     probe = task.at_depth(rng, state.amp_depth + 1, run.probe_questions) if curriculum else []
-    replies = amplify(amp_questions + probe, run.amplifier) if amp_questions or probe else []
+    replies = amplify(amp_questions + probe, amplifier) if amp_questions or probe else []
     amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
     agreement = _agreement(run.amplifier_agent, amplified, amp_questions, state.amp_depth)
+    student_agreement = a0_agreement = float("nan")
+    if run.a0_agent is not None and state.takeover is None:  # trainer.student: fresh, A[0] still amplifying
+        student_agreement = _agreement(run.amplifier_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
+        a0_agreement = _agreement(run.a0_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
     state.model.train()
     amplify_s = time.perf_counter() - t0 - rollout_s
     human_calls, timeouts = run.human.calls - calls_before, run.human.timeouts - timeouts_before
@@ -378,6 +399,8 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
         amplify_s,
         timeouts,
         liar_debates,
+        student_agreement,
+        a0_agreement,
     )
 
 
@@ -403,7 +426,7 @@ def warm_up_adversary(run: Run, state: TrainState) -> dict[str, float]:
     if state.adversary is None or not n or not run.rehearsal_pool:
         return {}
     examples = run.rehearsal_pool[:n]
-    agent, batch = run.amplifier_agent, run.cfg.amp.max_batch  # M's calls batched as everywhere else
+    agent, batch = current_amplifier(run, state)[1], run.cfg.amp.max_batch  # batched as everywhere else
     drafts: list[str] = []
     confidence: list[float | None] = []
     state.model.eval()
@@ -531,7 +554,10 @@ def optimise(run: Run, state: TrainState, scored: ScoredBatch, knobs: Knobs) -> 
 
 
 def follow_policy(run: Run, state: TrainState, update: int) -> None:
-    """5. Target: M_target follows M, a hard copy every ``sync_every`` updates or an EMA step every update."""
+    """5. Target: M_target follows M, a hard copy every ``sync_every`` updates or an EMA step every update (with
+    ``trainer.student: fresh``, once M has taken over from A[0]: :func:`adapt`)."""
+    if run.a0_agent is not None and state.takeover is None:
+        return
     target = run.cfg.target
     if target.mode == "hard" and (update + 1) % target.sync_every == 0:
         sync_target(state.model.policy, state.target_policy, "hard")
@@ -565,6 +591,8 @@ def update_metrics(
         "amp/unanswered": unanswered(rollout.amplified),  # no gold: M's steps broke when this jumps
         "amp/depth": float(state.amp_depth),
         "amp/agreement": rollout.agreement,
+        "amp/student_agreement": rollout.student_agreement,
+        "amp/a0_agreement": rollout.a0_agreement,
         "target/updates": float(state.target_updates),
         "target/policy_target_kl": _policy_target_kl(state.model, state.target_policy, scored.rl),
         "perf/rollout_s": rollout.rollout_s,
@@ -582,8 +610,13 @@ def update_metrics(
 
 def adapt(run: Run, state: TrainState, scored: ScoredBatch, result: UpdateStats, metrics: dict[str, float]) -> None:
     """What moves on the averaged numbers, so that every process agrees: the mode's multiplier, the adaptive KL
-    coefficient and the curriculum's depth (not after a skipped update), and the run's count of human calls."""
+    coefficient, the curriculum's depth and (``trainer.student: fresh``) M's takeover from A[0] (not after a skipped
+    update), and the run's count of human calls."""
     if not result.skipped:
+        if metrics["amp/student_agreement"] > metrics["amp/a0_agreement"]:  # NaN (not fresh, or done): False
+            sync_target(state.model.policy, state.target_policy, "hard")  # M_target := M; Amp~(H, M) from now on
+            state.target_updates += 1
+            state.takeover = state.update
         run.mode.after_update(state, metrics["objective/sup_loss"], scored.limit)
         if metrics["rl/segments"] > 0 and not math.isnan(metrics["objective/kl"]):
             # the KL averaged over the processes that had segments; the step counts every process's segments
@@ -677,6 +710,12 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     amplifier_agent = recipe_model_agent(
         cfg, recipe_generate_fn(cfg, unwrapped.policy, tokenizer, cfg.amp.temperature), "policy"
     )
+    a0_agent = a0_amplifier = None
+    if cfg.trainer.student == "fresh":  # M_target is A[0] until M takes over, and amplifies with the human till then
+        a0_agent = recipe_model_agent(
+            cfg, recipe_generate_fn(cfg, target_policy, tokenizer, cfg.amp.temperature), "target"
+        )
+        a0_amplifier = recipe_amp(cfg, human.agent, a0_agent, sampler, cfg.amp.levels)
     mode = objective_mode(cfg.objective)
     o = cfg.objective
     kl_ctl = (
@@ -725,6 +764,8 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
         probe_questions=-(-cfg.amp.curriculum_probe // n) if cfg.amp.curriculum else 0,
         started=started,
         untimed=warm_start.untimed_seconds if warm_start is not None else 0.0,
+        a0_amplifier=a0_amplifier,
+        a0_agent=a0_agent,
     )
     names = {"wandb": {"name": cfg.run.name}, "trackio": {"name": cfg.run.name}, "mlflow": {"run_name": cfg.run.name}}
     recipe = {k: v for k, v in flatten_recipe(config_to_dict(cfg)).items() if isinstance(v, (bool, int, float, str))}
@@ -759,9 +800,10 @@ def _accelerator(cfg: Config):
 
 
 def _models(cfg: Config, accelerator, progress: bool):
-    """-> the policy (A[0], with LoRA when the recipe says), the target policy, the reference policy, the tokenizer,
-    and the warm start's :class:`SftResult` when this process trained A[0] (else None). A[0] is the warm start
-    (trained here by the main process unless already on disk) or ``model.path``."""
+    """-> the policy (A[0], with LoRA when the recipe says; ``trainer.student: fresh``: a new tiny model), the target
+    policy and the reference policy (A[0]), the tokenizer, and the warm start's :class:`SftResult` when this process
+    trained A[0] (else None). A[0] is the warm start (trained here by the main process unless already on disk) or
+    ``model.path``."""
     a0_dir = cfg.run_dir / cfg.sft.output_subdir
     warm_start = None
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
@@ -774,7 +816,17 @@ def _models(cfg: Config, accelerator, progress: bool):
     if cfg.model.lora.enabled:
         policy = apply_lora(policy, cfg.model.lora)  # type: ignore[assignment]
     target_policy, ref_policy = make_target_and_reference(policy)
+    if cfg.trainer.student == "fresh":  # M from new weights; A[0] stays M_target (until M takes over) and reference
+        policy, _ = build_tiny_model(cfg.model, seed=cfg.run.seed + FRESH_STUDENT_SEED)
     return policy, target_policy, ref_policy, tokenizer, warm_start
+
+
+def current_amplifier(run: Run, state: TrainState) -> tuple[Amp | AdversarialAmp, ModelAgent]:
+    """The amplifier whose answers M is distilled towards, and its model: Amp~(H, M) and M; with ``trainer.student:
+    fresh``, Amp~(H, M_target) and M_target (A[0]) until M takes over."""
+    if run.a0_amplifier is not None and run.a0_agent is not None and state.takeover is None:
+        return run.a0_amplifier, run.a0_agent
+    return run.amplifier, run.amplifier_agent
 
 
 def _sampler_rng(sampler: Sampler) -> random.Random | None:
@@ -1005,6 +1057,8 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
     )
     final["human_calls"] = state.human_calls
     final["updates"] = state.update
+    if cfg.trainer.student == "fresh":
+        final["takeover"] = state.takeover  # the update after which M amplified in A[0]'s place (None: never)
     (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
     (cfg.run_dir / "final.json").write_text(json.dumps(final, indent=2))
     return {
@@ -1138,11 +1192,13 @@ def _eval_questions(task: Task, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
 
 
-def _agreement(model_agent: ModelAgent, amplified: list[Reply], questions: list, depth: int) -> float:
+def _agreement(
+    model_agent: ModelAgent, amplified: list[Reply], questions: list, depth: int | None, limit: int | None = None
+) -> float:
     """How often M's direct answer equals the amplified answer it is distilled towards, over this update's targets
-    at the curriculum's current depth: no gold answer is used (NaN when there is none at that depth)."""
-    pairs = [(r, q) for r, q in zip(amplified, questions, strict=True) if q.depth == depth and r.text != UNKNOWN]
-    pairs = [(r, q) for r, q in pairs if is_amplified(r.trace)]
+    at ``depth`` (None: every depth), the first ``limit`` of them: no gold answer is used (NaN when there is none)."""
+    pairs = [(r, q) for r, q in zip(amplified, questions, strict=True) if depth in (None, q.depth)]
+    pairs = [(r, q) for r, q in pairs if r.text != UNKNOWN and is_amplified(r.trace)][:limit]
     if not pairs:
         return float("nan")
     prompts = [r.trace.posed.render() for r, _ in pairs]

@@ -36,6 +36,7 @@ COUNTERS = (
     "target_updates",
     "human_calls",
     "amp_depth",
+    "takeover",
     "history",
 )
 
@@ -58,6 +59,7 @@ class TrainState:
     target_updates: int = 0
     human_calls: int = 0
     amp_depth: int = 0  # the amplification curriculum's current depth
+    takeover: int | None = None  # trainer.student: fresh: the update after which M took over from A[0] (None: not yet)
     history: list[dict[str, float]] = field(default_factory=list)
     adversary: Adversary | None = None  # references/000's Adv(q, a) (sampler.kind: adversary), trained online
 

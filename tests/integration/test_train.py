@@ -9,7 +9,8 @@ import torch
 from debate_amp.config import TINY_OVERRIDES, load_config
 from debate_amp.debate.transcript import read_transcripts
 from debate_amp.models import load_model
-from debate_amp.target import parameter_distance
+from debate_amp.target import load_target_tensors, parameter_distance
+from debate_amp.trainer import checkpoint
 from debate_amp.trainer.sft import warm_start_examples
 
 # The trainer's generic behaviour is tested on the plain sampler, self-play only: recipes/default.yaml's adversary and
@@ -192,6 +193,48 @@ def test_where_the_human_decomposes_m_learns_only_to_answer(tmp_path, monkeypatc
     assert {"amplified", "rehearsal:answer"} <= set(distilled) <= {"amplified", "argue", "winner", "rehearsal:answer"}
     for row in metrics(cfg):
         assert row["amp/human_calls"] > 0 and 0 < row["amp/human_call_fraction"] < 1  # M answers the subquestions
+
+
+def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then_takes_over(tmp_path, monkeypatch):
+    # trainer.student=fresh: M starts from new weights (run.seed + 100); A[0] is M_target and amplifies until M's
+    # direct answers agree with the amplified ones more often than A[0]'s, then M_target := M and M amplifies.
+    # The agreement is patched (M's, A[0]'s) to force each course: A[0] ahead throughout, M ahead after update 1.
+    from debate_amp.trainer import loop
+
+    sources: list[set[str]] = []  # per call of amplify: the models that answered inside the trees
+
+    def spy(questions, amp, real=loop.amplify):
+        replies = real(questions, amp)
+        sources.append({n.source for r in replies for n in r.trace.walk() if n.source.startswith("model:")})
+        return replies
+
+    monkeypatch.setattr(loop, "amplify", spy)
+    for m_ahead in (False, True):
+        monkeypatch.setattr(
+            loop, "_agreement", lambda agent, *a, ahead=m_ahead, **k: float((agent.role == "policy") == ahead)
+        )
+        sources.clear()
+        name = "ahead" if m_ahead else "behind"
+        cfg, summary = run(
+            tmp_path, name, "trainer.updates=3", "trainer.student=fresh", recipe="recipes/pure_amplification.yaml"
+        )
+        rows = metrics(cfg)
+        a0 = load_model(cfg.model, None, seed=cfg.run.seed)[0]  # trainer.warm_start=false: A[0] untrained
+        init = load_model(cfg.model, None, seed=cfg.run.seed + 100)[0]
+        trained = load_model(cfg.model, cfg.run_dir / "model")[0]
+        assert parameter_distance(trained, init) < 0.05 < 0.5 < parameter_distance(trained, a0)
+        latest = sorted((cfg.run_dir / "checkpoints").glob("update_*"))[-1]
+        target = load_model(cfg.model, None, seed=999)[0]
+        load_target_tensors(target, target, checkpoint.load_tensors(latest, "target_policy"))
+        if not m_ahead:  # A[0] amplifies and judges throughout; nothing moves M_target
+            assert summary["final"]["takeover"] is None and parameter_distance(target, a0) == 0.0
+            assert sources == [{"model:target"}] * 3
+            assert [(r["amp/student_agreement"], r["amp/a0_agreement"]) for r in rows] == [(0.0, 1.0)] * 3
+        else:  # compared once (before update 1), taken over after it: M's answers from update 2 on
+            assert summary["final"]["takeover"] == 1 and parameter_distance(target, a0) > 0.5
+            assert sources == [{"model:target"}, {"model:policy"}, {"model:policy"}]
+            assert (rows[0]["amp/student_agreement"], rows[0]["amp/a0_agreement"]) == (1.0, 0.0)
+            assert all(math.isnan(r["amp/student_agreement"]) for r in rows[1:])
 
 
 def test_a_liar_fraction_debates_the_scripted_liar_in_training_and_logs_it_apart(tmp_path):

@@ -109,6 +109,14 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
         assert needle in message
 
 
+def test_a_fresh_student_needs_the_tiny_model():
+    # ida.student / trainer.student: fresh builds a new tiny model; a model directory or its LoRA cannot be it
+    for section in ("ida", "trainer"):
+        with pytest.raises(ConfigError, match=rf"^{section}.student=fresh: .*; unset model.lora.enabled \("):
+            load_config(None, [f"{section}.student=fresh", "model.lora.enabled=true"])
+    assert load_config(None, ["trainer.student=fresh"]).trainer.student == "fresh"
+
+
 def test_missing_recipe_and_bad_yaml_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="recipe not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")
