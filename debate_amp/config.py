@@ -565,9 +565,9 @@ class TrainerConfig:
     processes' targets, every depth), M_target := M and Amp~(H, M) amplifies as with ``continue``, M_target
     following M as ``target.*`` says. So that M learns the lookups and the composed answers together, as a model
     trained on gold from scratch does, instead of composing on top of how A[0] learned
-    (recipes/amplification_fresh_student.yaml: 6 of 8 seeds within 30 updates; docs/benchmarks.md, "A fresh
-    student in the trainer"; ``ida.student`` is the same idea between IDA rounds). Needs the tiny model
-    (``model.path`` null, LoRA off)."""
+    (recipes/amplification_fresh_student.yaml: 6 of 8 seeds within 30 updates, 7 of 8 within 40;
+    docs/benchmarks.md, "A fresh student in the trainer"; ``ida.student`` is the same idea between IDA rounds).
+    Needs the tiny model (``model.path`` null, LoRA off)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
     eval_every: NonNegativeInt = 10
