@@ -331,6 +331,14 @@ class AmpConfig:
     is right. More levels cost more model calls per target (docs/training.md measures both)."""
     temperature: Annotated[float, Field(ge=0.0)] = 0.0
     """Sampling temperature of M inside those amplification trees (0: greedy, the model's best answer)."""
+    balance_depths: bool = False
+    """Subsample each update's amplified answers (``debate-amp train``; ``debate-amp ida`` keeps them all) so that
+    no decomposition depth has more of them than the deepest one: with ``levels`` > 1 the subquestions' amplified
+    answers pile up at the low depths (perm, questions of every depth, two levels: 86% at k <= 3, where a fresh M
+    learns first), and the composed answers, where M stalls, get a seventh of the steps. The human's own answers
+    (``trainer.imitate_human``) are all kept. recipes/amplification_fresh_student.yaml uses it: an update in about
+    two thirds of the time; over seeds 0-7, 5 and 6 of 8 within 30 and 40 updates against 6 and 7 unbalanced (other
+    seeds; docs/benchmarks.md, "Balanced depths")."""
     curriculum: bool = True
     """Draw those questions up to a depth (decomposition levels) that grows: Amp~(H, M) at depth d + 1 rests on M's
     answers at depth d, so its targets are worth distilling only once M has learned depth d (Christiano et al.
@@ -565,8 +573,9 @@ class TrainerConfig:
     processes' targets, every depth), M_target := M and Amp~(H, M) amplifies as with ``continue``, M_target
     following M as ``target.*`` says. So that M learns the lookups and the composed answers together, as a model
     trained on gold from scratch does, instead of composing on top of how A[0] learned
-    (recipes/amplification_fresh_student.yaml: 6 of 8 seeds within 30 updates, 7 of 8 within 40;
-    docs/benchmarks.md, "A fresh student in the trainer"; ``ida.student`` is the same idea between IDA rounds).
+    (recipes/amplification_fresh_student.yaml: 5 of 8 seeds within 30 updates and 6 of 8 within 40 with
+    ``amp.balance_depths``, 6 and 7 of 8 without; docs/benchmarks.md, "A fresh student in the trainer"; ``ida.student``
+    is the same idea between IDA rounds).
     Needs the tiny model (``model.path`` null, LoRA off)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""

@@ -480,7 +480,8 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     debates = rollout.all_debates()
     segments = policy_segments(debates, o.catastrophe_coef, skip_uncontested=True)
     t = cfg.trainer
-    amp_examples = amplification_examples(rollout.amplified, t.imitate_human)
+    balance_rng = run.rng if cfg.amp.balance_depths else None  # amp.balance_depths: the subanswers thinned out
+    amp_examples = amplification_examples(rollout.amplified, t.imitate_human, balance_rng)
     rehearsed, rehearsal_calls = _rehearsal(
         run.rehearsal_pool, t.rehearsal_examples, state.update, run.accelerator, paid=t.warm_start
     )

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,22 +115,45 @@ def amplify(questions: list[Any], amp: Agent) -> list[Reply]:
     return asyncio.run(all_questions())
 
 
-def amplification_examples(replies: list[Reply], imitate_human: bool = True) -> list[SupervisedExample]:
+def amplification_examples(
+    replies: list[Reply], imitate_human: bool = True, balance_rng: random.Random | None = None
+) -> list[SupervisedExample]:
     """Distillation of Amp~(H, M)(Q) into M(""Q): the question -> the amplified answer (a tree that ended without
     one, ``?``, or that amplification added nothing to, teaches nothing), plus, with ``imitate_human``, every human
     answer in the trees (its steps: what M must draft for Approx(H, M)).
 
     With amplification applied n > 1 times (``amp.levels``) the subquestions inside a tree were answered by
     Amp~^(n-1)(H, M): each of those answers is an amplified answer to its own subquestion and is distilled too, at
-    no extra model call."""
-    examples = []
+    no extra model call. With ``balance_rng`` (``amp.balance_depths``) the amplified answers are subsampled with it
+    so that no depth has more than the deepest depth among them (:func:`balanced_by_depth`)."""
+    examples: list[SupervisedExample] = []
+    depths: list[int | None] = []  # the amplified answers' question depths; None: a human answer
     for reply in replies:
         for node in used_nodes(reply.trace):
             if node.op == "amp" and node.posed.kind == "answer" and node.text != UNKNOWN and amplified(node):
                 examples.append(SupervisedExample(node.posed.render(), node.text, "amplified"))
+                depths.append(node.posed.question.depth)
         if imitate_human:
-            examples += human_answers(reply.trace)
-    return examples
+            human = human_answers(reply.trace)
+            examples += human
+            depths += [None] * len(human)
+    if balance_rng is None:
+        return examples
+    return [examples[i] for i in balanced_by_depth(depths, balance_rng)]
+
+
+def balanced_by_depth(depths: list[int | None], rng: random.Random) -> list[int]:
+    """The indices kept, in order: at every depth as many as the deepest depth has (drawn with ``rng`` where there
+    are more), and every None (an example that is not an amplified answer)."""
+    by_depth: dict[int, list[int]] = {}
+    for i, depth in enumerate(depths):
+        if depth is not None:
+            by_depth.setdefault(depth, []).append(i)
+    if not by_depth:
+        return list(range(len(depths)))
+    cap = len(by_depth[max(by_depth)])
+    kept = {i for depth in sorted(by_depth) for i in rng.sample(by_depth[depth], min(cap, len(by_depth[depth])))}
+    return [i for i, depth in enumerate(depths) if depth is None or i in kept]
 
 
 # ---------------------------------------------------------------------------------------------------------------

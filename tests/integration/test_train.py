@@ -237,6 +237,42 @@ def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then
             assert all(math.isnan(r["amp/student_agreement"]) for r in rows[1:])
 
 
+def test_balanced_depths_distil_as_many_amplified_answers_at_each_depth_as_at_the_deepest(tmp_path, monkeypatch):
+    # amp.balance_depths: two levels deep, the human decomposing every question, the subanswers pile up at the low
+    # depths; balanced, each depth keeps as many as the deepest has (the same update's trees: the thinning draws
+    # after the amplification), and amp/targets counts what is distilled.
+    from collections import Counter
+
+    from debate_amp.tasks.perm import parse_prompt
+    from debate_amp.trainer import loop
+
+    depths: list[list[int]] = []  # per supervised batch: the amplified answers' depths
+
+    def spy(tokenizer, examples, real=loop.supervised_batch):
+        depths.append([parse_prompt(e.prompt).question.depth for e in examples if e.kind == "amplified"])
+        return real(tokenizer, examples)
+
+    monkeypatch.setattr(loop, "supervised_batch", spy)
+    counts = {}
+    for balance in (False, True):
+        depths.clear()
+        cfg, _ = run(
+            tmp_path,
+            f"balance_{balance}",
+            "trainer.updates=1",
+            "amp.questions_per_update=64",
+            "amp.curriculum=false",
+            "sampler.kind=always",
+            f"amp.balance_depths={balance}",
+            recipe="recipes/pure_amplification.yaml",
+        )
+        counts[balance] = Counter(depths[0])
+        assert metrics(cfg)[0]["amp/targets"] == len(depths[0])
+    deepest = max(counts[False])
+    assert counts[False][deepest] < max(counts[False].values())  # something to thin out
+    assert counts[True] == {d: min(n, counts[False][deepest]) for d, n in counts[False].items()}
+
+
 def test_a_liar_fraction_debates_the_scripted_liar_in_training_and_logs_it_apart(tmp_path):
     # Pure amplification stops every self-play debate after arg_0; the liar's debates are debated in full, and
     # theirs are the update's only RL segments (the honest side's: the liar's arguments are scripted, not sampled).

@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+import random
 
 import pytest
 
@@ -21,7 +22,7 @@ from debate_amp.tasks.perm import (
     perfect_reply,
 )
 from debate_amp.trainer.metrics import unanswered
-from debate_amp.trainer.rollout import amplification_examples
+from debate_amp.trainer.rollout import amplification_examples, balanced_by_depth
 
 K = 15
 # 64 questions, every k in 0..K four times, on random permutations of 8 elements.
@@ -294,6 +295,32 @@ def test_without_imitating_the_human_only_the_amplified_answers_are_distilled():
     assert {(e.prompt, e.completion) for e in alone} == {
         (e.prompt, e.completion) for e in imitated if e.kind == "amplified"
     }
+
+
+def test_balanced_depths_keep_at_each_depth_as_many_amplified_answers_as_the_deepest_has():
+    # amp.balance_depths: k = 6 on two levels is its root (depth 2) and two k = 3 subanswers (depth 1); a k = 2 root
+    # (depth 1) has two k = 1 subanswers (depth 0). Over four k = 6 trees and one k = 2 tree: all 4 roots at depth 2,
+    # 4 of the 9 answers at depth 1, both at depth 0, and every one of the human's steps (imitated, not amplified).
+    sigma = (3, 7, 0, 1, 6, 2, 5, 4)
+    questions = [PermQuestion(sigma, x, 6) for x in range(4)] + [PermQuestion(sigma, 5, 2)]
+    replies = run_all(amp_approx(SyntheticHuman(PermHuman()), perfect_policy(), Always(), levels=2), questions)
+    every = amplification_examples(replies)
+    kept = amplification_examples(replies, balance_rng=random.Random(0))
+
+    def depths(examples):
+        return sorted(depth_of(parse_prompt(e.prompt).question.k) for e in examples if e.kind == "amplified")
+
+    assert depths(every) == [0] * 2 + [1] * 9 + [2] * 4
+    assert depths(kept) == [0] * 2 + [1] * 4 + [2] * 4
+    assert [e for e in every if e.kind != "amplified"] == [e for e in kept if e.kind != "amplified"]
+    rest = iter(every)
+    assert all(any(e == f for f in rest) for e in kept)  # a subsample, in the trees' order
+    # which ones are kept is the generator's draw; with none to thin out, everything stays
+    draws = {tuple(balanced_by_depth([2, 1, 1, None, 0, 0, 0, 1], random.Random(seed))) for seed in range(20)}
+    assert len(draws) > 1 and all(len(d) == 4 and 0 in d and 3 in d for d in draws)
+    assert all(len({1, 2, 7} & set(d)) == 1 and len({4, 5, 6} & set(d)) == 1 for d in draws)
+    assert balanced_by_depth([None, 1, 1], random.Random(0)) == [0, 1, 2]
+    assert balanced_by_depth([None, None], random.Random(0)) == [0, 1]
 
 
 def test_every_command_gets_the_recipes_sampler_with_its_budgets_and_one_human_record():
