@@ -87,18 +87,16 @@ def amplified(trace: Trace) -> bool:
 def supervised_examples(debates: list[Debate], imitate_human: bool = True) -> list[SupervisedExample]:
     """L_sup's examples: d(winner, M(""winner)) + sum_t d(arg_t, M(""arg_t)) + d(continue_t, M(""continue_t)),
     for each output that amplification made (:func:`amplified`), plus every human answer inside the trees
-    (``imitate_human``: ``trainer.imitate_human``). An output that is ``?`` (the tree ended without one, e.g. the
-    human integrating a sub-answer that did not parse) teaches nothing, as in :func:`amplification_examples`: as an
-    argument or a verdict it does not parse, and distilling it would teach M to forfeit."""
+    (``imitate_human``: ``trainer.imitate_human``)."""
     examples = []
     for debate in debates:
         judged: list[Judgment] = [j for j in (*debate.continues, debate.winner) if j is not None and j.trace]
         for turn in debate.turns:
-            if amplified(turn.trace) and turn.text != UNKNOWN:
+            if amplified(turn.trace):
                 examples.append(SupervisedExample(turn.trace.posed.render(), turn.text, "argue"))
         for judgment in judged:
             assert judgment.trace is not None
-            if amplified(judgment.trace) and judgment.text != UNKNOWN:
+            if amplified(judgment.trace):
                 examples.append(
                     SupervisedExample(judgment.trace.posed.render(), judgment.text, judgment.trace.posed.kind)
                 )

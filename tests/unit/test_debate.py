@@ -18,7 +18,6 @@ from debate_amp.debate.transcript import (
 )
 from debate_amp.eval.final import parse_rates
 from debate_amp.eval.transcripts import to_row
-from debate_amp.protocol import UNKNOWN
 from debate_amp.samplers import Always, Bernoulli, Never
 from debate_amp.tasks.perm import (
     PermHuman,
@@ -268,22 +267,3 @@ def test_a_debates_distilled_examples_leave_out_the_humans_replies_unless_it_is_
     made = [(e.prompt, e.completion) for e in imitated if e.kind in ("argue", "sufficient", "winner", "catastrophe")]
     assert alone and [(e.prompt, e.completion) for e in alone] == made
     assert len(imitated) > len(alone) and {e.kind for e in imitated} - {e.kind for e in alone} == {"step"}
-
-
-def test_an_amplified_argument_or_verdict_that_is_unknown_is_not_distilled():
-    # M's sub-answers do not parse, so the human integrating them has no answer: "?" as an argument or a verdict is
-    # in the transcript (an argument that forfeits), and is not distilled, as "?" answers are not in amplification.
-    def garbled(prompts, limits=None):
-        replies = perfect_generate(prompts, limits)
-        replies.texts = ["zz" if p.endswith(" A=") else t for p, t in zip(prompts, replies.texts, strict=True)]
-        return replies
-
-    human = SyntheticHuman(PermHuman())
-    amp_policy = amp_approx(human, ModelAgent(garbled, "policy"), Always())
-    amp_target = amp_approx(human, ModelAgent(garbled, "target"), Always())
-    debates = run_debates(QUESTIONS, amp_policy, amp_target, max_turns=2)
-    unknown = [t for d in debates for t in d.turns if t.text == UNKNOWN] + [
-        j for d in debates for j in (*d.continues, d.winner) if j is not None and j.text == UNKNOWN
-    ]
-    examples = supervised_examples(debates, imitate_human=False)
-    assert unknown and examples and all(e.completion != UNKNOWN for e in examples)
