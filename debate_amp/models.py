@@ -198,6 +198,11 @@ AutoConfig.register(PrefixLMConfig.model_type, PrefixLMConfig)
 AutoModelForCausalLM.register(PrefixLMConfig, PrefixLMForCausalLM)
 
 
+FRESH_STUDENT_SEED = 100
+"""A fresh student's initial weights (``trainer.student`` / ``ida.student: fresh``) come from ``run.seed`` plus this
+(times the round in the IDA loop: round 1's student and the trainer's fresh M start from the same weights)."""
+
+
 def build_tiny_model(cfg: ModelConfig, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The tiny prefix-LM (:class:`PrefixLMForCausalLM`) and its byte tokenizer, built offline from ``cfg``."""
     tokenizer = byte_tokenizer()

@@ -44,7 +44,7 @@ from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.config import Config, save_config
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
-from debate_amp.models import build_tiny_model, load_model, save_model
+from debate_amp.models import FRESH_STUDENT_SEED, build_tiny_model, load_model, save_model
 from debate_amp.protocol import Reply
 from debate_amp.tasks import Example, Task, make_task
 from debate_amp.tasks.base import beyond_name
@@ -190,7 +190,7 @@ def ida_round(
     # 3. Distill into A[t+1]: from A[t]'s weights, or (ida.student: fresh) from a new tiny model of its own seed.
     student = model
     if cfg.ida.student == "fresh":
-        student, _ = build_tiny_model(cfg.model, seed=cfg.run.seed + 100 * r)
+        student, _ = build_tiny_model(cfg.model, seed=cfg.run.seed + FRESH_STUDENT_SEED * r)
         if torch.cuda.is_available():
             student.to("cuda")  # type: ignore[arg-type]
     tmp = ida_dir / f".round_{r}.tmp"

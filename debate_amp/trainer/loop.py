@@ -51,7 +51,15 @@ from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import beyond_name, evaluate_heldout
-from debate_amp.models import ValueHead, apply_lora, build_tiny_model, hidden_size_of, load_model, save_model
+from debate_amp.models import (
+    FRESH_STUDENT_SEED,
+    ValueHead,
+    apply_lora,
+    build_tiny_model,
+    hidden_size_of,
+    load_model,
+    save_model,
+)
 from debate_amp.objectives import (
     AdaptiveKLController,
     FixedKLController,
@@ -265,10 +273,6 @@ class UpdateStats:
 
 WARM_UP_PASSES = 4
 """Passes (in minibatch steps drawn with replacement) the adversary makes over its warm-up examples."""
-
-FRESH_STUDENT_SEED = 100
-"""``trainer.student: fresh``: M's initial weights come from ``run.seed`` plus this (an IDA round's fresh student
-from ``run.seed + 100 * round``: round 1's are the same weights)."""
 
 TAKEOVER_TARGETS = 512
 """``trainer.student: fresh``: the amplified answers (the first of each process's update) on which M's and A[0]'s
