@@ -1,7 +1,10 @@
 """The durable label store: every human answer, committed before it is used (DESIGN.md section 3).
 
-SQLite in WAL mode with ``synchronous=FULL``: an answer returned by :meth:`LabelStore.put` is on disk, so a
-process killed at any point (SIGKILL included) loses no answer it had used. Keyed by ``Posed.key()``, a hash of
+SQLite in WAL mode: an answer returned by :meth:`LabelStore.put` is committed, so a process killed at any point
+(SIGKILL included) loses no answer it had used. With ``fsync`` (``synchronous=FULL``, the default and the store of
+people's answers) each answer is also on the disk itself, so a power cut or an OS crash loses none either; without
+it (``synchronous=NORMAL``: the trainer's store when the human is a machine, whose answers can be asked again) the
+last answers before a power cut or an OS crash may roll back. Keyed by ``Posed.key()``, a hash of
 the posed question's kind and text; a repeated question is served from the store and costs no human call.
 
 The store is also the queue between a trainer and real people (``human.kind: web`` / ``terminal``): a trainer
@@ -107,9 +110,14 @@ class PendingQuestion:
 
 
 class LabelStore:
-    def __init__(self, path: str | Path, *, create_parents: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create_parents: bool = True, fsync: bool = True) -> None:
         """Open (or create) the store at ``path``; :class:`LabelStoreError` when it is not a usable store, or when
-        its folder is missing and ``create_parents`` is false."""
+        its folder is missing and ``create_parents`` is false. ``fsync``: every answer flushed to the disk before
+        :meth:`put` returns (SQLite ``synchronous=FULL``), which survives a power cut; False (``synchronous=NORMAL``)
+        commits it to the write-ahead log only, which survives the process being killed (SIGKILL included) but not
+        necessarily a power cut or an OS crash, at a fraction of the cost: the trainer's choice for a synthetic or
+        model human (about 7,000 answers an update in the fresh-student recipe, where the fsyncs took 1.3 s of an
+        update's 2.4 s of amplification; docs/humans.md)."""
         self.path = Path(path)
         check_label_store(self.path)
         if not self.path.parent.is_dir():
@@ -122,7 +130,7 @@ class LabelStore:
             # autocommit (each put is its own transaction); wait up to 30 s for another process's write
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise LabelStoreError(f"{self.path}: cannot open the label store ({e})") from None

@@ -131,7 +131,7 @@ def run_ida(cfg: Config, progress: bool = True, *, resume: bool = False, overwri
     a0_dir, a0 = _a0(cfg, task, questions, progress)
     if writer is not None and plan.resume_update == 0:
         _log(writer, a0, task, step=0)
-    store = LabelStore(run_dir / "labels.sqlite")
+    store = LabelStore(run_dir / "labels.sqlite", fsync=cfg.human.people)  # as the trainer's store
     first = plan.resume_update + 1
     _write_rounds(ida_dir, plan.resume_update)  # on resume: the finished rounds' records only
     # the warm start's examples, the first of the earlier rounds' (rebuilt once: 128,000 take a while)

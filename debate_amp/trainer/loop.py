@@ -21,6 +21,8 @@ warms up on A[0]'s drafts of the warm start's examples (:func:`warm_up_adversary
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import math
@@ -30,7 +32,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -290,43 +292,58 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
     run, state = _setup(cfg, plan, progress)
-    main = run.accelerator.is_main_process
-    log = _Log(run, progress)
-    interrupt = _Interrupt()
-    bad_in_a_row, interrupted = 0, False
-    warm_up = warm_up_adversary(run, state) if state.update == 0 else {}  # a fresh run's adversary, before update 1
-    for update in log.bar(state.update):
-        knobs = _knobs(run, state, update)
-        rollout = collect(run, state, knobs)  # 1. debates and amplified answers
-        adversary = update_adversary(run, state, rollout)  # the adversary learns from the nodes they labelled
-        scored = score_rollout(run, state, rollout, knobs)  # 2. rewards and 3. advantages
-        result = optimise(run, state, scored, knobs)  # 4. PPO epochs, L_rl and L_sup combined by the mode
-        if not result.skipped:
-            follow_policy(run, state, update)  # 5. M_target follows M
-        state.update = update + 1
-        metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
-        metrics |= adversary | warm_up  # the same on every process
-        warm_up = {}
-        adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
-        log.write(state, metrics, rollout.debates, knobs, rollout.liar_debates)
-        # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
-        if result.skipped:
-            bad_in_a_row += 1
-            _warn_skipped(run, state, bad_in_a_row)
-            if bad_in_a_row >= cfg.trainer.max_bad_updates:
-                _close(run, log, interrupt)
-                raise _diverged(run, state, bad_in_a_row)
-            if interrupted := _any_process(run.accelerator, interrupt.requested):
-                break  # a skipped update is not saved: the last good checkpoint stays the one to resume
-            continue
-        bad_in_a_row = 0
-        stop = checkpoint_if_due(run, state, interrupt)
-        if stop:
-            interrupted = stop == "interrupted"
-            break
-    summary = _interrupted(run, state) if interrupted else _finish(run, state, progress)
-    _close(run, log, interrupt)
-    return summary if main else {}
+    with _setup_frozen():  # what the setup built lives the whole run: out of the collector's full passes
+        main = run.accelerator.is_main_process
+        log = _Log(run, progress)
+        interrupt = _Interrupt()
+        bad_in_a_row, interrupted = 0, False
+        warm_up = warm_up_adversary(run, state) if state.update == 0 else {}  # a fresh run's adversary, before update 1
+        for update in log.bar(state.update):
+            knobs = _knobs(run, state, update)
+            rollout = collect(run, state, knobs)  # 1. debates and amplified answers
+            adversary = update_adversary(run, state, rollout)  # the adversary learns from the nodes they labelled
+            scored = score_rollout(run, state, rollout, knobs)  # 2. rewards and 3. advantages
+            result = optimise(run, state, scored, knobs)  # 4. PPO epochs, L_rl and L_sup combined by the mode
+            if not result.skipped:
+                follow_policy(run, state, update)  # 5. M_target follows M
+            state.update = update + 1
+            metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
+            metrics |= adversary | warm_up  # the same on every process
+            warm_up = {}
+            adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
+            log.write(state, metrics, rollout.debates, knobs, rollout.liar_debates)
+            # 7. Faults and checkpoints: a skipped update is never saved; max_bad_updates in a row stop the run.
+            if result.skipped:
+                bad_in_a_row += 1
+                _warn_skipped(run, state, bad_in_a_row)
+                if bad_in_a_row >= cfg.trainer.max_bad_updates:
+                    _close(run, log, interrupt)
+                    raise _diverged(run, state, bad_in_a_row)
+                if interrupted := _any_process(run.accelerator, interrupt.requested):
+                    break  # a skipped update is not saved: the last good checkpoint stays the one to resume
+                continue
+            bad_in_a_row = 0
+            stop = checkpoint_if_due(run, state, interrupt)
+            if stop:
+                interrupted = stop == "interrupted"
+                break
+        summary = _interrupted(run, state) if interrupted else _finish(run, state, progress)
+        _close(run, log, interrupt)
+        return summary if main else {}
+
+
+@contextlib.contextmanager
+def _setup_frozen() -> Iterator[None]:
+    """Hide from Python's garbage collector what exists now (the setup's models, tokenizer, rehearsal pool and label
+    store: 400,000-550,000 objects in the perm recipes) until the block ends. A full collection came about once an
+    update and walked all of them each time (0.2-0.5 s an update, docs/benchmarks.md); frozen, it walks what the
+    updates make. Unfrozen at the end, so that a process that trains again (the tests, the bench) can free them."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _knobs(run: Run, state: TrainState, update: int) -> Knobs:
@@ -690,7 +707,9 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     task = make_task(cfg)
     # real people answer one queue: every process shares the run's store (or human.store); else one store a rank
     shared = rank == 0 or cfg.human.people
-    store = LabelStore(cfg.run_dir / ("labels.sqlite" if shared else f"labels.rank{rank}.sqlite"))
+    # people's answers are flushed to the disk one by one; a machine's are committed (a kill -9 loses none)
+    labels_path = cfg.run_dir / ("labels.sqlite" if shared else f"labels.rank{rank}.sqlite")
+    store = LabelStore(labels_path, fsync=cfg.human.people)
     human = build_human(cfg.human, task, seed=cfg.run.seed + rank, store=store)
     # the rehearsal's pool: the warm start's own examples (paid for by the warm start when this run made it); the
     # adversary's warm-up draws from it too

@@ -562,3 +562,50 @@ def test_the_training_clock_leaves_out_the_warm_starts_preparation_and_the_evalu
     assert rows[1]["perf/train_s"] > rows[0]["perf/train_s"]
     warm_start = json.loads((cfg.run_dir / cfg.sft.output_subdir / "heldout.json").read_text())
     assert warm_start["train_seconds"] < rows[0]["perf/train_s"] < rows[0]["perf/elapsed_s"] - 1.0
+
+
+def test_the_trainers_label_store_fsyncs_peoples_answers_and_only_commits_a_machines(tmp_path, monkeypatch):
+    """A synthetic human's answers are committed (a kill -9 loses none: tests/unit/test_labels.py) without an fsync
+    each, about 7,000 of them an update in the fresh-student recipe; people's are flushed to the disk one by one."""
+    import debate_amp.trainer.loop as loop
+
+    opened: list[tuple[str, bool]] = []
+
+    class Opened(Exception):
+        pass
+
+    def label_store(path, *, fsync=True, **_):
+        opened.append((path.name, fsync))
+        raise Opened  # nothing past the store is needed
+
+    monkeypatch.setattr(loop, "LabelStore", label_store)
+    for kind in ("synthetic", "web"):
+        cfg = load_config(
+            "recipes/default.yaml",
+            [*TINY, f"run.output_dir={tmp_path}", f"run.name={kind}", f"human.kind={kind}", "trainer.warm_start=false"]
+            + ["trainer.rehearsal_examples=0"] * (kind == "web"),
+        )
+        with pytest.raises(Opened):
+            loop.train(cfg, progress=False)
+    assert opened == [("labels.sqlite", False), ("labels.sqlite", True)]
+
+
+def test_the_setups_objects_are_out_of_the_collectors_full_passes_during_the_updates_only(tmp_path, monkeypatch):
+    """gc.freeze() after the setup (a full collection walked its 400,000-550,000 objects about once an update),
+    gc.unfreeze() when the run ends, so that a process training again can free them."""
+    import gc
+
+    import debate_amp.trainer.loop as loop
+
+    frozen: list[int] = []
+    collect = loop.collect
+
+    def recording(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "collect", recording)
+    assert gc.get_freeze_count() == 0
+    run(tmp_path, "frozen", "trainer.updates=2", "trainer.warm_start=false")
+    assert len(frozen) == 2 and min(frozen) > 10_000, frozen
+    assert gc.get_freeze_count() == 0

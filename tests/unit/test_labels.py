@@ -72,7 +72,7 @@ from debate_amp.agents.labels import LabeledHuman, LabelStore
 from debate_amp.protocol import Posed
 from debate_amp.tasks.perm import PermHuman, PermTask
 
-store = LabelStore(sys.argv[1])
+store = LabelStore(sys.argv[1], fsync=sys.argv[2] == "fsync")
 human = LabeledHuman(SyntheticHuman(PermHuman()), store)
 async def main():
     for q in PermTask(8, 1).questions(100000, seed=0):
@@ -83,9 +83,11 @@ asyncio.run(main())
 """
 
 
-def test_sigkill_loses_no_used_answer(tmp_path):
+@pytest.mark.parametrize("fsync", ["fsync", "commit only"])
+def test_sigkill_loses_no_used_answer(tmp_path, fsync):
     db = tmp_path / "labels.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    writer = [sys.executable, "-c", _WRITER, str(db), fsync]
+    proc = subprocess.Popen(writer, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     used = []
     deadline = time.monotonic() + 60
     while len(used) < 200 and time.monotonic() < deadline:
@@ -99,3 +101,16 @@ def test_sigkill_loses_no_used_answer(tmp_path):
     store = LabelStore(db)
     assert all(store.get(key) == answer for key, answer in used)
     assert len(store) >= len({key for key, _ in used})
+
+
+def test_fsync_sets_sqlites_synchronous_level(tmp_path):
+    """FULL (2) flushes every answer to the disk, people's store; NORMAL (1) commits to the write-ahead log, the
+    trainer's store for a machine human (the SIGKILL test above holds for both)."""
+    full, normal = LabelStore(tmp_path / "a.sqlite"), LabelStore(tmp_path / "b.sqlite", fsync=False)
+    assert full._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert normal._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert (
+        full._db.execute("PRAGMA journal_mode").fetchone()[0]
+        == normal._db.execute("PRAGMA journal_mode").fetchone()[0]
+        == "wal"
+    )
