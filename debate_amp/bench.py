@@ -6,16 +6,17 @@
   ``generate`` of the same 1024 prompts (one model call per target: what the tree's waves cost beyond that); the
   same with ``recipes/amplification_human_decomposes.yaml``'s Amp~ (the human makes every step, M only answers and
   drafts nothing) under ``human_decomposes_`` keys.
-- with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml`` and
-  ``recipes/few_labels_amplification.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most
+- with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml``,
+  ``recipes/few_labels_amplification.yaml`` and ``recipes/amplification_fresh_student.yaml`` trained here from
+  scratch on perm (N = 8, k <= 7) for at most
   ``--minutes`` each, with learning curves (held-out sigma^k(x), k >= 2, asked directly, against wall time);
   amp_wall_ratio is the time amplification took to come within 3 points of the supervised run's final accuracy
   over the time the supervised run took (None: not reached), both on the training clock (from the first optimizer
   step of the run's first training, held-out evaluation left out: ``perf/train_s``, the supervised curve's seconds;
   ``amp_wall_ratio_since_start`` reads amplification's clock from the moment the run began, its data preparation
   and evaluations included), beside the gold labels the supervised run used and the
-  human calls amplification used (its warm start's included); the second amplification run's keys begin
-  ``few_labels_amp_`` (:data:`AMP_RECIPES`). The same
+  human calls amplification used (its warm start's included); the second and third amplification runs' keys begin
+  ``few_labels_amp_`` and ``fresh_student_amp_`` (:data:`AMP_RECIPES`). The same
   comparison on the add task (``--tasks`` names the tasks compared, both by default; add: operands of 1-6 digits,
   held-out digits >= 2; its supervised run over 1,000,000 examples, :data:`SUPERVISED_OVERRIDES`) writes the same
   keys prefixed ``add_``.
@@ -70,12 +71,15 @@ SUPERVISED_OVERRIDES = {"add": ["sft.n_examples=1000000", "sft.eval_every_steps=
 # The amplification runs compared with the supervised baseline, by task: result key -> (run name, recipe). Every
 # task: recipes/pure_amplification.yaml (on perm the default warm start: 223,381 human calls, 0.70 of the
 # supervised run's labels before any update). Perm also: recipes/few_labels_amplification.yaml (a warm start of
-# 12,000 examples and a human asked with p 0.015: the labels goal, a tenth of the supervised run's).
+# 12,000 examples and a human asked with p 0.015: the labels goal, a tenth of the supervised run's), and
+# recipes/amplification_fresh_student.yaml (a fresh M distilling Amp~^2(H, A[0]) with the human decomposing every
+# question: the best odds over seeds of the three, about as many human calls as the supervised run's labels).
 PURE_AMPLIFICATION = {"amp": ("amplification", "recipes/pure_amplification.yaml")}
 AMP_RECIPES = {
     "perm": {
         **PURE_AMPLIFICATION,
         "few_labels_amp": ("few_labels_amplification", "recipes/few_labels_amplification.yaml"),
+        "fresh_student_amp": ("amplification_fresh_student", "recipes/amplification_fresh_student.yaml"),
     },
 }
 

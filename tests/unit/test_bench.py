@@ -40,6 +40,7 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     runs = {  # run name -> (curve of (training seconds, held-out k >= 2), the updates' calls, the warm start's)
         "amplification": ([(300, 0.5), (330, 0.99), (600, 1.0)], 21_610, 223_381),
         "few_labels_amplification": ([(400, 0.9), (500, 0.96), (580, 0.97), (900, 1.0)], 8_171, 20_775),
+        "amplification_fresh_student": ([(150, 0.3), (290, 0.974), (400, 1.0)], 268_771, 64_000),
     }
 
     def fake_train(cfg, progress=True, overwrite=False):
@@ -64,12 +65,16 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     assert results["few_labels_amp_wall_ratio"] == 580 / 100
     assert results["few_labels_amp_human_fraction"] == (8_171 + 20_775) / 320_000 < 0.1
     assert results["few_labels_amp_heldout_accuracy"] == 1.0 and results["few_labels_amp_human_calls"] == 8_171
+    assert results["fresh_student_amp_wall_ratio"] == 290 / 100
+    assert results["fresh_student_amp_recipe"] == "recipes/amplification_fresh_student.yaml"
+    assert results["fresh_student_amp_human_fraction"] == (268_771 + 64_000) / 320_000
     bench.print_learning(results, ["perm"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-3].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
-    assert lines[-2].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
-    assert lines[-2].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
-    assert lines[-1].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
+    assert lines[-4].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
+    assert lines[-3].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
+    assert lines[-3].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
+    assert lines[-2].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
+    assert lines[-1].endswith("1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)")
 
 
 def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
