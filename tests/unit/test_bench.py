@@ -74,7 +74,9 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     assert lines[-3].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
     assert lines[-3].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
     assert lines[-2].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
-    assert lines[-1].endswith("1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)")
+    assert lines[-1].endswith(
+        "1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)"
+    )
 
 
 def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
