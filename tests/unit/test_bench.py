@@ -56,6 +56,7 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
 
     monkeypatch.setattr(bench, "run_sft", fake_sft)
     monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(bench, "_isolated", lambda fn, *args: fn(*args))  # the fakes live in this process
     monkeypatch.setattr(bench, "apply_plan", lambda plan: None)
     results = bench.bench_learning(15.0, "perm", output_dir=str(tmp_path))
     assert results["supervised_heldout_accuracy"] == 1.0 and results["supervised_labels"] == 320_000
@@ -156,3 +157,21 @@ def test_the_human_efficiency_part_reads_the_supervised_accuracy_an_earlier_benc
     assert bench.main(["--human-efficiency"]) == 0
     assert seen == [0.98]
     assert json.loads(results.read_text())["human_calls_to_target"] == {"adversary": 180}
+
+
+def test_each_timed_run_of_the_learning_bench_gets_a_process_of_its_own(tmp_path):
+    """Spawned, so that what an earlier run left in the process cannot slow a later one's clock; the recipe's
+    config travels to it and its result comes back."""
+    import os
+
+    import debate_amp.bench as bench
+
+    cfg = load_config("recipes/supervised_baseline.yaml", [f"run.output_dir={tmp_path}"])
+    pid, name = bench._isolated(_pid_and_run_name, cfg)
+    assert pid != os.getpid() and name == "supervised_baseline"
+
+
+def _pid_and_run_name(cfg):
+    import os
+
+    return os.getpid(), cfg.run.name
