@@ -205,8 +205,8 @@ def _supervised_run(cfg: Config) -> dict[str, Any]:
 
 
 def _amplification_run(cfg: Config) -> dict[str, Any]:
-    """An amplification recipe trained from scratch (its warm start included), what the bench reads of it beside
-    the run's ``metrics.jsonl``."""
+    """An amplification recipe's run, from scratch (``overwrite``; its warm start included unless the recipe starts
+    from a model): what the bench reads of it beside the run's ``metrics.jsonl``."""
     from debate_amp.trainer.loop import train
 
     summary = train(cfg, progress=True, overwrite=True)
@@ -308,9 +308,8 @@ def bench_human_efficiency(
     (``human_efficiency_rehearsal_calls``), with the adversary's warm-up on the same examples
     (``adversary/warm_start_human_calls``, ``sampler.adversary_warm_start``). The target is 95% of
     ``supervised_accuracy`` (the supervised baseline's held-out accuracy from this bench run or an earlier one; 1.0
-    when there is none). ``extra``: more overrides for every run (the tests' tiny model)."""
-    from debate_amp.trainer.loop import train
-
+    when there is none). ``extra``: more overrides for every run (the tests' tiny model). Each sampler's run in a
+    process of its own, as the learning part's (:func:`_isolated`): the minutes cap each alike."""
     target = 0.95 * (supervised_accuracy if supervised_accuracy is not None else 1.0)
     curves: dict[str, list[tuple[int, float]]] = {}
     rehearsal_calls: dict[str, int] = {}
@@ -329,7 +328,7 @@ def bench_human_efficiency(
             ],
         )
         print(f"\nhuman efficiency: {name} ({' '.join(overrides)}), at most {minutes:g} minutes")
-        train(cfg, progress=True, overwrite=True)
+        _isolated(_amplification_run, cfg)
         rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
         calls, curve = 0, []
         replayed = ("rehearsal/human_calls", "adversary/warm_start_human_calls")  # A[0]'s warm-start labels
