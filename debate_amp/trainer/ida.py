@@ -50,7 +50,7 @@ from debate_amp.tasks import Example, Task, make_task
 from debate_amp.tasks.base import beyond_name
 from debate_amp.trainer.rollout import amplification_examples, amplify
 from debate_amp.trainer.rundir import apply_plan, finished_rounds, plan_ida_dir
-from debate_amp.trainer.sft import distill, run_sft, seed_everything, warm_start_examples
+from debate_amp.trainer.sft import distill, gc_frozen, run_sft, seed_everything, warm_start_examples
 
 
 @dataclass
@@ -138,14 +138,15 @@ def run_ida(cfg: Config, progress: bool = True, *, resume: bool = False, overwri
     warm = (
         warm_start_examples(cfg) if cfg.ida.keep_previous and cfg.trainer.warm_start and first <= cfg.ida.rounds else []
     )
-    for r in tqdm(range(first, cfg.ida.rounds + 1), desc="IDA rounds", disable=not progress, initial=first - 1):
-        t = r - 1
-        a_t = a0_dir if t == 0 else ida_dir / f"round_{t}"
-        record = ida_round(cfg, task, store, a_t, t, questions, warm, progress)
-        _write_rounds(ida_dir, r)
-        if writer is not None:
-            _log(writer, asdict(record), task, step=r)
-        print(_round_line(asdict(record), task), flush=True)
+    with gc_frozen():  # the warm start's examples and the rest live every round: out of the collector's full passes
+        for r in tqdm(range(first, cfg.ida.rounds + 1), desc="IDA rounds", disable=not progress, initial=first - 1):
+            t = r - 1
+            a_t = a0_dir if t == 0 else ida_dir / f"round_{t}"
+            record = ida_round(cfg, task, store, a_t, t, questions, warm, progress)
+            _write_rounds(ida_dir, r)
+            if writer is not None:
+                _log(writer, asdict(record), task, step=r)
+            print(_round_line(asdict(record), task), flush=True)
     store.close()
     if writer is not None:
         writer.close()

@@ -21,8 +21,6 @@ warms up on A[0]'s drafts of the warm start's examples (:func:`warm_up_adversary
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import math
@@ -32,7 +30,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,7 +104,7 @@ from debate_amp.trainer.rollout import (
     amplified as is_amplified,
 )
 from debate_amp.trainer.rundir import RunPlan, apply_plan, flatten_recipe, plan_run_dir
-from debate_amp.trainer.sft import run_sft, seed_everything, warm_start_examples
+from debate_amp.trainer.sft import gc_frozen, run_sft, seed_everything, warm_start_examples
 from debate_amp.trainer.state import TrainState, restore_state, save_state
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -292,7 +290,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
     use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
     run, state = _setup(cfg, plan, progress)
-    with _setup_frozen():  # what the setup built lives the whole run: out of the collector's full passes
+    with gc_frozen():  # what the setup built lives the whole run: out of the collector's full passes
         main = run.accelerator.is_main_process
         log = _Log(run, progress)
         interrupt = _Interrupt()
@@ -330,20 +328,6 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
         summary = _interrupted(run, state) if interrupted else _finish(run, state, progress)
         _close(run, log, interrupt)
         return summary if main else {}
-
-
-@contextlib.contextmanager
-def _setup_frozen() -> Iterator[None]:
-    """Hide from Python's garbage collector what exists now (the setup's models, tokenizer, rehearsal pool and label
-    store: 400,000-550,000 objects in the perm recipes) until the block ends. A full collection came about once an
-    update and walked all of them each time (0.2-0.5 s an update, docs/benchmarks.md); frozen, it walks what the
-    updates make. Unfrozen at the end, so that a process that trains again (the tests, the bench) can free them."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _knobs(run: Run, state: TrainState, update: int) -> Knobs:

@@ -99,6 +99,28 @@ def cli(*args):
     )
 
 
+def test_the_rounds_run_with_the_setup_out_of_the_collectors_full_passes_and_unfreeze_after(tmp_path, monkeypatch):
+    """gc.freeze() before the rounds (the warm start's examples and the rest of the setup were walked by about a
+    full collection every 4 seconds of a round), gc.unfreeze() after them, so that a process running again can free
+    them."""
+    import gc
+
+    import debate_amp.trainer.ida as ida
+
+    frozen: list[int] = []
+    ida_round = ida.ida_round
+
+    def recording(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return ida_round(*args, **kwargs)
+
+    monkeypatch.setattr(ida, "ida_round", recording)
+    assert gc.get_freeze_count() == 0
+    run_ida(config(tmp_path, "ida.rounds=1", "trainer.warm_start=false"), progress=False)
+    assert len(frozen) == 1 and frozen[0] > 10_000, frozen
+    assert gc.get_freeze_count() == 0
+
+
 def test_zero_rounds_fail_in_one_line(tmp_path):
     proc = cli("ida", "recipes/ida.yaml", "ida.rounds=0", f"run.output_dir={tmp_path}")
     assert proc.returncode == 2
