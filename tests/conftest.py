@@ -57,3 +57,23 @@ def local_llama_dir(tmp_path):
     torch.manual_seed(0)
     save_model(LlamaForCausalLM(config), tokenizer, tmp_path / "local_model")
     return tmp_path / "local_model"
+
+
+@pytest.fixture()
+def freeze_counts(monkeypatch):
+    """``watch(module, name)`` wraps ``module.name`` so that each call first records ``gc.get_freeze_count()``
+    (how many objects are hidden from the collector's full passes) into the list it returns."""
+    import gc
+
+    def watch(module, name: str) -> list[int]:
+        counts: list[int] = []
+        inner = getattr(module, name)
+
+        def recording(*args, **kwargs):
+            counts.append(gc.get_freeze_count())
+            return inner(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recording)
+        return counts
+
+    return watch

@@ -99,7 +99,7 @@ def cli(*args):
     )
 
 
-def test_the_rounds_run_with_the_setup_out_of_the_collectors_full_passes_and_unfreeze_after(tmp_path, monkeypatch):
+def test_the_rounds_run_with_the_setup_out_of_the_collectors_full_passes_and_unfreeze_after(tmp_path, freeze_counts):
     """gc.freeze() before the rounds (the warm start's examples and the rest of the setup were walked by about a
     full collection every 4 seconds of a round), gc.unfreeze() after them, so that a process running again can free
     them."""
@@ -107,14 +107,7 @@ def test_the_rounds_run_with_the_setup_out_of_the_collectors_full_passes_and_unf
 
     import debate_amp.trainer.ida as ida
 
-    frozen: list[int] = []
-    ida_round = ida.ida_round
-
-    def recording(*args, **kwargs):
-        frozen.append(gc.get_freeze_count())
-        return ida_round(*args, **kwargs)
-
-    monkeypatch.setattr(ida, "ida_round", recording)
+    frozen = freeze_counts(ida, "ida_round")
     assert gc.get_freeze_count() == 0
     run_ida(config(tmp_path, "ida.rounds=1", "trainer.warm_start=false"), progress=False)
     assert len(frozen) == 1 and frozen[0] > 10_000, frozen

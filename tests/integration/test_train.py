@@ -590,21 +590,14 @@ def test_the_trainers_label_store_fsyncs_peoples_answers_and_only_commits_a_mach
     assert opened == [("labels.sqlite", False), ("labels.sqlite", True)]
 
 
-def test_the_setups_objects_are_out_of_the_collectors_full_passes_during_the_updates_only(tmp_path, monkeypatch):
+def test_the_setups_objects_are_out_of_the_collectors_full_passes_during_the_updates_only(tmp_path, freeze_counts):
     """gc.freeze() after the setup (a full collection walked its 400,000-550,000 objects about once an update),
     gc.unfreeze() when the run ends, so that a process training again can free them."""
     import gc
 
     import debate_amp.trainer.loop as loop
 
-    frozen: list[int] = []
-    collect = loop.collect
-
-    def recording(*args, **kwargs):
-        frozen.append(gc.get_freeze_count())
-        return collect(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "collect", recording)
+    frozen = freeze_counts(loop, "collect")
     assert gc.get_freeze_count() == 0
     run(tmp_path, "frozen", "trainer.updates=2", "trainer.warm_start=false")
     assert len(frozen) == 2 and min(frozen) > 10_000, frozen
