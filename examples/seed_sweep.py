@@ -2,7 +2,9 @@
 
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml [OUT_DIR] [--seeds 0-7] [--updates 10]
         [--jobs 2] [--target 0.97] [key=value ...]       # 8 seeds of that recipe, 2 at a time: ~30 min on 2 cores
-    .venv/bin/python examples/seed_sweep.py recipes/supervised_baseline.yaml OUT_DIR --sft  # the baseline's
+    .venv/bin/python examples/seed_sweep.py recipes/supervised_baseline.yaml SUP_DIR --sft  # the baseline's
+    .venv/bin/python examples/seed_sweep.py recipes/amplification_fresh_student.yaml OUT_DIR --updates 40 \
+        --against SUP_DIR/seed_sweep.json     # and each seed's wall ratio against the baseline's same seed
     .venv/bin/python examples/seed_sweep.py recipes/ida_fresh_student.yaml OUT_DIR --ida  # IDA rounds, by round
     .venv/bin/python examples/seed_sweep.py recipes/pure_amplification.yaml OUT_DIR --tiny   # untrained tiny model
 
@@ -15,14 +17,18 @@ shortcut, the accuracy after each update, and the first update at ``--target`` w
 (``perf/train_s``: the warm start's included, the clock of ``make bench``); then on how many seeds the target was
 reached. ``--sft`` runs ``debate-amp sft`` instead (the supervised baseline, or a warm start alone): each seed's
 curve is its held-out evaluation every ``sft.eval_every_steps``, so the first point at the target is a step (the
-seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used).
-``--ida`` runs ``debate-amp ida`` (the IDA outer loop, docs/ida.md): each seed's curve is A[1], A[2], ... by round
-(the held-out evaluation after each round; the seconds are the rounds', the warm start's not included), A[0] is the
-warm start, and ``ida.rounds`` is the recipe's. It writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves
-against seconds of training, or by round for ``--ida``; the target dashed) and each seed's run into OUT_DIR
+seconds are the curve's, training only), and the recipe's own length stands (``--updates`` is not used). ``--ida``
+runs ``debate-amp ida`` (the IDA outer loop, docs/ida.md): each seed's curve is A[1], A[2], ... by round (the
+held-out evaluation after each round; the seconds are the rounds', the warm start's not included), A[0] is the warm
+start, and ``ida.rounds`` is the recipe's. It writes ``seed_sweep.json``, ``seed_sweep.png`` (the curves against
+seconds of training, or by round for ``--ida``; the target dashed) and each seed's run into OUT_DIR
 (``seed<S>/<run.name>``, its output in ``seed<S>.log``; an earlier sweep's runs there are replaced). ``key=value``
-overrides go to every seed's run, after the sweep's own. ``--tiny`` shows the mechanics on an untrained tiny model
-(two small updates a seed, under a minute).
+overrides go to every seed's run, after the sweep's own. ``--against`` a supervised sweep's ``seed_sweep.json``
+(``--sft``, the same seeds, target and threads a run) prints each seed's wall ratio as ``make bench``'s
+``amp_wall_ratio`` reads it on one seed: this run's seconds of training to the target, its warm start's included,
+over the supervised run's of the same seed (the model's initialisation comes from ``run.seed`` in both), and their
+median where both reached it; the ratios go into ``seed_sweep.json`` and the report's sweep table. ``--tiny`` shows
+the mechanics on an untrained tiny model (two small updates a seed, under a minute).
 Last seen (2026-12-05, recipes/pure_amplification.yaml, seeds 0-7, 10 updates, two at a time on one thread each,
 2-core x86_64; measured by hand the same way, which this script reproduced to the figure on seeds 0 and 1): 97%
 within 10 updates on 1 of 8 seeds (seed 0, update 4); seeds 1-6 ended at 53-59% (k = 2, 3 learned, k >= 4 still the
@@ -37,6 +43,7 @@ at update 7; docs/benchmarks.md, "Smaller, more frequent updates").
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +125,44 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def read_against(path: Path, mode: str, target: float, threads: int) -> dict:
+    """A supervised sweep to compare this one with (``--against``): its seed_sweep.json, checked to be a ``--sft``
+    sweep at the same target and with as many threads a run (seconds on other clocks would not compare); raises
+    ValueError naming what is wrong."""
+    if mode != "train":
+        raise ValueError(
+            "--against: compares a sweep of `debate-amp train` runs (not --sft or --ida) with a supervised one"
+        )
+    try:
+        against = json.loads(path.read_text(encoding="utf-8"))
+        seeds = against["seeds"]
+        if not isinstance(seeds, dict):
+            raise TypeError("its seeds are not an object of runs")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--against: {path}: not a seed_sweep.json ({e})") from None
+    if against.get("unit") != "step":
+        raise ValueError(f"--against: {path} is not a sweep of the supervised baseline (run with --sft)")
+    if against.get("target") != target:
+        raise ValueError(f"--against: {path} counted {against.get('target')} as reached, this sweep --target {target}")
+    if against.get("threads", threads) != threads:
+        raise ValueError(
+            f"--against: {path} ran {against['threads']} thread(s) a run, this sweep {threads}: the clocks differ"
+        )
+    return against
+
+
+def wall_ratios(results: dict[int, dict], against: dict) -> dict[int, float | None]:
+    """Each seed's wall ratio against the supervised sweep, as make bench's ``amp_wall_ratio``: this run's seconds
+    of training to the target (the warm start's included) over the supervised run's (training only); None where
+    either did not reach it."""
+    ratios: dict[int, float | None] = {}
+    for seed, result in results.items():
+        own = result.get("first_at_target")
+        supervised = against["seeds"].get(str(seed), {}).get("first_at_target")
+        ratios[seed] = own[1] / supervised[1] if own and supervised and supervised[1] > 0 else None
+    return ratios
+
+
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("recipe", help="the recipe every seed runs (e.g. recipes/pure_amplification.yaml)")
 parser.add_argument("rest", nargs="*", metavar="[OUT_DIR] [key=value ...]", help="where the runs go; overrides")
@@ -132,6 +177,11 @@ parser.add_argument(
     "--ida", action="store_true", help="run `debate-amp ida` (the IDA outer loop), A[t]'s held-out accuracy by round"
 )
 parser.add_argument("--tiny", action="store_true", help="an untrained tiny model, two small updates: mechanics only")
+parser.add_argument(
+    "--against",
+    metavar="SWEEP_JSON",
+    help="a supervised sweep's seed_sweep.json (--sft, same seeds, --target and threads): each seed's wall ratio",
+)
 args = parser.parse_intermixed_args()  # OUT_DIR and overrides may come after the options
 mode = "sft" if args.sft else "ida" if args.ida else "train"
 overrides = [item for item in args.rest if "=" in item]
@@ -155,6 +205,7 @@ try:
     else:
         sweep += [f"trainer.updates={updates}", "trainer.eval_every=1"]
     sweep += [f"run.torch_threads={threads}"]
+    against = None if args.against is None else read_against(Path(args.against), mode, args.target, threads)
     if args.sft and load_config(args.recipe, [*sweep, *overrides]).sft.eval_every_steps == 0:
         raise ValueError("--sft: the recipe evaluates no curve; set sft.eval_every_steps")
     configs = {
@@ -219,6 +270,27 @@ print(
     + (f" ({', '.join(map(str, reached))})" if reached else "")
 )
 summary = {"recipe": args.recipe, "overrides": overrides, "updates": updates, "target": args.target}
+summary |= {"threads": threads, "jobs": args.jobs}  # the clock the seconds were read on
+if against is not None:
+    ratios = wall_ratios(results, against)
+    print(
+        f"\nwall time to {args.target:.0%}, this recipe's (warm start included) / the supervised run's ({args.against})"
+    )
+    print(f"{'seed':>4} {'supervised':>20} {'this recipe':>20} {'ratio':>6}")
+    for s in seeds:
+        supervised = against["seeds"].get(str(s), {}).get("first_at_target")
+        own = results[s].get("first_at_target")
+        cells = [f"{name} {p[0]} ({p[1]:.0f} s)" if p else "not" for name, p in (("step", supervised), (unit, own))]
+        ratio = "-" if ratios[s] is None else f"{ratios[s]:.2f}"
+        print(f"{s:>4} {cells[0]:>20} {cells[1]:>20} {ratio:>6}")
+        results[s]["wall_ratio"] = ratios[s]
+    both = sorted(r for r in ratios.values() if r is not None)
+    if both:
+        print(
+            f"both reached it on {len(both)} of {len(seeds)} seeds: ratio median {statistics.median(both):.2f}, "
+            f"{both[0]:.2f}-{both[-1]:.2f}"
+        )
+    summary["against"] = args.against
 axis = "round (A[0], the warm start, at 0)" if mode == "ida" else clock  # IDA's curves are by round
 summary |= {"unit": unit, "xlabel": axis}  # how the report labels the first point and the curves' axis
 (out_dir / "seed_sweep.json").write_text(

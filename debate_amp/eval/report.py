@@ -316,6 +316,7 @@ def seed_sweep_html(run_dir: Path) -> str:
         return f"<h2>The seed lottery</h2><p>{escape(str(path))} does not parse: {escape(str(e))}</p>"
     here = run_dir.resolve().parent.name.removeprefix("seed")
     unit = sweep.get("unit") if sweep.get("unit") in ("step", "round") else "update"  # sft runs by step, ida by round
+    against = sweep.get("against")  # a supervised sweep the seeds' wall times were divided by (--against)
 
     def percent(value: Any) -> str:
         return f"{value:.1%}" if isinstance(value, int | float) else "-"
@@ -327,6 +328,9 @@ def seed_sweep_html(run_dir: Path) -> str:
         cells = [escape(seed), percent(r.get("a0")), percent(r.get("a0_shortcut")), reached, percent(r.get("final"))]
         if r.get("returncode"):
             cells[3:] = [f"failed (exit {escape(str(r['returncode']))})", "-"]
+        if against:
+            ratio = r.get("wall_ratio")
+            cells.append(f"{ratio:.2f}" if isinstance(ratio, int | float) else "-")
         marked = ' class="this-run"' if seed == here else ""
         rows.append(f"<tr{marked}>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     curves = {f"seed {seed}": sweep_curve(r, unit) for seed, r in seeds.items()}
@@ -346,7 +350,9 @@ def seed_sweep_html(run_dir: Path) -> str:
         f"<p>{escape(str(sweep.get('recipe', 'the recipe')))} trained once per seed (examples/seed_sweep.py): "
         f"{target:.0%} reached on {n_reached} of {len(seeds)} seeds; this seed is outlined.</p>"
         '<table class="final" id="seed-sweep"><tr><th>seed</th><th>A[0] beyond the human</th>'
-        f"<th>A[0] shortcut rate</th><th>first at {target:.0%}</th><th>final</th></tr>{''.join(rows)}</table>"
+        f"<th>A[0] shortcut rate</th><th>first at {target:.0%}</th><th>final</th>"
+        + (f"<th>wall ratio against {escape(str(against))}</th>" if against else "")
+        + f"</tr>{''.join(rows)}</table>"
         f'<img class="curve" alt="seed sweep" src="data:image/png;base64,{png}">'
     )
 

@@ -108,14 +108,19 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
     # columns are read from its heldout.json) and two evaluated updates. --target 0 is reached at the first update
     # by construction, so the table's "first" column and the count are checked; learning is not (the tiny untrained
     # model learns nothing in two updates).
+    # --against: a supervised sweep (written here) that reached the target on seed 0 after 2.5 s, not on seed 1.
     tiny = ["--tiny", "--seeds", "0,1", "--target", "0"]
-    proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path, *tiny, "trainer.warm_start=true")
+    supervised = {"unit": "step", "target": 0, "seeds": {"0": {"first_at_target": [250, 2.5]}, "1": {}}}
+    (tmp_path / "supervised.json").write_text(json.dumps(supervised))
+    tiny += ["--against", str(tmp_path / "supervised.json")]
+    out = tmp_path / "sweep"
+    proc = seed_sweep("recipes/pure_amplification.yaml", out, *tiny, "trainer.warm_start=true")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    sweep = json.loads((tmp_path / "seed_sweep.json").read_text())
+    sweep = json.loads((out / "seed_sweep.json").read_text())
     assert sweep["updates"] == 2 and sweep["overrides"] == ["trainer.warm_start=true"]
-    assert (tmp_path / "seed_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "seed_sweep.png").read_bytes()[:4] == b"\x89PNG"
     for seed in (0, 1):
-        run = tmp_path / f"seed{seed}" / "pure_amplification"
+        run = out / f"seed{seed}" / "pure_amplification"
         assert yaml.safe_load((run / "config.yaml").read_text())["run"]["seed"] == seed  # each run its own seed
         result = sweep["seeds"][str(seed)]
         assert [update for update, _, _ in result["curve"]] == [1, 2]
@@ -127,17 +132,28 @@ def test_seed_sweep_trains_each_seed_and_tabulates(tmp_path):
         )
     lines = proc.stdout.splitlines()
     assert "reached 0% on 2 of 2 seeds (0, 1)" in lines
+    # each seed's wall time to the target over the supervised run's: seed 0's seconds / 2.5, seed 1 none
+    ratio = sweep["seeds"]["0"]["first_at_target"][1] / 2.5
+    assert sweep["seeds"]["0"]["wall_ratio"] == pytest.approx(ratio) and sweep["seeds"]["1"]["wall_ratio"] is None
+    ratio_rows = lines[lines.index(next(line for line in lines if line.startswith("wall time to 0%"))) + 2 :]
+    seconds = sweep["seeds"]["0"]["first_at_target"][1]
+    assert ratio_rows[0].split() == f"0 step 250 ({2.5:.0f} s) update 1 ({seconds:.0f} s) {ratio:.2f}".split()
+    seconds = sweep["seeds"]["1"]["first_at_target"][1]
+    assert ratio_rows[1].split() == f"1 not update 1 ({seconds:.0f} s) -".split()
+    assert f"both reached it on 1 of 2 seeds: ratio median {ratio:.2f}, {ratio:.2f}-{ratio:.2f}" in lines
+    lines = lines[: lines.index("reached 0% on 2 of 2 seeds (0, 1)")]  # the lottery's table
     rows = [line.split() for line in lines if re.match(r" +[01] ", line)]  # seed, A[0], shortcut, first, updates
     assert [row[0] for row in rows] == ["0", "1"]
     assert all(row[3] == "1" and re.fullmatch(r"\(\d+", row[4]) and len(row) == 8 for row in rows), rows
     # a seed's report shows the sweep, that seed outlined
     from debate_amp.eval.report import render_report
 
-    page = render_report(tmp_path / "seed1" / "pure_amplification")
+    page = render_report(out / "seed1" / "pure_amplification")
     assert '<table class="final" id="seed-sweep">' in page and "0% reached on 2 of 2 seeds" in page
     assert page.count('class="this-run"') == 1 and '<tr class="this-run"><td>1</td>' in page
-    (tmp_path / "seed_sweep.json").write_text("{")
-    assert "seed_sweep.json does not parse" in render_report(tmp_path / "seed1" / "pure_amplification")
+    assert "<th>wall ratio against" in page and f"<td>{ratio:.2f}</td></tr>" in page
+    (out / "seed_sweep.json").write_text("{")
+    assert "seed_sweep.json does not parse" in render_report(out / "seed1" / "pure_amplification")
 
 
 def test_seed_sweep_of_the_supervised_baseline_reads_its_curve_by_step(tmp_path):
@@ -197,7 +213,11 @@ def test_seed_sweep_refuses_bad_input_in_one_line(tmp_path):
     # pure_amplification.yaml evaluates its warm start at the end only: --sft has no curve to read
     bad = ((["--seeds", "3-x"], "--seeds"), (["trainer.updatez=3"], "updatez"), (["--sft"], "sft.eval_every_steps"))
     bad += ((["--sft", "--ida"], "--ida"),)
+    other_target = tmp_path / "other_target.json"
+    other_target.write_text(json.dumps({"unit": "step", "target": 0.9, "seeds": {}}))
+    bad += ((["--against", str(tmp_path / "missing.json")], "missing.json"),)
+    bad += ((["--against", str(other_target)], "--target 0.97"),)
     for args, named in bad:
-        proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path, *args, timeout=60)
+        proc = seed_sweep("recipes/pure_amplification.yaml", tmp_path / "out", *args, timeout=60)
         assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert not list(tmp_path.iterdir())  # nothing started
+    assert not (tmp_path / "out").exists()  # nothing started
