@@ -247,7 +247,7 @@ class ScoredBatch:
 
     segments: list[Any]
     sup: Batch | None
-    n_targets: int  # distilled amplified answers among the supervised examples
+    n_targets: int  # this update's amplified answers distilled (amp.reuse_previous's previous ones not counted)
     rehearsal_calls: int  # human calls the rehearsed examples cost (0 when this run's warm start paid for them)
     limit: float  # the constraint on L_sup (constrained mode), else NaN
     rl: Batch | None = None
@@ -487,6 +487,9 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     t = cfg.trainer
     balance_rng = run.rng if cfg.amp.balance_depths else None  # amp.balance_depths: the subanswers thinned out
     amp_examples = amplification_examples(rollout.amplified, t.imitate_human, balance_rng)
+    n_targets = sum(e.kind == "amplified" for e in amp_examples)  # this update's own
+    if cfg.amp.reuse_previous:  # the previous update's examples again, this update's kept for the next
+        amp_examples, state.previous_examples = amp_examples + state.previous_examples, amp_examples
     rehearsed, rehearsal_calls = _rehearsal(
         run.rehearsal_pool, t.rehearsal_examples, state.update, run.accelerator, paid=t.warm_start
     )
@@ -496,7 +499,7 @@ def score_rollout(run: Run, state: TrainState, rollout: Rollout, knobs: Knobs) -
     scored = ScoredBatch(
         segments,
         sup,
-        n_targets=sum(e.kind == "amplified" for e in amp_examples),
+        n_targets=n_targets,
         rehearsal_calls=rehearsal_calls,
         limit=run.mode.limit(state, lambda: _sup_loss(run, state, sup), knobs.weight),
     )

@@ -27,6 +27,7 @@ from debate_amp.target import (
     trained_tensors,
 )
 from debate_amp.trainer import checkpoint
+from debate_amp.trainer.rollout import SupervisedExample
 
 # The counters a checkpoint keeps (and a resume restores), in TrainState's own names.
 COUNTERS = (
@@ -62,6 +63,7 @@ class TrainState:
     takeover: int | None = None  # trainer.student: fresh: the update after which M took over from A[0] (None: not yet)
     history: list[dict[str, float]] = field(default_factory=list)
     adversary: Adversary | None = None  # references/000's Adv(q, a) (sampler.kind: adversary), trained online
+    previous_examples: list[SupervisedExample] = field(default_factory=list)  # amp.reuse_previous; this process's
 
 
 def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
@@ -71,7 +73,8 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
     accelerator.wait_for_everyone()
     partial = checkpoint.partial_dir(root, state.update)
     sampler = state.sampler
-    local = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # budgets count per process
+    local: dict[str, Any] = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # per process
+    local["previous_examples"] = [[e.prompt, e.completion, e.kind] for e in state.previous_examples]
     checkpoint.save_rng(partial, accelerator.process_index, state.generators, local)
     sharded = is_sharded(accelerator)
     if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
@@ -133,6 +136,7 @@ def restore_state(path, accelerator, state: TrainState) -> None:
     local = checkpoint.load_rng(path, accelerator.process_index, state.generators)  # last: nothing draws after it
     if isinstance(state.sampler, Budget):
         state.sampler.load_state_dict(local["sampler"])
+    state.previous_examples = [SupervisedExample(*e) for e in local.get("previous_examples", [])]
 
 
 def is_sharded(accelerator) -> bool:

@@ -297,6 +297,28 @@ def test_a_run_restarted_after_its_warm_start_equals_an_uninterrupted_one(tmp_pa
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
 
 
+def test_a_resumed_run_distils_the_previous_updates_examples_it_saved(tmp_path):
+    # amp.reuse_previous: the examples carried into the next update are in each process's checkpoint, so update 3
+    # redone from update 2's checkpoint distils what the uninterrupted update 3 did.
+    from debate_amp.trainer.loop import train
+
+    def cfg(name):
+        overrides = [*TINY, "trainer.updates=3", "trainer.save_every=1", "trainer.keep_last=null"]
+        overrides += ["amp.questions_per_update=16", "amp.reuse_previous=true"]
+        return load_config(
+            ROOT / "recipes" / "pure_amplification.yaml",
+            [*overrides, f"run.output_dir={tmp_path}", f"run.name={name}"],
+        )
+
+    train(cfg("whole"), progress=False)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    shutil.rmtree(checkpoint.checkpoint_dir(tmp_path / "resumed" / "checkpoints", 3))
+    train(cfg("resumed"), progress=False, resume=True)  # from update 2's checkpoint
+    a, b = _policy(tmp_path / "whole", 3), _policy(tmp_path / "resumed", 3)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    assert max(float((a[k] - _policy(tmp_path / "whole", 2)[k]).abs().max()) for k in a) > 1e-5
+
+
 @pytest.mark.slow
 def test_ten_sigkills_at_random_moments_lose_nothing_and_resume_exactly(tmp_path):
     """SIGKILL at 10 random moments of a run (before its first checkpoint too); each resumed run ends with the

@@ -273,6 +273,33 @@ def test_balanced_depths_distil_as_many_amplified_answers_at_each_depth_as_at_th
     assert counts[True] == {d: min(n, counts[False][deepest]) for d, n in counts[False].items()}
 
 
+def test_reusing_the_previous_updates_examples_distils_each_in_two_updates(tmp_path, monkeypatch):
+    # amp.reuse_previous: update u distils its own amplification examples and update u - 1's, in that order; the
+    # amplified answers counted (amp/targets) are its own.
+    from debate_amp.trainer import loop
+
+    own: list[list] = []  # per update: what amplification_examples made
+    batches: list[list] = []  # per update: the supervised batch's examples
+
+    def made(*args, real=loop.amplification_examples, **kwargs):
+        own.append(real(*args, **kwargs))
+        return own[-1]
+
+    def batched(tokenizer, examples, real=loop.supervised_batch):
+        batches.append(list(examples))
+        return real(tokenizer, examples)
+
+    monkeypatch.setattr(loop, "amplification_examples", made)
+    monkeypatch.setattr(loop, "supervised_batch", batched)
+    overrides = ["trainer.updates=3", "amp.questions_per_update=16", "trainer.rehearsal_examples=0"]
+    overrides += ["sampler.kind=always", "amp.curriculum=false", "amp.reuse_previous=true"]  # examples every update
+    cfg, _ = run(tmp_path, "reuse", *overrides, recipe="recipes/pure_amplification.yaml")
+    assert len(own) == len(batches) == 3 and all(own)
+    for batch, expected in zip(batches, [own[0], own[1] + own[0], own[2] + own[1]], strict=True):
+        assert batch[-len(expected) :] == expected  # after the debates' own examples
+    assert [r["amp/targets"] for r in metrics(cfg)] == [sum(e.kind == "amplified" for e in o) for o in own]
+
+
 def test_a_liar_fraction_debates_the_scripted_liar_in_training_and_logs_it_apart(tmp_path):
     # Pure amplification stops every self-play debate after arg_0; the liar's debates are debated in full, and
     # theirs are the update's only RL segments (the honest side's: the liar's arguments are scripted, not sampled).
