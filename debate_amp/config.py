@@ -337,8 +337,8 @@ class AmpConfig:
     answers pile up at the low depths (perm, questions of every depth, two levels: 86% at k <= 3, where a fresh M
     learns first), and the composed answers, where M stalls, get a seventh of the steps. The human's own answers
     (``trainer.imitate_human``) are all kept. recipes/amplification_fresh_student.yaml uses it: an update in about
-    two thirds of the time; over seeds 0-7, 5 and 6 of 8 within 30 and 40 updates against 6 and 7 unbalanced (other
-    seeds; docs/benchmarks.md, "Balanced depths")."""
+    two thirds of the time (docs/benchmarks.md, "Balanced depths"; over seeds 0-7 it composed on 4 of 8 within 40
+    updates balanced, on 7 of 8 unbalanced, and on 7 of 8 balanced with ``reuse_previous``)."""
     reuse_previous: bool = False
     """Distil the previous update's amplification examples again beside this update's (``debate-amp train``): each
     target is learned from in two updates, the amplification (most of an update's model calls) paid once, so half
@@ -578,9 +578,9 @@ class TrainerConfig:
     processes' targets, every depth), M_target := M and Amp~(H, M) amplifies as with ``continue``, M_target
     following M as ``target.*`` says. So that M learns the lookups and the composed answers together, as a model
     trained on gold from scratch does, instead of composing on top of how A[0] learned
-    (recipes/amplification_fresh_student.yaml: 5 of 8 seeds within 30 updates and 6 of 8 within 40 with
-    ``amp.balance_depths``, 6 and 7 of 8 without; docs/benchmarks.md, "A fresh student in the trainer"; ``ida.student``
-    is the same idea between IDA rounds).
+    (recipes/amplification_fresh_student.yaml: 7 of 8 seeds within 40 updates with ``amp.balance_depths`` and
+    ``amp.reuse_previous``; docs/benchmarks.md, "A fresh student in the trainer" and "The fresh student distils each
+    target in two updates"; ``ida.student`` is the same idea between IDA rounds).
     Needs the tiny model (``model.path`` null, LoRA off)."""
     eval_size: PositiveInt = 256
     """Held-out questions in the final table."""
