@@ -343,7 +343,7 @@ class AmpConfig:
     """Distil the previous update's amplification examples again beside this update's (``debate-amp train``): each
     target is learned from in two updates, the amplification (most of an update's model calls) paid once, so half
     the questions an update keep the distillation steps. recipes/amplification_fresh_student.yaml uses it with
-    1,024 questions instead of 2,048 (docs/benchmarks.md, "Distilling each target in two updates")."""
+    1,024 questions instead of 2,048 (docs/benchmarks.md, "The fresh student distils each target in two updates")."""
     curriculum: bool = True
     """Draw those questions up to a depth (decomposition levels) that grows: Amp~(H, M) at depth d + 1 rests on M's
     answers at depth d, so its targets are worth distilling only once M has learned depth d (Christiano et al.
