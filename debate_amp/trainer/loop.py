@@ -813,13 +813,12 @@ def _accelerator(cfg: Config):
 def _models(cfg: Config, accelerator, progress: bool):
     """-> the policy (A[0], with LoRA when the recipe says; ``trainer.student: fresh``: a new tiny model), the target
     policy and the reference policy (A[0]), the tokenizer, and the warm start's :class:`SftResult` when this process
-    trained A[0] (else None). A[0] is the warm start (trained here by the main process unless already on disk) or
-    ``model.path``."""
+    trained A[0] (else None). A[0] is the warm start (trained here by every process together unless already on
+    disk) or ``model.path``."""
     a0_dir = cfg.run_dir / cfg.sft.output_subdir
     warm_start = None
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
-        if accelerator.is_main_process:
-            warm_start = run_sft(cfg, progress=progress)
+        warm_start = run_sft(cfg, progress=progress and accelerator.is_main_process)  # every process: TRL's DDP
         accelerator.wait_for_everyone()
     # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
     seed_everything(cfg.run.seed + accelerator.process_index)

@@ -125,7 +125,17 @@ def gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _process() -> tuple[int, int]:
+    """(this process's rank, the number of processes): (0, 1) unless a process group is up (``accelerate launch``)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def run_sft(cfg: Config, progress: bool = True) -> SftResult:
+    """The warm start A[0]: imitation examples from the synthetic human, distilled by TRL's ``SFTTrainer``, saved
+    and evaluated on held-out questions. Under ``accelerate launch`` every process calls it (the trainer splits the
+    batches; ``sft.batch_size`` stays the batch of all processes together) and the main one writes the files."""
     import datasets
 
     if not progress:
@@ -135,9 +145,11 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
     seed_everything(cfg.run.seed)
+    main = _process()[0] == 0
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
 
     # 1. Imitation data from the synthetic human, on training questions only.
     examples = warm_start_examples(cfg)
@@ -169,7 +181,8 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
 
     # 3. Save A[0] and report held-out accuracy by difficulty.
     model_dir = run_dir / cfg.sft.output_subdir
-    save_model(trained, tokenizer, model_dir)
+    if main:
+        save_model(trained, tokenizer, model_dir)
     heldout_debates = (
         debate_imitation_examples(task, cfg.task.eval_size, cfg.run.seed + 1, cfg.debate.max_turns, heldout=True)
         if n_debate
@@ -188,7 +201,8 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     heldout = {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points}
     if not math.isnan(shortcut := report.shortcut_rate()):
         heldout[f"shortcut_{beyond_name(task)}"] = shortcut
-    (model_dir / "heldout.json").write_text(json.dumps(heldout, indent=2))
+    if main:
+        (model_dir / "heldout.json").write_text(json.dumps(heldout, indent=2))
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
     untimed = time.perf_counter() - began - train_seconds
     return SftResult(
@@ -225,7 +239,7 @@ def distill(
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
-        per_device_train_batch_size=cfg.sft.batch_size,
+        per_device_train_batch_size=max(1, cfg.sft.batch_size // _process()[1]),  # sft.batch_size in all
         learning_rate=learning_rate,
         warmup_steps=cfg.sft.warmup_ratio,
         weight_decay=cfg.sft.weight_decay,
