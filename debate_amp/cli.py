@@ -226,6 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     print("\nfinal table (runs/<name>/final.json)")
     print(format_final(summary["final"], task, a0))
     print(f"human calls used: {summary['human_calls']}")
+    stage = summary["final"].get("pretrain")
+    if stage is not None:  # pretrain.recipe: the run A[0] started from
+        beyond = stage.get(f"heldout_{beyond_name(task)}")
+        where = f"{task.difficulty_name} >= {task.human_max_difficulty + 1}"
+        held = f", its M {beyond:.1%} on held-out {where}" if beyond is not None else ""
+        print(
+            f"pretrained by {stage['recipe']} ({summary['run_dir']}/pretrain): {stage['updates']} updates, "
+            f"{stage['human_calls']} human calls{held}"
+        )
     if "takeover" in summary["final"]:  # trainer.student: fresh
         took = summary["final"]["takeover"]
         print("A[0] amplified throughout" if took is None else f"M took over from A[0] after update {took}")
@@ -237,6 +246,15 @@ _HELDOUT_TITLE = "held-out accuracy by {name} (answer: asked directly; step / in
 
 def _mean_of(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _note_no_pretrain(cfg: Config, command: str) -> None:
+    if cfg.pretrain.recipe is not None:
+        print(
+            f"debate-amp: note: pretrain.recipe ({cfg.pretrain.recipe}) is run by `debate-amp train` only; "
+            f"`debate-amp {command}` does not pretrain: its A[0] starts as without it",
+            flush=True,
+        )
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -253,6 +271,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     apply_plan(plan)
     if plan.note:
         print(f"debate-amp: {plan.note}", flush=True)
+    _note_no_pretrain(cfg, "sft")
     try:
         result = run_sft(cfg, progress=not args.no_progress)
     except ModelLoadError as e:
@@ -281,6 +300,7 @@ def cmd_ida(args: argparse.Namespace) -> int:
     from debate_amp.trainer.ida import format_rounds, run_ida
     from debate_amp.trainer.rundir import RunDirError
 
+    _note_no_pretrain(cfg, "ida")
     try:
         result = run_ida(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, RunDirError, ModelLoadError) as e:

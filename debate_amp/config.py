@@ -635,6 +635,23 @@ class IdaConfig:
 
 
 @dataclass(config=_STRICT)
+class PretrainConfig:
+    """``debate-amp train``: a run of another recipe before the warm start, whose trained M the warm start A[0] then
+    starts from instead of a newly built model (docs/training.md, "Composing before imitating")."""
+
+    recipe: str | None = None
+    """A ``debate-amp train`` recipe run first, in ``<run>/pretrain/`` on this run's model, task, seed, threads and
+    trackers (its other sections are its own); then A[0] imitates the human from its M. recipes/default.yaml names
+    recipes/amplification_fresh_student.yaml: M learns to answer by amplification, the human decomposing and M never
+    imitating a step (Christiano et al. 2018's division), and only then the human's steps and debate moves, which,
+    learned first, left M on a plateau on four seeds of five (docs/benchmarks.md, "Composing before imitating").
+    Reused when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs it:
+    ``debate-amp sft`` and ``ida`` start A[0] from a new model (they say so). None: no pretraining."""
+    updates: PositiveInt | None = None
+    """The pretraining recipe's ``trainer.updates`` (None: the recipe's own)."""
+
+
+@dataclass(config=_STRICT)
 class Config:
     """A recipe. Sections mirror the procedure in DESIGN.md section 1."""
 
@@ -651,6 +668,7 @@ class Config:
     target: TargetConfig = dataclasses.field(default_factory=TargetConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     ida: IdaConfig = dataclasses.field(default_factory=IdaConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -674,6 +692,7 @@ TINY_OVERRIDES = (
     "amp.curriculum_probe=8",
     "generation.max_new_tokens=12",
     "run.torch_threads=2",
+    "pretrain.recipe=null",  # a smoke run's warm start, when it has one, starts from a new model
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -705,6 +724,13 @@ def load_config(
             data["task"] = {"name": task}
     for override in overrides:
         _apply_override(data, override)
+    cfg = _validate(data, recipe, check_paths)
+    if cfg.pretrain.recipe is not None:
+        pretrain_config(cfg, check_paths=check_paths)  # its problems, before any work
+    return cfg
+
+
+def _validate(data: dict[str, Any], recipe: Any, check_paths: bool) -> Config:
     if isinstance(data.get("task"), dict):
         data["task"].setdefault("name", "perm")  # a task section without a name is perm's, as before there were two
     _rename_old_keys(data)
@@ -718,6 +744,39 @@ def load_config(
     if check_paths:
         _check_paths(cfg)
     return cfg
+
+
+PRETRAIN_SUBDIR = "pretrain"
+"""Where ``pretrain.recipe`` runs, inside the run directory."""
+
+
+def pretrain_config(cfg: Config, *, check_paths: bool = True) -> Config:
+    """``pretrain.recipe`` as it runs before ``cfg``'s warm start: its own sections, but ``cfg``'s model and task
+    (the model it trains is the one A[0] starts from), seed, threads and trackers, in ``<run>/pretrain``
+    (``pretrain.updates``: its ``trainer.updates``). :class:`ConfigError` in one line naming the key."""
+    recipe = cfg.pretrain.recipe
+    assert recipe is not None
+    try:
+        data = _read_yaml(Path(recipe))
+        if (data.get("pretrain") or {}).get("recipe") is not None:
+            raise ConfigError("it has a pretrain.recipe of its own (one stage of pretraining only)")
+        data["model"] = dataclasses.asdict(cfg.model)
+        data["task"] = dataclasses.asdict(cfg.task)
+        run = data["run"] if isinstance(data.get("run"), dict) else {}
+        data["run"] = {
+            **run,
+            "name": PRETRAIN_SUBDIR,
+            "output_dir": str(cfg.run_dir),
+            "seed": cfg.run.seed,
+            "torch_threads": cfg.run.torch_threads,
+            "log_with": list(cfg.run.log_with),
+        }
+        if cfg.pretrain.updates is not None:
+            trainer = data["trainer"] if isinstance(data.get("trainer"), dict) else {}
+            data["trainer"] = {**trainer, "updates": cfg.pretrain.updates}
+        return _validate(data, recipe, check_paths)
+    except ConfigError as e:
+        raise ConfigError(f"pretrain.recipe: {recipe}: {e}") from None
 
 
 def _check_task_fits(cfg: Config) -> None:

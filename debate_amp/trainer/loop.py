@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,16 @@ from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.combinators import AdversarialAmp, Amp
-from debate_amp.config import AnnealConfig, Config, ConfigError, TrainerConfig, config_to_dict, save_config
+from debate_amp.config import (
+    PRETRAIN_SUBDIR,
+    AnnealConfig,
+    Config,
+    ConfigError,
+    TrainerConfig,
+    config_to_dict,
+    pretrain_config,
+    save_config,
+)
 from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
 from debate_amp.eval.final import final_evaluation
@@ -283,13 +293,24 @@ class TrainingDiverged(RuntimeError):
     """``max_bad_updates`` updates in a row had a non-finite loss; the message names the last good checkpoint."""
 
 
-def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+class _PretrainInterrupted(Exception):
+    """The ``pretrain`` stage stopped before its end (a signal): so does the run, to be continued with --resume."""
+
+
+def train(
+    cfg: Config, progress: bool = True, *, resume: bool = False, overwrite: bool = False, stage: bool = False
+) -> dict[str, Any]:
     """Run a recipe. ``resume`` continues from the run directory's latest whole checkpoint; ``overwrite`` deletes
-    the run directory first. Raises :class:`~debate_amp.trainer.rundir.RunDirError` (before any work) when the
-    directory holds another run, :class:`~debate_amp.config.ConfigError` (before any work) when accelerate cannot
-    use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite updates."""
+    the run directory first; ``stage``: another run follows in this process (``pretrain``), so the end closes the
+    trackers but not the process group. Raises :class:`~debate_amp.trainer.rundir.RunDirError` (before any work)
+    when the directory holds another run, :class:`~debate_amp.config.ConfigError` (before any work) when accelerate
+    cannot use a tracker in ``run.log_with``, and :class:`TrainingDiverged` after ``max_bad_updates`` non-finite
+    updates."""
     plan = plan_run_dir(cfg, resume=resume, overwrite=overwrite)  # read-only: every process, before any work
-    run, state = _setup(cfg, plan, progress)
+    try:
+        run, state = _setup(cfg, plan, progress)
+    except _PretrainInterrupted:  # the stage said where it stopped and how to continue
+        return {"interrupted": True, "update": 0, "run_dir": cfg.run_dir}
     with gc_frozen():  # what the setup built lives the whole run: out of the collector's full passes
         main = run.accelerator.is_main_process
         log = _Log(run, progress)
@@ -315,7 +336,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 bad_in_a_row += 1
                 _warn_skipped(run, state, bad_in_a_row)
                 if bad_in_a_row >= cfg.trainer.max_bad_updates:
-                    _close(run, log, interrupt)
+                    _close(run, log, interrupt, stage)
                     raise _diverged(run, state, bad_in_a_row)
                 if interrupted := _any_process(run.accelerator, interrupt.requested):
                     break  # a skipped update is not saved: the last good checkpoint stays the one to resume
@@ -326,7 +347,7 @@ def train(cfg: Config, progress: bool = True, *, resume: bool = False, overwrite
                 interrupted = stop == "interrupted"
                 break
         summary = _interrupted(run, state) if interrupted else _finish(run, state, progress)
-        _close(run, log, interrupt)
+        _close(run, log, interrupt, stage)
         return summary if main else {}
 
 
@@ -812,13 +833,18 @@ def _accelerator(cfg: Config):
 
 def _models(cfg: Config, accelerator, progress: bool):
     """-> the policy (A[0], with LoRA when the recipe says; ``trainer.student: fresh``: a new tiny model), the target
-    policy and the reference policy (A[0]), the tokenizer, and the warm start's :class:`SftResult` when this process
+    policy and the reference policy (A[0]), the tokenizer, and the warm start's :class:`SftResult` when this run
     trained A[0] (else None). A[0] is the warm start (trained here by every process together unless already on
-    disk) or ``model.path``."""
+    disk; from the ``pretrain`` stage's M when the recipe has one) or ``model.path``."""
     a0_dir = cfg.run_dir / cfg.sft.output_subdir
     warm_start = None
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
-        warm_start = run_sft(cfg, progress=progress and accelerator.is_main_process)  # every process: TRL's DDP
+        start = cfg
+        if cfg.pretrain.recipe is not None:  # A[0] imitates the human from the pretraining stage's M
+            start = replace(
+                cfg, model=replace(cfg.model, path=str(pretrain(cfg, progress, accelerator.is_main_process)))
+            )
+        warm_start = run_sft(start, progress=progress and accelerator.is_main_process)  # every process: TRL's DDP
         accelerator.wait_for_everyone()
     # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
     seed_everything(cfg.run.seed + accelerator.process_index)
@@ -829,6 +855,21 @@ def _models(cfg: Config, accelerator, progress: bool):
     if cfg.trainer.student == "fresh":  # M from new weights; A[0] stays M_target (until M takes over) and reference
         policy, _ = build_tiny_model(cfg.model, seed=cfg.run.seed + FRESH_STUDENT_SEED)
     return policy, target_policy, ref_policy, tokenizer, warm_start
+
+
+def pretrain(cfg: Config, progress: bool, main: bool = True) -> Path:
+    """``pretrain.recipe``, run on every process unless it has finished (continued from its last checkpoint when it
+    has not): -> the directory of its trained M. Raises :class:`_PretrainInterrupted` when it stopped before its
+    end."""
+    stage_cfg = pretrain_config(cfg)
+    stage_dir = stage_cfg.run_dir
+    if not (stage_dir / "final.json").is_file():
+        if progress and main:
+            print(f"debate-amp: pretrain: {cfg.pretrain.recipe} in {stage_dir}, then A[0] from its M", flush=True)
+        train(stage_cfg, progress, resume=stage_dir.is_dir(), stage=True)
+        if not (stage_dir / "final.json").is_file():
+            raise _PretrainInterrupted
+    return stage_dir / "model"
 
 
 def current_amplifier(run: Run, state: TrainState) -> tuple[Amp | AdversarialAmp, ModelAgent]:
@@ -1069,6 +1110,15 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
     final["updates"] = state.update
     if cfg.trainer.student == "fresh":
         final["takeover"] = state.takeover  # the update after which M amplified in A[0]'s place (None: never)
+    stage_final = cfg.run_dir / PRETRAIN_SUBDIR / "final.json"
+    if cfg.pretrain.recipe is not None and stage_final.is_file():  # the stage A[0] started from (not: A[0] given)
+        stage = json.loads(stage_final.read_text())
+        final["pretrain"] = {
+            "recipe": cfg.pretrain.recipe,
+            "updates": stage["updates"],
+            "human_calls": stage["human_calls"],
+            **{key: stage[key] for key in stage if key.startswith("heldout_") and key != "heldout_by_difficulty"},
+        }
     (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
     (cfg.run_dir / "final.json").write_text(json.dumps(final, indent=2))
     return {
@@ -1105,7 +1155,7 @@ def _warn_skipped(run: Run, state: TrainState, bad_in_a_row: int) -> None:
     )
 
 
-def _close(run: Run, log: _Log, interrupt: _Interrupt) -> None:
+def _close(run: Run, log: _Log, interrupt: _Interrupt, stage: bool = False) -> None:
     log.close()
     run.store.close()
     interrupt.close()
@@ -1116,6 +1166,10 @@ def _close(run: Run, log: _Log, interrupt: _Interrupt) -> None:
         # while they wait for the GIL, hung a process at the end of a run (pytorch/pytorch#56297; seen once in CI)
         run.model = None
         run.accelerator.free_memory()
+    if stage:  # another run follows in this process (train's ``stage``): its collectives need the group
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
+        return
     run.accelerator.end_training()  # closes the trackers, then the process group: no collective may follow
 
 

@@ -76,3 +76,30 @@ def test_processes_whose_rollouts_differ_do_not_deadlock(tmp_path):
     assert len(segments) == 3 and 0.0 in segments and max(segments) > 0
     fingerprints = json.loads((run_dir / "model" / "process_fingerprints.json").read_text())
     assert fingerprints[0] == fingerprints[1]
+
+
+def test_two_processes_pretrain_and_warm_start_together(tmp_path):
+    """The warm start under `accelerate launch`: every process trains A[0] (TRL's DDP), after the pretraining stage,
+    itself a two-process run. It hung before 2026-12-07: the main process alone ran TRL's trainer, whose collectives
+    the other process, waiting at a barrier, never joined."""
+    from tests.integration.test_train import PRETRAIN_RECIPE
+
+    (tmp_path / "stage.yaml").write_text(PRETRAIN_RECIPE)
+    overrides = [o for o in TINY if not o.startswith("run.torch_threads")] + ["run.torch_threads=1"]
+    overrides += ["trainer.warm_start=true", "sft.n_examples=256", "trainer.updates=1", f"run.output_dir={tmp_path}"]
+    overrides += [f"pretrain.recipe={tmp_path / 'stage.yaml'}", "pretrain.updates=2"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/cpu_2proc.yaml"]
+    cmd += ["-m", "debate_amp.train", "recipes/default.yaml", *overrides, "run.name=pre", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "pre"
+    for model in (run_dir / "pretrain" / "model", run_dir / "model"):
+        fingerprints = json.loads((model / "process_fingerprints.json").read_text())
+        assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    heldout = json.loads((run_dir / "sft" / "heldout.json").read_text())
+    assert heldout["human_calls"] > 0 and "answer" in heldout
+    stage_rows = (run_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in stage_rows] == [1, 2]
+    assert (
+        "pretrained by" in proc.stdout and json.loads((run_dir / "final.json").read_text())["pretrain"]["updates"] == 2
+    )

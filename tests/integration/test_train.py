@@ -629,3 +629,53 @@ def test_the_setups_objects_are_out_of_the_collectors_full_passes_during_the_upd
     run(tmp_path, "frozen", "trainer.updates=2", "trainer.warm_start=false")
     assert len(frozen) == 2 and min(frozen) > 10_000, frozen
     assert gc.get_freeze_count() == 0
+
+
+# A tiny recipes/amplification_fresh_student.yaml: M from new weights distils Amp~(H, A[0]), the human decomposing
+PRETRAIN_RECIPE = """\
+sampler: {kind: always}
+sft: {data: answers, n_examples: 256}
+amp: {questions_per_update: 16, curriculum: false, curriculum_probe: 8}
+debate: {force_stop_p: 1.0}
+objective: {alpha: 0.0}
+generation: {max_new_tokens: 12}
+trainer: {student: fresh, updates: 1, save_every: 1, questions_per_update: 8, eval_size: 8, rehearsal_examples: 0,
+          imitate_human: false}
+"""
+
+
+def test_the_warm_start_starts_from_the_pretraining_stages_m_which_is_continued_or_reused(tmp_path):
+    # pretrain.recipe: that recipe runs first in <run>/pretrain on this run's model; A[0] imitates the human from
+    # its M (a learning rate of 1e-12 leaves A[0] at M's weights); a stage cut short is continued from its last
+    # checkpoint, a finished one reused.
+    from debate_amp.trainer.loop import pretrain, train
+
+    (tmp_path / "stage.yaml").write_text(PRETRAIN_RECIPE)
+
+    def cfg(updates):
+        overrides = ["trainer.warm_start=true", "sft.n_examples=256", "sft.learning_rate=1e-12", "trainer.updates=1"]
+        overrides += [f"pretrain.recipe={tmp_path / 'stage.yaml'}", f"pretrain.updates={updates}"]
+        return load_config("recipes/default.yaml", [*TINY, f"run.output_dir={tmp_path}", "run.name=p", *overrides])
+
+    stage_dir = tmp_path / "p" / "pretrain"
+    assert pretrain(cfg(1), progress=False) == stage_dir / "model"
+    (stage_dir / "final.json").unlink()  # as if stopped after update 1's checkpoint
+    pretrain(cfg(2), progress=False)
+    assert [r["update"] for r in metrics(load_config(stage_dir / "config.yaml"))] == [1, 2]
+    before = (stage_dir / "metrics.jsonl").read_bytes()
+    c = cfg(2)
+    summary = train(c, progress=False)
+    assert (stage_dir / "metrics.jsonl").read_bytes() == before  # finished: reused, not trained again
+    m, _ = load_model(c.model, stage_dir / "model")
+    a0, _ = load_model(c.model, c.run_dir / "sft")
+    new, _ = load_model(c.model, None, seed=c.run.seed)
+    assert parameter_distance(m, a0) < 1e-6 < 1e-3 < parameter_distance(m, new)
+    stage_final = json.loads((stage_dir / "final.json").read_text())
+    assert summary["final"]["pretrain"] == {
+        "recipe": str(tmp_path / "stage.yaml"),
+        "updates": 2,
+        "human_calls": stage_final["human_calls"],
+        "heldout_k_le_1": stage_final["heldout_k_le_1"],
+        "heldout_k_ge_2": stage_final["heldout_k_ge_2"],
+    }
+    assert stage_final["human_calls"] > 0 and (c.run_dir / "final.json").is_file()

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from debate_amp.config import TRACKER_MODULES, Config, ConfigError, Tracker, describe_fields, load_config, save_config
+from debate_amp.config import (
+    TRACKER_MODULES,
+    Config,
+    ConfigError,
+    Tracker,
+    describe_fields,
+    load_config,
+    pretrain_config,
+    save_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -117,6 +126,38 @@ def test_a_fresh_student_needs_the_tiny_model():
     assert load_config(None, ["trainer.student=fresh"]).trainer.student == "fresh"
 
 
+def test_the_pretraining_stage_is_its_recipe_on_this_runs_model_task_seed_and_directory(tmp_path):
+    overrides = [f"run.output_dir={tmp_path}", "run.name=r", "run.seed=3", "model.hidden_size=32", "pretrain.updates=7"]
+    cfg = load_config(ROOT / "recipes" / "default.yaml", overrides)
+    assert cfg.pretrain.recipe == "recipes/amplification_fresh_student.yaml"
+    stage = pretrain_config(cfg)
+    assert stage.run_dir == tmp_path / "r" / "pretrain" and stage.run.seed == 3
+    assert stage.model == cfg.model and stage.task == cfg.task and stage.model.hidden_size == 32
+    # the rest is the recipe's own (pretrain.updates: its trainer.updates)
+    own = load_config(ROOT / "recipes" / "amplification_fresh_student.yaml")
+    assert stage.trainer.updates == 7 and stage.trainer.student == own.trainer.student == "fresh"
+    assert stage.sampler == own.sampler and stage.amp == own.amp and stage.sft == own.sft
+    assert stage.pretrain.recipe is None
+
+
+def test_a_bad_pretraining_recipe_fails_in_one_line_naming_the_key(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("pretrain:\n  recipe: recipes/default.yaml\n")
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text("trainer:\n  updatez: 3\n")
+    cases = [
+        (tmp_path / "missing.yaml", "recipe not found"),
+        (tmp_path, "a directory, not a recipe file"),
+        (nested, "one stage of pretraining only"),
+        (bad_key, "trainer.updatez"),
+    ]
+    for recipe, needle in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [f"pretrain.recipe={recipe}"])
+        message = str(info.value)
+        assert message.startswith(f"pretrain.recipe: {recipe}: ") and needle in message and "\n" not in message
+
+
 def test_missing_recipe_and_bad_yaml_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="recipe not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")
@@ -165,6 +206,7 @@ def test_every_field_is_documented():
         ("debate.max_turns=abc", "debate.max_turns"),
         ("objective.alpha=1.5", "objective.alpha"),
         ("model.path=/no/such/dir", "/no/such/dir"),
+        ("pretrain.recipe=no/such.yaml", "pretrain.recipe: no/such.yaml: recipe not found"),
     ],
 )
 def test_cli_rejects_bad_recipe_with_exit_2_one_line_and_no_heavy_imports(override, needle):
