@@ -644,7 +644,7 @@ class PretrainConfig:
     trackers (its other sections are its own); then A[0] imitates the human from its M. recipes/default.yaml names
     recipes/amplification_fresh_student.yaml: M learns to answer by amplification, the human decomposing and M never
     imitating a step (Christiano et al. 2018's division), and only then the human's steps and debate moves, which,
-    learned first, left M on a plateau on four seeds of five (docs/benchmarks.md, "Composing before imitating").
+    learned first, left M on a plateau on four seeds of five (docs/training.md, "Composing before imitating").
     Reused when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs it:
     ``debate-amp sft`` and ``ida`` start A[0] from a new model (they say so). None: no pretraining."""
     updates: PositiveInt | None = None
