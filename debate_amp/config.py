@@ -386,9 +386,10 @@ class SftConfig:
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     """Fraction of steps spent warming up the learning rate."""
     batch_size: PositiveInt = 32
-    """Examples per optimizer step. The tiny model's first lookup is a plateau it leaves after enough steps, not
-    examples: 128,000 examples in batches of 32 learned it (k <= 1 and every step 100%, two seeds) in 2.7 minutes,
-    where batches of 128 needed 256,000 (3.7 minutes) and 128,000 in batches of 64 stopped at 89% (docs/training.md)."""
+    """Examples per optimizer step (of all processes together under ``accelerate launch``, each taking its share).
+    The tiny model's first lookup is a plateau it leaves after enough steps, not examples: 128,000 examples in
+    batches of 32 learned it (k <= 1 and every step 100%, two seeds) in 2.7 minutes, where batches of 128 needed
+    256,000 (3.7 minutes) and 128,000 in batches of 64 stopped at 89% (docs/training.md)."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     """AdamW weight decay."""
     data: Literal["human", "answers", "gold"] = "human"
@@ -641,12 +642,13 @@ class PretrainConfig:
 
     recipe: str | None = None
     """A ``debate-amp train`` recipe run first, in ``<run>/pretrain/`` on this run's model, task, seed, threads and
-    trackers (its other sections are its own); then A[0] imitates the human from its M. recipes/default.yaml names
-    recipes/amplification_fresh_student.yaml: M learns to answer by amplification, the human decomposing and M never
-    imitating a step (Christiano et al. 2018's division), and only then the human's steps and debate moves, which,
-    learned first, left M on a plateau on four seeds of five (docs/training.md, "Composing before imitating").
-    Reused when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs it:
-    ``debate-amp sft`` and ``ida`` start A[0] from a new model (they say so). None: no pretraining."""
+    trackers (its other sections are its own); then A[0] imitates the human from its M.
+    recipes/default_compose_first.yaml names recipes/amplification_fresh_student.yaml: M learns to answer by
+    amplification, the human decomposing and M never imitating a step (Christiano et al. 2018's division), and only
+    then the human's steps and debate moves, which, learned first, left the default's M on a plateau on four seeds of
+    five; composed first, M ended at 99.5-100% held-out k >= 2 on four (docs/training.md, "Composing before
+    imitating"). Reused when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs
+    it: ``debate-amp sft`` and ``ida`` do not (they say so). None: no pretraining."""
     updates: PositiveInt | None = None
     """The pretraining recipe's ``trainer.updates`` (None: the recipe's own)."""
 
@@ -776,7 +778,8 @@ def pretrain_config(cfg: Config, *, check_paths: bool = True) -> Config:
             data["trainer"] = {**trainer, "updates": cfg.pretrain.updates}
         return _validate(data, recipe, check_paths)
     except ConfigError as e:
-        raise ConfigError(f"pretrain.recipe: {recipe}: {e}") from None
+        reason = str(e).removeprefix(f"{recipe}: ")  # the file's own messages name it already
+        raise ConfigError(f"pretrain.recipe: {recipe}: {reason}") from None
 
 
 def _check_task_fits(cfg: Config) -> None:
