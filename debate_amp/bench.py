@@ -41,6 +41,7 @@ import platform
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,10 @@ def _a0(cfg: Config, model_dir: str | None) -> Path:
         return Path(model_dir)
     if (cfg.run_dir / cfg.sft.output_subdir / "config.json").is_file():
         return cfg.run_dir / cfg.sft.output_subdir
-    print(f"no A[0] at {cfg.run_dir / cfg.sft.output_subdir}: training one with the default recipe")
-    return run_sft(cfg, progress=True).model_dir
+    print(f"no A[0] at {cfg.run_dir / cfg.sft.output_subdir}: training one with the default recipe's warm start")
+    # From new weights with 128,000 examples, as every bench's A[0] since 2026-12-01: the default's own 64,000 start
+    # from its pretraining stage's M (a train run's), which run_sft does not run.
+    return run_sft(replace(cfg, sft=replace(cfg.sft, n_examples=128_000)), progress=True).model_dir
 
 
 def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:

@@ -643,12 +643,12 @@ class PretrainConfig:
     recipe: str | None = None
     """A ``debate-amp train`` recipe run first, in ``<run>/pretrain/`` on this run's model, task, seed, threads and
     trackers (its other sections are its own); then A[0] imitates the human from its M.
-    recipes/default_compose_first.yaml names recipes/amplification_fresh_student.yaml: M learns to answer by
-    amplification, the human decomposing and M never imitating a step (Christiano et al. 2018's division), and only
-    then the human's steps and debate moves, which, learned first, left the default's M on a plateau on four seeds of
-    five; composed first, M ended at 99.5-100% held-out k >= 2 on four (docs/training.md, "Composing before
-    imitating"). Reused when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs
-    it: ``debate-amp sft`` and ``ida`` do not (they say so). None: no pretraining."""
+    recipes/default.yaml names recipes/amplification_fresh_student.yaml: M learns to answer by amplification, the
+    human decomposing and M never imitating a step (Christiano et al. 2018's division), and only then the human's
+    steps and debate moves, which, learned first, left M on the one-lookup guess on four seeds of five; composed
+    first, M ended at 98.4-100% held-out k >= 2 on four (docs/training.md, "Composing before imitating"). Reused
+    when it has finished, continued from its last checkpoint when it has not. Only ``train`` runs it: ``debate-amp
+    sft`` and ``ida`` do not (they say so). None: no pretraining."""
     updates: PositiveInt | None = None
     """The pretraining recipe's ``trainer.updates`` (None: the recipe's own)."""
 

@@ -243,7 +243,8 @@ def test_ctrl_c_during_the_warm_start_stops_in_one_line(tmp_path):
     with open(log, "w") as err_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "debate_amp.cli", "train", "recipes/default.yaml", f"run.output_dir={tmp_path}"]
-            + ["sft.n_examples=16000", "sft.batch_size=32"],  # 500 steps: long enough to be interrupted
+            + ["sft.n_examples=16000", "sft.batch_size=32"]  # 500 steps: long enough to be interrupted
+            + ["pretrain.recipe=null"],  # the warm start from new weights, at once
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=err_file,

@@ -70,7 +70,8 @@ def test_default_warm_start_learns_what_the_human_does(tmp_path):
     # step or a debate reply. Measured on 2026-12-01 (128,000 examples in batches of 32, seeds 0 and 1): direct
     # answers k <= 1 100%, the human's steps 100% at every k, the human's replies inside debates (step and direct
     # forms) 85-100% and 43-85% by k.
-    proc, acc = sft(tmp_path, "task.eval_size=256")
+    # 128,000 as measured: the default's 64,000 start from its pretraining stage's M, which `sft` does not run
+    proc, acc = sft(tmp_path, "task.eval_size=256", "sft.n_examples=128000")
     run_dir = tmp_path / "sft"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["task"]["eval_size"] == 256
     assert (run_dir / "sft" / "config.json").is_file() and (run_dir / "sft" / "tokenizer.json").is_file()

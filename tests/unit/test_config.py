@@ -128,9 +128,9 @@ def test_a_fresh_student_needs_the_tiny_model():
 
 def test_the_pretraining_stage_is_its_recipe_on_this_runs_model_task_seed_and_directory(tmp_path):
     overrides = [f"run.output_dir={tmp_path}", "run.name=r", "run.seed=3", "model.hidden_size=32", "pretrain.updates=7"]
-    cfg = load_config(ROOT / "recipes" / "default_compose_first.yaml", overrides)
-    assert cfg.pretrain.recipe == "recipes/amplification_fresh_student.yaml"
-    assert load_config(ROOT / "recipes" / "default.yaml").pretrain.recipe is None
+    cfg = load_config(ROOT / "recipes" / "default.yaml", overrides)
+    assert cfg.pretrain.recipe == "recipes/amplification_fresh_student.yaml" and cfg.pretrain.updates == 7
+    assert load_config(ROOT / "recipes" / "default.yaml", ["pretrain.recipe=null"]).pretrain.recipe is None
     stage = pretrain_config(cfg)
     assert stage.run_dir == tmp_path / "r" / "pretrain" and stage.run.seed == 3
     assert stage.model == cfg.model and stage.task == cfg.task and stage.model.hidden_size == 32
