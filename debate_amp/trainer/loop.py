@@ -839,12 +839,9 @@ def _models(cfg: Config, accelerator, progress: bool):
     a0_dir = cfg.run_dir / cfg.sft.output_subdir
     warm_start = None
     if cfg.trainer.warm_start and not (a0_dir / "config.json").is_file():
-        start = cfg
-        if cfg.pretrain.recipe is not None:  # A[0] imitates the human from the pretraining stage's M
-            start = replace(
-                cfg, model=replace(cfg.model, path=str(pretrain(cfg, progress, accelerator.is_main_process)))
-            )
-        warm_start = run_sft(start, progress=progress and accelerator.is_main_process)  # every process: TRL's DDP
+        # A[0] imitates the human from the pretraining stage's M when the recipe has one
+        start = pretrain(cfg, progress, accelerator.is_main_process) if cfg.pretrain.recipe is not None else None
+        warm_start = run_sft(cfg, progress and accelerator.is_main_process, start)  # every process: TRL's DDP
         accelerator.wait_for_everyone()
     # The warm start drew from the global RNGs; a run that finds A[0] already on disk (a restart) must draw the same.
     seed_everything(cfg.run.seed + accelerator.process_index)

@@ -132,10 +132,12 @@ def _process() -> tuple[int, int]:
     return 0, 1
 
 
-def run_sft(cfg: Config, progress: bool = True) -> SftResult:
+def run_sft(cfg: Config, progress: bool = True, start: Path | None = None) -> SftResult:
     """The warm start A[0]: imitation examples from the synthetic human, distilled by TRL's ``SFTTrainer``, saved
     and evaluated on held-out questions. Under ``accelerate launch`` every process calls it (the trainer splits the
-    batches; ``sft.batch_size`` stays the batch of all processes together) and the main one writes the files."""
+    batches; ``sft.batch_size`` stays the batch of all processes together) and the main one writes the files.
+    ``start``: the weights A[0] starts from instead of ``cfg.model``'s (the ``pretrain`` stage's M); the run's
+    ``config.yaml`` stays ``cfg``, so that ``--resume`` compares the recipe with the recipe."""
     import datasets
 
     if not progress:
@@ -158,7 +160,7 @@ def run_sft(cfg: Config, progress: bool = True) -> SftResult:
     task = make_task(cfg)
 
     # 2. Train with TRL's SFTTrainer, the loss on the completion tokens only (distill).
-    model, tokenizer = load_model(cfg.model, seed=cfg.run.seed)
+    model, tokenizer = load_model(cfg.model, start, seed=cfg.run.seed)
     questions = task.eval_questions(cfg.task.eval_size, seed=cfg.run.seed + 1)
     curve = LearningCurve(task, questions, tokenizer, cfg, progress)
     trainer = distill(

@@ -652,9 +652,10 @@ def test_the_warm_start_starts_from_the_pretraining_stages_m_which_is_continued_
 
     (tmp_path / "stage.yaml").write_text(PRETRAIN_RECIPE)
 
-    def cfg(updates):
+    def cfg(updates, *more):
         overrides = ["trainer.warm_start=true", "sft.n_examples=256", "sft.learning_rate=1e-12", "trainer.updates=1"]
         overrides += [f"pretrain.recipe={tmp_path / 'stage.yaml'}", f"pretrain.updates={updates}"]
+        overrides += ["trainer.save_every=1", *more]
         return load_config("recipes/default.yaml", [*TINY, f"run.output_dir={tmp_path}", "run.name=p", *overrides])
 
     stage_dir = tmp_path / "p" / "pretrain"
@@ -679,3 +680,8 @@ def test_the_warm_start_starts_from_the_pretraining_stages_m_which_is_continued_
         "heldout_k_ge_2": stage_final["heldout_k_ge_2"],
     }
     assert stage_final["human_calls"] > 0 and (c.run_dir / "final.json").is_file()
+    # The run's config.yaml is its recipe, not one whose model.path is the stage's M (which a fresh-student stage
+    # refuses to load): --resume compares the recipe with the recipe and continues.
+    assert load_config(c.run_dir / "config.yaml") == c
+    train(cfg(2, "trainer.updates=2"), progress=False, resume=True)
+    assert [r["update"] for r in metrics(c)] == [1, 2]
