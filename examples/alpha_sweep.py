@@ -61,8 +61,10 @@ else:
     if not (a0 / "config.json").is_file():
         from debate_amp.trainer.sft import run_sft
 
-        print(f"no A[0] at {a0}: training one with the default warm start")
-        a0 = run_sft(load_config("recipes/default.yaml", [f"run.output_dir={out_dir}", "run.name=a0"])).model_dir
+        print(f"no A[0] at {a0}: training one with the default warm start, from new weights")
+        # 128,000 examples: the default's 64,000 start from its pretraining stage's M, which only `train` runs
+        a0_cfg = [f"run.output_dir={out_dir}", "run.name=a0", "sft.n_examples=128000"]
+        a0 = run_sft(load_config("recipes/default.yaml", a0_cfg)).model_dir
 
 results = {}
 print(f"{'run':<20} {'alpha':>11} {'force_stop_p':>12} {'k>=2':>6} {'mean turns':>10} {'cont_0':>7}")
