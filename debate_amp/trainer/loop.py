@@ -756,6 +756,10 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
     rng = random.Random(cfg.run.seed * 1000 + rank)
     generators = {"questions": rng, "sampler": _sampler_rng(sampler), "human": human.rng}
     generators["adversary"] = adversary.rng if adversary is not None else None
+    # Every answer in the store is a call of this run's human (which a resume counts: TrainState.labels) where it
+    # is the run's own (people's on the main process only: every process shares it), not one named by
+    # human.store, nor one that replayed labels go into.
+    own_answers = cfg.human.kind != "replay" and cfg.human.store is None and (rank == 0 or not cfg.human.people)
     state = TrainState(
         model=unwrapped,
         target_policy=target_policy,
@@ -766,9 +770,23 @@ def _setup(cfg: Config, plan: RunPlan, progress: bool) -> tuple[Run, TrainState]
         lagrange_multiplier=o.lagrange_init,
         amp_depth=min(cfg.amp.start_depth, task.max_depth),
         adversary=adversary,
+        labels=store if own_answers else None,
     )
+    # The answers a stopped run got after its last checkpoint (or, with none, since its start) are in the store: the
+    # updates that redo them find them there and do not ask again, so they are counted here, once.
     if plan.resume_from is not None:
-        restore_state(plan.resume_from, accelerator, state)
+        answered = restore_state(plan.resume_from, accelerator, state)
+    else:
+        answered = len(store) if own_answers else 0  # a new run's store is empty
+    answered = _sum_over_processes(accelerator, answered)
+    state.human_calls += answered
+    if answered and accelerator.is_main_process:
+        since = f"update {state.update}'s checkpoint" if plan.resume_from is not None else "its start"
+        print(
+            f"debate-amp: --resume: {answered} answers the human gave the stopped run since {since} are in "
+            "the label store: counted, not asked again",
+            flush=True,
+        )
     n = accelerator.num_processes
     run = Run(
         cfg=cfg,
@@ -1223,6 +1241,12 @@ def _max_over_processes(accelerator, value: int) -> int:
     if accelerator.num_processes == 1:
         return value
     return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).max())
+
+
+def _sum_over_processes(accelerator, value: int) -> int:
+    if accelerator.num_processes == 1:
+        return value
+    return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).sum())
 
 
 def _mean_over_processes(accelerator, value: float) -> float:

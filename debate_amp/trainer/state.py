@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from debate_amp.adversary import Adversary
+from debate_amp.agents.labels import LabelStore
 from debate_amp.config import Config, config_to_dict
 from debate_amp.samplers import Budget, Sampler
 from debate_amp.target import (
@@ -64,6 +65,10 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     adversary: Adversary | None = None  # references/000's Adv(q, a) (sampler.kind: adversary), trained online
     previous_examples: list[SupervisedExample] = field(default_factory=list)  # amp.reuse_previous; this process's
+    # This process's own label store, when every answer in it is a human call of this run (not a shared store of
+    # people's, nor replayed labels): a checkpoint notes how many it holds, so that a resume can count the answers
+    # given after the checkpoint by the process that was stopped (the updates it redoes find them in the store).
+    labels: LabelStore | None = None
 
 
 def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
@@ -75,6 +80,8 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
     sampler = state.sampler
     local: dict[str, Any] = {"sampler": sampler.state_dict() if isinstance(sampler, Budget) else {}}  # per process
     local["previous_examples"] = [[e.prompt, e.completion, e.kind] for e in state.previous_examples]
+    if state.labels is not None:
+        local["labels_stored"] = len(state.labels)
     checkpoint.save_rng(partial, accelerator.process_index, state.generators, local)
     sharded = is_sharded(accelerator)
     if sharded:  # DeepSpeed / FSDP: the policy, value head and optimizer in accelerate's own (sharded) format
@@ -107,8 +114,10 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
     accelerator.wait_for_everyone()
 
 
-def restore_state(path, accelerator, state: TrainState) -> None:
-    """Load the checkpoint at ``path`` into ``state`` (modules in place); fails on a LoRA or sharding mismatch."""
+def restore_state(path, accelerator, state: TrainState) -> int:
+    """Load the checkpoint at ``path`` into ``state`` (modules in place); fails on a LoRA or sharding mismatch.
+    -> the human answers this process's label store gained after the checkpoint (given by the stopped process in
+    the updates this run redoes, which find them there and do not ask again; 0 where the store is not counted)."""
     saved = checkpoint.load_state(path)
     policy = state.model.policy
     if saved["lora"] != is_peft(policy):
@@ -137,6 +146,9 @@ def restore_state(path, accelerator, state: TrainState) -> None:
     if isinstance(state.sampler, Budget):
         state.sampler.load_state_dict(local["sampler"])
     state.previous_examples = [SupervisedExample(*e) for e in local.get("previous_examples", [])]
+    if state.labels is None or "labels_stored" not in local:  # checkpoints before 2026-12-07 do not note it
+        return 0
+    return max(0, len(state.labels) - int(local["labels_stored"]))
 
 
 def is_sharded(accelerator) -> bool:

@@ -49,6 +49,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Non
         time.sleep(0.02)
 
 
+def _human_calls(run_dir: Path) -> int:
+    return json.loads((run_dir / "final.json").read_text())["human_calls"]
+
+
 def _labels(run_dir: Path) -> set[tuple[str, str]]:
     db = sqlite3.connect(run_dir / "labels.sqlite")
     try:
@@ -98,8 +102,10 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
     for name, data in before.items():
         candidates = [run_dir / "transcripts" / name, *(run_dir / "transcripts" / "superseded").glob(f"{name[:-6]}*")]
         assert any(c.is_file() and c.read_bytes() == data for c in candidates), name
-    # The label store lost nothing.
+    # The label store lost nothing, and the human calls are the uninterrupted run's: the answers given after the
+    # checkpoint are counted once though the redone updates find them in the store.
     assert labels_before <= _labels(run_dir)
+    assert _human_calls(run_dir) == _human_calls(tmp_path / "reference"), f"seed {seed}"
     # The resumed run's next update (and every later one) matches the uninterrupted run's.
     for update in range(last + 1, UPDATES + 1):
         ref, res = _policy(tmp_path / "reference", update), _policy(run_dir, update)
@@ -346,6 +352,8 @@ def test_ten_sigkills_at_random_moments_lose_nothing_and_resume_exactly(tmp_path
         assert diff <= 1e-6, f"kill {i} (seed {seed}): final weights differ by {diff}"
         after = _labels(run_dir)
         assert labels <= after, f"kill {i} (seed {seed}): labels lost"
+        calls = _human_calls(tmp_path / "reference")
+        assert _human_calls(run_dir) == calls, f"kill {i} (seed {seed}): human calls miscounted"
         db = sqlite3.connect(run_dir / "labels.sqlite")
         keys = [k for (k,) in db.execute("SELECT key FROM labels")]
         db.close()
