@@ -203,6 +203,12 @@ def final_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
         cells.append(f"<tr><td>{escape(label)}</td><td>{escape(shown)}</td></tr>")
     beyond = f"{escape(task.difficulty_name)} &ge; {task.human_max_difficulty + 1}"
     cells += [f"<tr><td>{escape(name)}: held-out {beyond}</td><td>{v:.1%}</td></tr>" for name, v in refs.items()]
+    stage = final.get("pretrain")
+    if isinstance(stage, dict):  # pretrain.recipe: the run A[0] started from
+        its = stage.get(f"heldout_{beyond_name(task)}")
+        what = f"pretrained by {stage.get('recipe')} ({stage.get('updates')} updates, {stage.get('human_calls')} human"
+        shown = f"{its:.1%}" if isinstance(its, int | float) else "-"
+        cells.append(f"<tr><td>{escape(what)} calls): its M, held-out {beyond}</td><td>{shown}</td></tr>")
     return f'<table class="final">{"".join(cells)}</table>'
 
 

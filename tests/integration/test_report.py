@@ -75,6 +75,7 @@ def run_dir(tmp_path_factory):
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (run / "config.yaml").write_text(f"run:\n  name: {EVIL}\n")
     final = {"heldout_k_le_1": 1.0, "heldout_k_ge_2": 0.4375, "verdict_parse_rate": 0.96, "mean_debate_length": 2.5}
+    final["pretrain"] = {"recipe": EVIL, "updates": 20, "human_calls": 70710, "heldout_k_ge_2": 0.9765625}
     (run / "final.json").write_text(json.dumps(final))
     (run / "sft").mkdir()
     (run / "sft" / "heldout.json").write_text(json.dumps({"answer": {"0": 1.0, "1": 1.0, "2": 0.25, "3": 0.35}}))
@@ -105,8 +106,10 @@ def test_report_is_self_contained_and_escaped(report):
     assert html.index("Final table (final.json)") < html.index('alt="headline curves"') < html.index("Training curves")
     assert "<td>held-out questions asked directly, k &gt;= 2 (beyond the human)</td><td>43.8%</td>" in html
     assert "<td>A[0] (warm start): held-out k &ge; 2</td><td>30.0%</td>" in html
+    assert "(20 updates, 70710 human calls): its M, held-out k &ge; 2</td><td>97.7%</td>" in html  # pretrain
     assert "window.pwned" not in html.replace("&lt;script&gt;window.pwned=1&lt;/script&gt;", "")
-    assert html.count("&lt;script&gt;window.pwned=1&lt;/script&gt;&amp;amp;&quot;&#x27;") >= 3  # id, argument, config
+    evil = "&lt;script&gt;window.pwned=1&lt;/script&gt;&amp;amp;&quot;&#x27;"
+    assert html.count(evil) >= 4  # id, argument, config, the pretrain stage's recipe
     assert html.count('<details class="debate"') == 2 * PER_UPDATE
     assert "showing 5 of 16 debates" in html and "judge accuracy" in html
     assert all(f'class="who who-{who}"' in html for who in ("human", "policy", "target", "scripted"))
