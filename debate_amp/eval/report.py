@@ -206,9 +206,12 @@ def final_html(run_dir: Path, refs: dict[str, float], task: Task) -> str:
     stage = final.get("pretrain")
     if isinstance(stage, dict):  # pretrain.recipe: the run A[0] started from
         its = stage.get(f"heldout_{beyond_name(task)}")
-        what = f"pretrained by {stage.get('recipe')} ({stage.get('updates')} updates, {stage.get('human_calls')} human"
+        label = escape(
+            f"pretrained by {stage.get('recipe')} ({stage.get('updates')} updates, "
+            f"{stage.get('human_calls')} human calls): its M, held-out "
+        )
         shown = f"{its:.1%}" if isinstance(its, int | float) else "-"
-        cells.append(f"<tr><td>{escape(what)} calls): its M, held-out {beyond}</td><td>{shown}</td></tr>")
+        cells.append(f"<tr><td>{label}{beyond}</td><td>{shown}</td></tr>")
     return f'<table class="final">{"".join(cells)}</table>'
 
 
