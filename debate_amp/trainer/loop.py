@@ -107,6 +107,7 @@ from debate_amp.trainer.rollout import (
     amplify,
     make_batch,
     policy_segments,
+    replaced_steps,
     supervised_batch,
     supervised_examples,
 )
@@ -241,9 +242,12 @@ class Rollout:
     human_timeouts: int = 0  # questions real people left unanswered past human.timeout_s (the draft stood in)
     liar_debates: list[Debate] = field(default_factory=list)  # against the scripted liar (debate.liar_fraction)
     # trainer.student: fresh, before M takes over: M's and A[0]'s direct answers equal to the amplified ones, on the
-    # same targets of every depth (NaN otherwise)
+    # same targets of every depth, and their drafts of the steps the human answered in place of A[0]'s draft equal
+    # to the human's (NaN otherwise: the step's NaN also where the human makes every step)
     student_agreement: float = float("nan")
     a0_agreement: float = float("nan")
+    student_step_agreement: float = float("nan")
+    a0_step_agreement: float = float("nan")
 
     def all_debates(self) -> list[Debate]:
         """Every debate the update learns from: self-play and those against the scripted liar."""
@@ -406,10 +410,12 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     replies = amplify(amp_questions + probe, amplifier) if amp_questions or probe else []
     amplified, probed = replies[: len(amp_questions)], replies[len(amp_questions) :]
     agreement = _agreement(run.amplifier_agent, amplified, amp_questions, state.amp_depth)
-    student_agreement = a0_agreement = float("nan")
+    student_agreement = a0_agreement = student_step_agreement = a0_step_agreement = float("nan")
     if run.a0_agent is not None and state.takeover is None:  # trainer.student: fresh, A[0] still amplifying
         student_agreement = _agreement(run.amplifier_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
         a0_agreement = _agreement(run.a0_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
+        student_step_agreement = _step_agreement(run.amplifier_agent, amplified, TAKEOVER_TARGETS)
+        a0_step_agreement = _step_agreement(run.a0_agent, amplified, TAKEOVER_TARGETS)
     state.model.train()
     amplify_s = time.perf_counter() - t0 - rollout_s
     human_calls, timeouts = run.human.calls - calls_before, run.human.timeouts - timeouts_before
@@ -427,6 +433,8 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
         liar_debates,
         student_agreement,
         a0_agreement,
+        student_step_agreement,
+        a0_step_agreement,
     )
 
 
@@ -623,6 +631,8 @@ def update_metrics(
         "amp/agreement": rollout.agreement,
         "amp/student_agreement": rollout.student_agreement,
         "amp/a0_agreement": rollout.a0_agreement,
+        "amp/student_step_agreement": rollout.student_step_agreement,
+        "amp/a0_step_agreement": rollout.a0_step_agreement,
         "target/updates": float(state.target_updates),
         "target/policy_target_kl": _policy_target_kl(state.model, state.target_policy, scored.rl),
         "perf/rollout_s": rollout.rollout_s,
@@ -643,7 +653,7 @@ def adapt(run: Run, state: TrainState, scored: ScoredBatch, result: UpdateStats,
     coefficient, the curriculum's depth and (``trainer.student: fresh``) M's takeover from A[0] (not after a skipped
     update), and the run's count of human calls."""
     if not result.skipped:
-        if metrics["amp/student_agreement"] > metrics["amp/a0_agreement"]:  # NaN (not fresh, or done): False
+        if _takes_over(metrics):
             sync_target(state.model.policy, state.target_policy, "hard")  # M_target := M; Amp~(H, M) from now on
             state.target_updates += 1
             state.takeover = state.update
@@ -1275,6 +1285,28 @@ def _rehearsal(pool: list, n: int, update: int, accelerator: Any, paid: bool) ->
 
 def _eval_questions(task: Task, cfg: Config):
     return task.eval_questions(cfg.trainer.eval_size, seed=cfg.run.seed + 1)
+
+
+def _takes_over(metrics: dict[str, float]) -> bool:
+    """``trainer.student: fresh``: does M take over from A[0] after this update? Where M's direct answers agreed
+    with the amplified ones more often than A[0]'s, and, where the sampler handed steps to the human in place of a
+    draft (M will draft the steps it does not), M's drafts of those steps agreed with the human's at least as often
+    as A[0]'s: M then amplifies as well as A[0] did. False when nothing was compared (not fresh, or taken over)."""
+    answers = metrics["amp/student_agreement"] > metrics["amp/a0_agreement"]  # NaN: False
+    m_steps, a0_steps = metrics["amp/student_step_agreement"], metrics["amp/a0_step_agreement"]
+    return answers and (math.isnan(m_steps) or math.isnan(a0_steps) or m_steps >= a0_steps)
+
+
+def _step_agreement(model_agent: ModelAgent, amplified: list[Reply], limit: int) -> float:
+    """How often the model's draft of a step equals the human's reply, over the first ``limit`` steps the sampler
+    handed to the human in this update's trees (the human's own replies: no gold is used); NaN where there is none
+    (``sampler.kind: always`` drafts no step)."""
+    steps = [e for r in amplified for e in replaced_steps(r.trace)][:limit]
+    if not steps:
+        return float("nan")
+    limits = [model_agent.reply_limits.get(e.kind) for e in steps]
+    drafts = model_agent.generate_fn([e.prompt for e in steps], limits).texts
+    return sum(d.strip() == e.completion.strip() for d, e in zip(drafts, steps, strict=True)) / len(steps)
 
 
 def _agreement(

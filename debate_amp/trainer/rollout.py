@@ -75,6 +75,17 @@ def human_answers(trace: Trace) -> list[SupervisedExample]:
     return [SupervisedExample(n.posed.render(), n.text, n.posed.kind) for n in used_nodes(trace) if _human_answered(n)]
 
 
+def replaced_steps(trace: Trace) -> list[SupervisedExample]:
+    """The steps inside a tree that the human answered in place of a model's draft (the sampler handed it the call),
+    with the human's replies: where a drafter's steps are checked without gold (``trainer.student: fresh``'s
+    takeover). None where the human makes every step (``sampler.kind: always``: no draft to replace)."""
+    return [
+        SupervisedExample(n.posed.render(), n.text, n.posed.kind)
+        for n in used_nodes(trace)
+        if _human_answered(n) and n.replaced is not None and n.posed.kind == "step"
+    ]
+
+
 def amplified(trace: Trace) -> bool:
     """Did amplification add anything to this answer: a human answered somewhere in its tree, or the asker used
     subquestions? A tree that is one model step is M's own direct reply, and distilling it would only teach M what

@@ -197,7 +197,8 @@ def test_where_the_human_decomposes_m_learns_only_to_answer(tmp_path, monkeypatc
 
 def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then_takes_over(tmp_path, monkeypatch):
     # trainer.student=fresh: M starts from new weights (run.seed + 100); A[0] is M_target and amplifies until M's
-    # direct answers agree with the amplified ones more often than A[0]'s, then M_target := M and M amplifies.
+    # direct answers agree with the amplified ones more often than A[0]'s (and its drafts of the steps the human
+    # answered with the human's at least as often: a separate test), then M_target := M and M amplifies.
     # The agreement is patched (M's, A[0]'s) to force each course: A[0] ahead throughout, M ahead after update 1.
     from debate_amp.trainer import loop
 
@@ -209,6 +210,7 @@ def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then
         return replies
 
     monkeypatch.setattr(loop, "amplify", spy)
+    monkeypatch.setattr(loop, "_step_agreement", lambda *a, **k: float("nan"))  # the answers decide here
     for m_ahead in (False, True):
         monkeypatch.setattr(
             loop, "_agreement", lambda agent, *a, ahead=m_ahead, **k: float((agent.role == "policy") == ahead)
@@ -235,6 +237,67 @@ def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then
             assert sources == [{"model:target"}, {"model:policy"}, {"model:policy"}]
             assert (rows[0]["amp/student_agreement"], rows[0]["amp/a0_agreement"]) == (1.0, 0.0)
             assert all(math.isnan(r["amp/student_agreement"]) for r in rows[1:])
+
+
+def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well_as_a0(tmp_path, monkeypatch):
+    # Where the sampler hands some steps to the human in place of A[0]'s draft (bernoulli), M drafts the others once
+    # it takes over: M's and A[0]'s drafts of those steps are compared with the human's replies (the steps' own
+    # labels, no gold), for real here, and M ahead on the answers (patched) but behind on the steps stays behind.
+    # Where the human makes every step (sampler.kind: always) there is no draft to compare: NaN, the answers decide.
+    from debate_amp.trainer import loop
+    from debate_amp.trainer.rollout import replaced_steps
+
+    compared: list[tuple[str, int]] = []  # (whose drafts, how many steps) per call
+
+    def steps(agent, amplified, limit, real=loop._step_agreement):
+        compared.append((agent.role, sum(len(replaced_steps(r.trace)) for r in amplified)))
+        return real(agent, amplified, limit)
+
+    monkeypatch.setattr(loop, "_step_agreement", steps)
+    monkeypatch.setattr(loop, "_agreement", lambda agent, *a, **k: float(agent.role == "policy"))  # M ahead
+    cfg, summary = run(
+        tmp_path,
+        "bernoulli",
+        "trainer.updates=2",
+        "trainer.student=fresh",
+        "sampler.kind=bernoulli",
+        "sampler.p=0.5",
+        recipe="recipes/pure_amplification.yaml",
+    )
+    rows = metrics(cfg)  # compared before update 1 only: M took over after it
+    assert [role for role, _ in compared] == ["policy", "target"] and all(n > 0 for _, n in compared)
+    # untrained M and A[0] (trainer.warm_start=false): neither drafts the human's steps
+    assert (rows[0]["amp/student_step_agreement"], rows[0]["amp/a0_step_agreement"]) == (0.0, 0.0)
+    assert math.isnan(rows[1]["amp/student_step_agreement"])
+    assert summary["final"]["takeover"] == 1  # as good on the steps (0 = 0), ahead on the answers
+    monkeypatch.setattr(
+        loop,
+        "_step_agreement",
+        lambda agent, *a, **k: float(agent.role != "policy"),  # A[0]'s drafts better
+    )
+    cfg, summary = run(
+        tmp_path,
+        "behind",
+        "trainer.updates=2",
+        "trainer.student=fresh",
+        "sampler.kind=bernoulli",
+        "sampler.p=0.5",
+        recipe="recipes/pure_amplification.yaml",
+    )
+    assert summary["final"]["takeover"] is None
+    assert [(r["amp/student_step_agreement"], r["amp/a0_step_agreement"]) for r in metrics(cfg)] == [(0.0, 1.0)] * 2
+    monkeypatch.setattr(loop, "_step_agreement", steps)
+    compared.clear()
+    cfg, summary = run(
+        tmp_path,
+        "always",
+        "trainer.updates=1",
+        "trainer.student=fresh",
+        "sampler.kind=always",
+        recipe="recipes/pure_amplification.yaml",
+    )
+    assert [n for _, n in compared] == [0, 0] and summary["final"]["takeover"] == 1
+    assert all(math.isnan(r["amp/student_step_agreement"]) for r in metrics(cfg))
 
 
 def test_balanced_depths_distil_as_many_amplified_answers_at_each_depth_as_at_the_deepest(tmp_path, monkeypatch):
