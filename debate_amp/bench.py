@@ -7,16 +7,16 @@
   same with ``recipes/amplification_human_decomposes.yaml``'s Amp~ (the human makes every step, M only answers and
   drafts nothing) under ``human_decomposes_`` keys.
 - with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml``,
-  ``recipes/few_labels_amplification.yaml`` and ``recipes/amplification_fresh_student.yaml`` trained here from
-  scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
+  ``recipes/few_labels_amplification.yaml``, ``recipes/amplification_fresh_student.yaml`` and
+  ``recipes/few_labels_fresh_student.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
   k >= 2, asked directly, against wall time);
   amp_wall_ratio is the time amplification took to come within 3 points of the supervised run's final accuracy
   over the time the supervised run took (None: not reached), both on the training clock (from the first optimizer
   step of the run's first training, held-out evaluation left out: ``perf/train_s``, the supervised curve's seconds;
   ``amp_wall_ratio_since_start`` reads amplification's clock from the moment the run began, its data preparation
   and evaluations included), beside the gold labels the supervised run used and the
-  human calls amplification used (its warm start's included); the second and third amplification runs' keys begin
-  ``few_labels_amp_`` and ``fresh_student_amp_`` (:data:`AMP_RECIPES`). The same
+  human calls amplification used (its warm start's included); the other amplification runs' keys begin
+  ``few_labels_amp_``, ``fresh_student_amp_`` and ``few_labels_fresh_student_amp_`` (:data:`AMP_RECIPES`). The same
   comparison on the add task (``--tasks`` names the tasks compared, both by default; add: operands of 1-6 digits,
   held-out digits >= 2; its supervised run over 1,000,000 examples, :data:`SUPERVISED_OVERRIDES`) writes the same
   keys prefixed ``add_``.
@@ -76,14 +76,16 @@ SUPERVISED_OVERRIDES = {"add": ["sft.n_examples=1000000", "sft.eval_every_steps=
 # supervised run's labels before any update). Perm also: recipes/few_labels_amplification.yaml (a warm start of
 # 12,000 examples and a human asked with p 0.015: the labels goal, a tenth of the supervised run's), and
 # recipes/amplification_fresh_student.yaml (a fresh M distilling Amp~^2(H, A[0]) with the human decomposing every
-# question, each update's targets distilled again in the next: the best odds over seeds of the three, and the
-# fastest, at 0.6 as many human calls as the supervised run's labels).
+# question, each update's targets distilled again in the next: at 0.6 as many human calls as the supervised run's
+# labels), and recipes/few_labels_fresh_student.yaml (the same fresh M with A[0] drafting the steps, the human
+# asked with p 0.05, and M learning the steps too: the ratio's and the labels' goals in one recipe).
 PURE_AMPLIFICATION = {"amp": ("amplification", "recipes/pure_amplification.yaml")}
 AMP_RECIPES = {
     "perm": {
         **PURE_AMPLIFICATION,
         "few_labels_amp": ("few_labels_amplification", "recipes/few_labels_amplification.yaml"),
         "fresh_student_amp": ("amplification_fresh_student", "recipes/amplification_fresh_student.yaml"),
+        "few_labels_fresh_student_amp": ("few_labels_fresh_student", "recipes/few_labels_fresh_student.yaml"),
     },
 }
 

@@ -41,6 +41,7 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
         "amplification": ([(300, 0.5), (330, 0.99), (600, 1.0)], 21_610, 223_381),
         "few_labels_amplification": ([(400, 0.9), (500, 0.96), (580, 0.97), (900, 1.0)], 8_171, 20_775),
         "amplification_fresh_student": ([(150, 0.3), (290, 0.974), (400, 1.0)], 268_771, 64_000),
+        "few_labels_fresh_student": ([(60, 0.12), (160, 0.995), (200, 1.0)], 4_202, 8_000),
     }
 
     def fake_train(cfg, progress=True, overwrite=False):
@@ -69,14 +70,20 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     assert results["fresh_student_amp_wall_ratio"] == 290 / 100
     assert results["fresh_student_amp_recipe"] == "recipes/amplification_fresh_student.yaml"
     assert results["fresh_student_amp_human_fraction"] == (268_771 + 64_000) / 320_000
+    assert results["few_labels_fresh_student_amp_wall_ratio"] == 160 / 100
+    assert results["few_labels_fresh_student_amp_human_fraction"] == (4_202 + 8_000) / 320_000 < 0.1
     bench.print_learning(results, ["perm"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-4].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
-    assert lines[-3].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
-    assert lines[-3].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
-    assert lines[-2].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
-    assert lines[-1].endswith(
+    assert lines[-5].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
+    assert lines[-4].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
+    assert lines[-4].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
+    assert lines[-3].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
+    assert lines[-2].endswith(
         "1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)"
+    )
+    assert lines[-1].strip().startswith("few_labels_fresh_student: 100.0% (3.3 min, 4202 human calls + 8000 in the")
+    assert lines[-1].endswith(
+        "0.038 of the gold labels); few_labels_fresh_student_amp_wall_ratio 1.60 (1.80 from the run's start)"
     )
 
 
