@@ -8,8 +8,8 @@
   drafts nothing) under ``human_decomposes_`` keys.
 - with ``--learning``: ``recipes/supervised_baseline.yaml``, ``recipes/pure_amplification.yaml``,
   ``recipes/few_labels_amplification.yaml``, ``recipes/amplification_fresh_student.yaml`` and
-  ``recipes/few_labels_fresh_student.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most ``--minutes`` each, with learning curves (held-out sigma^k(x),
-  k >= 2, asked directly, against wall time);
+  ``recipes/few_labels_fresh_student.yaml`` trained here from scratch on perm (N = 8, k <= 7) for at most
+  ``--minutes`` each, with learning curves (held-out sigma^k(x), k >= 2, asked directly, against wall time);
   amp_wall_ratio is the time amplification took to come within 3 points of the supervised run's final accuracy
   over the time the supervised run took (None: not reached), both on the training clock (from the first optimizer
   step of the run's first training, held-out evaluation left out: ``perf/train_s``, the supervised curve's seconds;

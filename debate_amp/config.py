@@ -578,9 +578,9 @@ class TrainerConfig:
     update at whose start M's direct answers agreed with the amplified answers more often than A[0]'s did (all
     processes' targets, every depth) and, where the sampler handed steps to the human in place of A[0]'s draft, M's
     drafts of those steps agreed with the human's at least as often as A[0]'s, M_target := M and Amp~(H, M)
-    amplifies as with ``continue``, M_target following M as ``target.*`` says. So that M learns the lookups and the composed answers together, as a model
-    trained on gold from scratch does, instead of composing on top of how A[0] learned
-    (recipes/amplification_fresh_student.yaml: 7 of 8 seeds within 40 updates with ``amp.balance_depths`` and
+    amplifies as with ``continue``, M_target following M as ``target.*`` says. So that M learns the lookups and the
+    composed answers together, as a model trained on gold from scratch does, instead of composing on top of how A[0]
+    learned (recipes/amplification_fresh_student.yaml: 7 of 8 seeds within 40 updates with ``amp.balance_depths`` and
     ``amp.reuse_previous``; docs/benchmarks.md, "A fresh student in the trainer" and "The fresh student distils each
     target in two updates"; ``ida.student`` is the same idea between IDA rounds).
     Needs the tiny model (``model.path`` null, LoRA off)."""
