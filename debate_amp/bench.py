@@ -90,15 +90,19 @@ AMP_RECIPES = {
 }
 
 
+A0_EXAMPLES = 128_000
+"""The warm start of an A[0] trained from new weights with the default recipe (the bench's, and
+``examples/alpha_sweep.py``'s, when no run left one), as every bench's A[0] since 2026-12-01: the default's own
+64,000 examples start from its pretraining stage's M (a train run's), which :func:`run_sft` alone does not run."""
+
+
 def _a0(cfg: Config, model_dir: str | None) -> Path:
     if model_dir:
         return Path(model_dir)
     if (cfg.run_dir / cfg.sft.output_subdir / "config.json").is_file():
         return cfg.run_dir / cfg.sft.output_subdir
     print(f"no A[0] at {cfg.run_dir / cfg.sft.output_subdir}: training one with the default recipe's warm start")
-    # From new weights with 128,000 examples, as every bench's A[0] since 2026-12-01: the default's own 64,000 start
-    # from its pretraining stage's M (a train run's), which run_sft does not run.
-    return run_sft(replace(cfg, sft=replace(cfg.sft, n_examples=128_000)), progress=True).model_dir
+    return run_sft(replace(cfg, sft=replace(cfg.sft, n_examples=A0_EXAMPLES)), progress=True).model_dir
 
 
 def bench_rollouts(cfg: Config, model_dir: Path, n: int = 64, repeats: int = 3) -> dict[str, float]:

@@ -58,11 +58,11 @@ else:
     budget = [f"trainer.updates={args.updates}", "trainer.eval_every=0"]
     a0 = Path(args.a0) if args.a0 else Path("runs/default/sft")
     if not (a0 / "config.json").is_file():
+        from debate_amp.bench import A0_EXAMPLES  # the default's 64,000 start from its pretrain stage's M
         from debate_amp.trainer.sft import run_sft
 
         print(f"no A[0] at {a0}: training one with the default warm start, from new weights")
-        # 128,000 examples: the default's 64,000 start from its pretraining stage's M, which only `train` runs
-        a0_cfg = [f"run.output_dir={out_dir}", "run.name=a0", "sft.n_examples=128000"]
+        a0_cfg = [f"run.output_dir={out_dir}", "run.name=a0", f"sft.n_examples={A0_EXAMPLES}"]
         a0 = run_sft(load_config("recipes/default.yaml", a0_cfg)).model_dir
 
 results = {}
