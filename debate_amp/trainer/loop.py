@@ -414,8 +414,7 @@ def collect(run: Run, state: TrainState, knobs: Knobs) -> Rollout:
     if run.a0_agent is not None and state.takeover is None:  # trainer.student: fresh, A[0] still amplifying
         student_agreement = _agreement(run.amplifier_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
         a0_agreement = _agreement(run.a0_agent, amplified, amp_questions, None, TAKEOVER_TARGETS)
-        student_step_agreement = _step_agreement(run.amplifier_agent, amplified, TAKEOVER_TARGETS)
-        a0_step_agreement = _step_agreement(run.a0_agent, amplified, TAKEOVER_TARGETS)
+        student_step_agreement, a0_step_agreement = _step_agreements(run.amplifier_agent, amplified, TAKEOVER_TARGETS)
     state.model.train()
     amplify_s = time.perf_counter() - t0 - rollout_s
     human_calls, timeouts = run.human.calls - calls_before, run.human.timeouts - timeouts_before
@@ -1297,16 +1296,22 @@ def _takes_over(metrics: dict[str, float]) -> bool:
     return answers and (math.isnan(m_steps) or math.isnan(a0_steps) or m_steps >= a0_steps)
 
 
-def _step_agreement(model_agent: ModelAgent, amplified: list[Reply], limit: int) -> float:
-    """How often the model's draft of a step equals the human's reply, over the first ``limit`` steps the sampler
-    handed to the human in this update's trees (the human's own replies: no gold is used); NaN where there is none
-    (``sampler.kind: always`` drafts no step)."""
-    steps = [e for r in amplified for e in replaced_steps(r.trace)][:limit]
+def _step_agreements(model_agent: ModelAgent, amplified: list[Reply], limit: int) -> tuple[float, float]:
+    """How often M's greedy draft of a step, and the draft A[0] made in the tree, equal the human's reply, over the
+    first ``limit`` steps the sampler handed to the human in this update's trees, A[0] amplifying (the human's own
+    replies: no gold is used); NaN, NaN where there is none (``sampler.kind: always`` drafts no step)."""
+    steps = [step for r in amplified for step in replaced_steps(r.trace)][:limit]
     if not steps:
-        return float("nan")
-    limits = [model_agent.reply_limits.get(e.kind) for e in steps]
-    drafts = model_agent.generate_fn([e.prompt for e in steps], limits).texts
-    return sum(d.strip() == e.completion.strip() for d, e in zip(drafts, steps, strict=True)) / len(steps)
+        return float("nan"), float("nan")
+    human = [e.completion for e, _ in steps]
+    limits = [model_agent.reply_limits.get(e.kind) for e, _ in steps]
+    drafts = model_agent.generate_fn([e.prompt for e, _ in steps], limits).texts
+    return _share_equal(drafts, human), _share_equal([a0_draft for _, a0_draft in steps], human)
+
+
+def _share_equal(texts: Sequence[str], references: Sequence[str]) -> float:
+    """The share of ``texts`` equal to their ``references``, blanks at either end aside."""
+    return sum(t.strip() == r.strip() for t, r in zip(texts, references, strict=True)) / len(texts)
 
 
 def _agreement(
@@ -1320,7 +1325,7 @@ def _agreement(
         return float("nan")
     prompts = [r.trace.posed.render() for r, _ in pairs]
     direct = model_agent.generate_fn(prompts, [model_agent.reply_limits.get("answer")] * len(prompts)).texts
-    return sum(d.strip() == r.text.strip() for d, (r, _) in zip(direct, pairs, strict=True)) / len(pairs)
+    return _share_equal(direct, [r.text for r, _ in pairs])
 
 
 def _hardest(model_agent: ModelAgent, adversary: Adversary | None, pool: list, n: int) -> list:

@@ -75,12 +75,13 @@ def human_answers(trace: Trace) -> list[SupervisedExample]:
     return [SupervisedExample(n.posed.render(), n.text, n.posed.kind) for n in used_nodes(trace) if _human_answered(n)]
 
 
-def replaced_steps(trace: Trace) -> list[SupervisedExample]:
-    """The steps inside a tree that the human answered in place of a model's draft (the sampler handed it the call),
-    with the human's replies: where a drafter's steps are checked without gold (``trainer.student: fresh``'s
-    takeover). None where the human makes every step (``sampler.kind: always``: no draft to replace)."""
+def replaced_steps(trace: Trace) -> list[tuple[SupervisedExample, str]]:
+    """The steps inside a tree that the human answered in place of a model's draft (the sampler handed it the call):
+    each with the human's reply, and the draft it replaced; where a drafter's steps are checked without gold
+    (``trainer.student: fresh``'s takeover). None where the human makes every step (``sampler.kind: always``: no
+    draft to replace)."""
     return [
-        SupervisedExample(n.posed.render(), n.text, n.posed.kind)
+        (SupervisedExample(n.posed.render(), n.text, n.posed.kind), n.replaced.text)
         for n in used_nodes(trace)
         if _human_answered(n) and n.replaced is not None and n.posed.kind == "step"
     ]

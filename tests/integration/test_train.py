@@ -210,7 +210,7 @@ def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then
         return replies
 
     monkeypatch.setattr(loop, "amplify", spy)
-    monkeypatch.setattr(loop, "_step_agreement", lambda *a, **k: float("nan"))  # the answers decide here
+    monkeypatch.setattr(loop, "_step_agreements", lambda *a, **k: (math.nan, math.nan))  # the answers decide here
     for m_ahead in (False, True):
         monkeypatch.setattr(
             loop, "_agreement", lambda agent, *a, ahead=m_ahead, **k: float((agent.role == "policy") == ahead)
@@ -241,52 +241,36 @@ def test_a_fresh_student_learns_from_a0s_amplification_until_it_agrees_more_then
 
 def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well_as_a0(tmp_path, monkeypatch):
     # Where the sampler hands some steps to the human in place of A[0]'s draft (bernoulli), M drafts the others once
-    # it takes over: M's and A[0]'s drafts of those steps are compared with the human's replies (the steps' own
-    # labels, no gold), for real here, and M ahead on the answers (patched) but behind on the steps stays behind.
-    # Where the human makes every step (sampler.kind: always) there is no draft to compare: NaN, the answers decide.
+    # it takes over: M's drafts of those steps and A[0]'s (the ones the human replaced) are compared with the human's
+    # replies (the steps' own labels, no gold), for real here, and M ahead on the answers (patched) but behind on the
+    # steps stays behind. Where the human makes every step (sampler.kind: always) there is no draft to compare: NaN,
+    # the answers decide.
     from debate_amp.trainer import loop
     from debate_amp.trainer.rollout import replaced_steps
 
-    compared: list[tuple[str, int]] = []  # (whose drafts, how many steps) per call
+    compared: list[list[str]] = []  # per call: the sources of the drafts the human's steps replaced
 
-    def steps(agent, amplified, limit, real=loop._step_agreement):
-        compared.append((agent.role, sum(len(replaced_steps(r.trace)) for r in amplified)))
+    def steps(agent, amplified, limit, real=loop._step_agreements):
+        compared.append([e.kind for r in amplified for e, _ in replaced_steps(r.trace)])
+        sources = {n.replaced.source for r in amplified for n in r.trace.walk() if n.replaced is not None}
+        assert agent.role == "policy" and sources <= {"model:target"}  # M's greedy drafts, A[0]'s from the trees
         return real(agent, amplified, limit)
 
-    monkeypatch.setattr(loop, "_step_agreement", steps)
+    monkeypatch.setattr(loop, "_step_agreements", steps)
     monkeypatch.setattr(loop, "_agreement", lambda agent, *a, **k: float(agent.role == "policy"))  # M ahead
-    cfg, summary = run(
-        tmp_path,
-        "bernoulli",
-        "trainer.updates=2",
-        "trainer.student=fresh",
-        "sampler.kind=bernoulli",
-        "sampler.p=0.5",
-        recipe="recipes/pure_amplification.yaml",
-    )
+    common = ["trainer.student=fresh", "sampler.kind=bernoulli", "sampler.p=0.5"]
+    cfg, summary = run(tmp_path, "bernoulli", "trainer.updates=2", *common, recipe="recipes/pure_amplification.yaml")
     rows = metrics(cfg)  # compared before update 1 only: M took over after it
-    assert [role for role, _ in compared] == ["policy", "target"] and all(n > 0 for _, n in compared)
+    assert len(compared) == 1 and compared[0] and set(compared[0]) == {"step"}
     # untrained M and A[0] (trainer.warm_start=false): neither drafts the human's steps
     assert (rows[0]["amp/student_step_agreement"], rows[0]["amp/a0_step_agreement"]) == (0.0, 0.0)
     assert math.isnan(rows[1]["amp/student_step_agreement"])
     assert summary["final"]["takeover"] == 1  # as good on the steps (0 = 0), ahead on the answers
-    monkeypatch.setattr(
-        loop,
-        "_step_agreement",
-        lambda agent, *a, **k: float(agent.role != "policy"),  # A[0]'s drafts better
-    )
-    cfg, summary = run(
-        tmp_path,
-        "behind",
-        "trainer.updates=2",
-        "trainer.student=fresh",
-        "sampler.kind=bernoulli",
-        "sampler.p=0.5",
-        recipe="recipes/pure_amplification.yaml",
-    )
+    monkeypatch.setattr(loop, "_step_agreements", lambda *a, **k: (0.0, 1.0))  # A[0]'s drafts better
+    cfg, summary = run(tmp_path, "behind", "trainer.updates=2", *common, recipe="recipes/pure_amplification.yaml")
     assert summary["final"]["takeover"] is None
     assert [(r["amp/student_step_agreement"], r["amp/a0_step_agreement"]) for r in metrics(cfg)] == [(0.0, 1.0)] * 2
-    monkeypatch.setattr(loop, "_step_agreement", steps)
+    monkeypatch.setattr(loop, "_step_agreements", steps)
     compared.clear()
     cfg, summary = run(
         tmp_path,
@@ -296,7 +280,7 @@ def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well
         "sampler.kind=always",
         recipe="recipes/pure_amplification.yaml",
     )
-    assert [n for _, n in compared] == [0, 0] and summary["final"]["takeover"] == 1
+    assert compared == [[]] and summary["final"]["takeover"] == 1
     assert all(math.isnan(r["amp/student_step_agreement"]) for r in metrics(cfg))
 
 
