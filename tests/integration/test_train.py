@@ -248,10 +248,10 @@ def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well
     from debate_amp.trainer import loop
     from debate_amp.trainer.rollout import replaced_steps
 
-    compared: list[list[str]] = []  # per call: the sources of the drafts the human's steps replaced
+    compared: list[int] = []  # per call: how many of the human's steps replaced a draft
 
     def steps(agent, amplified, limit, real=loop._step_agreements):
-        compared.append([e.kind for r in amplified for e, _ in replaced_steps(r.trace)])
+        compared.append(sum(len(replaced_steps(r.trace)) for r in amplified))
         sources = {n.replaced.source for r in amplified for n in r.trace.walk() if n.replaced is not None}
         assert agent.role == "policy" and sources <= {"model:target"}  # M's greedy drafts, A[0]'s from the trees
         return real(agent, amplified, limit)
@@ -261,7 +261,7 @@ def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well
     common = ["trainer.student=fresh", "sampler.kind=bernoulli", "sampler.p=0.5"]
     cfg, summary = run(tmp_path, "bernoulli", "trainer.updates=2", *common, recipe="recipes/pure_amplification.yaml")
     rows = metrics(cfg)  # compared before update 1 only: M took over after it
-    assert len(compared) == 1 and compared[0] and set(compared[0]) == {"step"}
+    assert len(compared) == 1 and compared[0] > 0
     # untrained M and A[0] (trainer.warm_start=false): neither drafts the human's steps
     assert (rows[0]["amp/student_step_agreement"], rows[0]["amp/a0_step_agreement"]) == (0.0, 0.0)
     assert math.isnan(rows[1]["amp/student_step_agreement"])
@@ -280,7 +280,7 @@ def test_a_fresh_student_takes_over_only_once_it_drafts_the_humans_steps_as_well
         "sampler.kind=always",
         recipe="recipes/pure_amplification.yaml",
     )
-    assert compared == [[]] and summary["final"]["takeover"] == 1
+    assert compared == [0] and summary["final"]["takeover"] == 1
     assert all(math.isnan(r["amp/student_step_agreement"]) for r in metrics(cfg))
 
 
