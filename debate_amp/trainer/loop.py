@@ -219,11 +219,13 @@ class Run:
 
 @dataclass
 class Knobs:
-    """This update's annealed values (``objective.anneal``, ``debate.force_stop_anneal``, ``trainer.lr_anneal``)."""
+    """This update's annealed values (``objective.anneal``, ``debate.force_stop_anneal``, ``trainer.lr_anneal``) and
+    the Lagrange multiplier in force (constrained: it weights this update's L_sup, and moves only after it)."""
 
     weight: float  # alpha (weighted), the limit (constrained) or the reward coefficient (reward)
     force_stop_p: float
     learning_rate: float
+    lagrange_multiplier: float
 
 
 @dataclass
@@ -359,7 +361,10 @@ def _knobs(run: Run, state: TrainState, update: int) -> Knobs:
     """The annealed values at this point of training; sets the learning rate and opens the sampler's budget."""
     updates = run.cfg.trainer.updates
     progress = update / max(1, updates - 1) if updates > 1 else 0.0
-    knobs = Knobs(*(run.schedules[name](progress) for name in ("weight", "force_stop_p", "learning_rate")))
+    knobs = Knobs(
+        *(run.schedules[name](progress) for name in ("weight", "force_stop_p", "learning_rate")),
+        lagrange_multiplier=state.lagrange_multiplier,
+    )
     for group in state.optimizer.param_groups:
         group["lr"] = knobs.learning_rate
     if isinstance(state.sampler, Budget):
@@ -1062,7 +1067,7 @@ class _Log:
                     gold=None if d.question.gold is None else str(d.question.gold),
                     task=run.task.name,
                     force_stop_p=knobs.force_stop_p,
-                    **run.mode.transcript_fields(knobs.weight, state),
+                    **run.mode.transcript_fields(knobs.weight, knobs.lagrange_multiplier),
                 )
                 for d in folder_debates
             ]

@@ -70,8 +70,9 @@ class ObjectiveMode:
             "constraint/violation": 0.0,
         }
 
-    def transcript_fields(self, weight: float, state: TrainState) -> dict[str, Any]:
-        """What each saved transcript records of the objective."""
+    def transcript_fields(self, weight: float, lagrange_multiplier: float) -> dict[str, Any]:
+        """What each saved transcript records of the objective: the values in force while its update ran (the
+        multiplier before the update moved it)."""
         return {"alpha": None, "lagrange_multiplier": None}
 
 
@@ -90,7 +91,7 @@ class Weighted(ObjectiveMode):
     def tags(self, weight, limit, sup_loss):
         return super().tags(weight, limit, sup_loss) | {"objective/alpha": weight}
 
-    def transcript_fields(self, weight, state):
+    def transcript_fields(self, weight, lagrange_multiplier):
         return {"alpha": weight, "lagrange_multiplier": None}
 
 
@@ -127,8 +128,8 @@ class Constrained(ObjectiveMode):
             "constraint/violation": sup_loss - limit,
         }
 
-    def transcript_fields(self, weight, state):
-        return {"alpha": None, "lagrange_multiplier": state.lagrange_multiplier}
+    def transcript_fields(self, weight, lagrange_multiplier):
+        return {"alpha": None, "lagrange_multiplier": lagrange_multiplier}
 
 
 class Reward(ObjectiveMode):

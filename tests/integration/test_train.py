@@ -391,8 +391,13 @@ def test_every_training_recipe_runs_an_update(tmp_path, recipe):
     assert len(rows) == 2 and all(r["loss/total"] == r["loss/total"] for r in rows)  # finite, not NaN
     if cfg.objective.mode == "constrained":
         # lambda_u = max(0, lambda_{u-1} + lr (L_sup,u - limit)), on the logged L_sup and limit
+        # and each update's transcripts record lambda_{u-1}, the multiplier that weighted that update's L_sup
         o, previous = cfg.objective, cfg.objective.lagrange_init
-        for r in rows:
+        for u, r in enumerate(rows, start=1):
+            recorded = [
+                t["lagrange_multiplier"] for t in read_transcripts(cfg.run_dir / f"transcripts/update_{u:06d}.jsonl")
+            ]
+            assert recorded and all(lam == pytest.approx(previous, abs=1e-9) for lam in recorded)
             expected = max(0.0, previous + o.lagrange_lr * (r["objective/sup_loss"] - r["constraint/limit"]))
             assert r["constraint/lagrange_multiplier"] == pytest.approx(expected, abs=1e-9)
             previous = expected
