@@ -90,7 +90,7 @@ def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
         except LabelStoreError as e:
             raise RunDirError(f"human.replay_from: {e}") from None
     if overwrite:
-        _check_deletable(run_dir, Path(cfg.run.output_dir))
+        _check_deletable(run_dir, Path(cfg.run.output_dir), cfg.human.store)
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
     try:
         check_label_store(run_dir / "labels.sqlite")
@@ -131,7 +131,7 @@ def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
     is a trained run's KL reference) unless ``overwrite``."""
     run_dir = cfg.run_dir
     if overwrite:
-        _check_deletable(run_dir, Path(cfg.run.output_dir))
+        _check_deletable(run_dir, Path(cfg.run.output_dir), cfg.human.store)
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
     a0 = run_dir / cfg.sft.output_subdir / "config.json"
     if a0.is_file() or _has_training_output(run_dir):
@@ -161,7 +161,7 @@ def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
     if overwrite:
-        _check_deletable(run_dir, Path(cfg.run.output_dir))
+        _check_deletable(run_dir, Path(cfg.run.output_dir), cfg.human.store)
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
     try:
         check_label_store(run_dir / "labels.sqlite")
@@ -195,8 +195,9 @@ def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
     return RunPlan(run_dir)
 
 
-def _check_deletable(run_dir: Path, output_dir: Path) -> None:
-    """--overwrite deletes only a run directory: directly inside ``run.output_dir``, holding what a run writes."""
+def _check_deletable(run_dir: Path, output_dir: Path, human_store: str | None = None) -> None:
+    """--overwrite deletes only a run directory: directly inside ``run.output_dir``, holding what a run writes, and
+    nothing in it that people gave (:func:`_peoples_work`)."""
     if not run_dir.exists():
         return
     if run_dir.is_symlink() or run_dir.resolve().parent != output_dir.resolve():
@@ -206,32 +207,48 @@ def _check_deletable(run_dir: Path, output_dir: Path) -> None:
             f"--overwrite: refusing to delete {run_dir}: it does not look like a run directory "
             f"(none of {', '.join(RUN_FILES)})"
         )
-    if people := _answers_from_people(run_dir / "labels.sqlite"):
-        raise RunDirError(
-            f"--overwrite: refusing to delete {run_dir}: its labels.sqlite holds {people} answers from people; "
-            f"export them (debate-amp labels {run_dir} --export FILE) or move the file aside first"
-        )
+    stores = sorted(run_dir.rglob("*.sqlite"))
+    if human_store is not None and Path(human_store).resolve().is_relative_to(run_dir.resolve()):
+        stores.append(Path(human_store))  # the recipe's label store, whatever its name, if it lies in the run
+    for store in stores:
+        if work := _peoples_work(store):
+            raise RunDirError(
+                f"--overwrite: refusing to delete {run_dir}: {store} holds {work}; move the file out of the run "
+                f"first (a label store's answers can be exported: debate-amp labels {run_dir} --export FILE)"
+            )
 
 
 MACHINE_HUMANS = ("synthetic", "model", "replay")
 """The label store's ``human`` of answers no person gave (the simulated H, a frozen model, a replay)."""
 
 
-def _answers_from_people(store: Path) -> int:
-    """How many answers in ``store`` real people gave (reads only; 0 when there is no store or it cannot be read:
-    a damaged store is refused elsewhere)."""
+def _peoples_work(store: Path) -> str | None:
+    """What people gave that ``store`` holds, in words (None: nothing): a label store's answers not from a machine
+    (:data:`MACHINE_HUMANS`), a judgment store's judgments (``debate-amp serve --judge``, whose default store lies
+    beside the transcripts) and first answers. A store that cannot be read may hold either: it is never deleted.
+    Reads only."""
     if not store.is_file():
-        return 0
+        return None
     try:
         db = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            marks = ",".join("?" * len(MACHINE_HUMANS))
-            row = db.execute(f"SELECT COUNT(*) FROM labels WHERE human NOT IN ({marks})", MACHINE_HUMANS).fetchone()
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            counts = []
+            if "labels" in tables:
+                marks = ",".join("?" * len(MACHINE_HUMANS))
+                query = f"SELECT COUNT(*) FROM labels WHERE human NOT IN ({marks})"
+                counts.append((db.execute(query, MACHINE_HUMANS).fetchone()[0], "answers from people"))
+            if "judgments" in tables:
+                counts.append((db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0], "judgments from people"))
+            if "started" in tables:
+                query = "SELECT COUNT(*) FROM started WHERE initial_answer IS NOT NULL"
+                counts.append((db.execute(query).fetchone()[0], "first answers of judges"))
         finally:
             db.close()
-    except sqlite3.Error:
-        return 0
-    return int(row[0])
+    except sqlite3.Error as e:
+        return f"data that cannot be read ({e}; it may be people's answers)"
+    found = [f"{n} {what}" for n, what in counts if n]
+    return ", ".join(found) or None
 
 
 def apply_plan(plan: RunPlan) -> None:

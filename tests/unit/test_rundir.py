@@ -61,9 +61,56 @@ def test_overwrite_refuses_a_run_whose_labels_came_from_people(tmp_path):
     store.put(Posed("answer", PermQuestion((1, 0, 2), 1, 1)), "0", "ann")
     store.close()
     for plan in (lambda: plan_run_dir(cfg, overwrite=True), lambda: plan_sft_dir(cfg, overwrite=True)):
-        with pytest.raises(RunDirError, match="holds 1 answers from people; export them"):
+        with pytest.raises(RunDirError, match="labels.sqlite holds 1 answers from people; .* debate-amp labels"):
             plan()
     assert len(LabelStore(cfg.run_dir / "labels.sqlite")) == 2
+
+
+def test_overwrite_refuses_a_run_holding_peoples_judgments_an_unreadable_store_or_its_own_named_store(tmp_path):
+    """--overwrite also keeps what `debate-amp serve --judge RUN` stores beside the transcripts, a label store it
+    cannot read (it may hold answers from people), and a recipe's own ``human.store`` inside the run."""
+    from debate_amp.agents.labels import LabelStore
+    from debate_amp.protocol import Posed
+    from debate_amp.serve.judgments import DEFAULT_NAME, JudgmentStore
+    from debate_amp.tasks.perm import PermQuestion
+
+    cfg = _cfg(tmp_path)
+    (cfg.run_dir / "transcripts").mkdir(parents=True)
+    (cfg.run_dir / "config.yaml").write_text("run: {}\n")
+    judgments = cfg.run_dir / "transcripts" / DEFAULT_NAME
+    store, debate = JudgmentStore(judgments), (str(cfg.run_dir / "transcripts" / "update_000001.jsonl"), 1)
+    assert store.claim("ann", [debate], now=0) == debate
+    store.close()
+    plan_run_dir(cfg, overwrite=True)  # shown to ann, nothing given yet: nothing of hers to lose
+    store = JudgmentStore(judgments)
+    assert store.give_initial(debate, "ann", "4", 70, now=1)
+    store.close()
+    with pytest.raises(RunDirError, match=f"{DEFAULT_NAME} holds 1 first answers of judges"):
+        plan_run_dir(cfg, overwrite=True)
+    store = JudgmentStore(judgments)
+    assert store.judge(debate, "ann", "odd", 90, question_id="q1", update=1, now=2)
+    store.close()
+    with pytest.raises(RunDirError, match="holds 1 judgments from people; move the file out"):
+        plan_sft_dir(cfg, overwrite=True)
+    judgments.unlink()
+
+    (cfg.run_dir / "labels.sqlite").write_bytes(b"not a database, or a damaged one" * 200)
+    with pytest.raises(RunDirError, match="labels.sqlite holds data that cannot be read"):
+        plan_run_dir(cfg, overwrite=True)
+    (cfg.run_dir / "labels.sqlite").unlink()
+
+    own = cfg.run_dir / "people.db"  # not *.sqlite: found because the recipe names it
+    store = LabelStore(own)
+    store.put(Posed("answer", PermQuestion((1, 0, 2), 1, 1)), "0", "ann")
+    store.close()
+    plan_run_dir(cfg, overwrite=True)  # another recipe's: not this run's store
+    named = load_config(
+        "recipes/default.yaml", [f"run.output_dir={tmp_path / 'runs'}", "run.name=r", f"human.store={own}"]
+    )
+    with pytest.raises(RunDirError, match="people.db holds 1 answers from people"):
+        plan_run_dir(named, overwrite=True)
+    apply_plan(plan_run_dir(cfg, overwrite=True))
+    assert not own.exists()
 
 
 def test_sft_refuses_a_directory_holding_a_warm_start_or_training_output(tmp_path):
