@@ -129,12 +129,12 @@ def finish(
         _save_tensors(opt_tensors, partial / "optimizer.safetensors")
         _write_json(opt_plain, partial / "optimizer.json")
     _write_json({"format_version": FORMAT_VERSION, **state}, partial / "state.json")
-    _fsync(partial)
+    fsync_path(partial)
     final = checkpoint_dir(root, update)
     if final.exists():  # the same update written again (a resumed run that redid it): replace it whole
         shutil.rmtree(final)
     os.replace(partial, final)
-    _fsync(root)
+    fsync_path(root)
     if keep_last is not None:
         for _, old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -195,7 +195,7 @@ def load_rng(path: Path, rank: int, generators: dict[str, random.Random]) -> dic
 def _save_tensors(tensors: dict[str, torch.Tensor], file: Path) -> None:
     # Clones break storage sharing (tied embeddings), which safetensors refuses to write.
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(file))
-    _fsync(file)
+    fsync_path(file)
 
 
 def _write_json(data: Any, file: Path) -> None:
@@ -214,7 +214,7 @@ def _read_json(file: Path) -> Any:
         raise CheckpointError(f"{file}: not valid JSON ({e.msg}, line {e.lineno})") from None
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file's data, or a directory's entries (a rename is durable once its directory is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import DistributedDataParallelKwargs, gather_object
@@ -69,6 +69,7 @@ from debate_amp.models import (
     hidden_size_of,
     load_model,
     save_model,
+    written_whole,
 )
 from debate_amp.objectives import (
     AdaptiveKLController,
@@ -227,6 +228,8 @@ class Knobs:
     learning_rate: float
     lagrange_multiplier: float
 
+    ANNEALED: ClassVar[tuple[str, ...]] = ("weight", "force_stop_p", "learning_rate")
+
 
 @dataclass
 class Rollout:
@@ -361,10 +364,8 @@ def _knobs(run: Run, state: TrainState, update: int) -> Knobs:
     """The annealed values at this point of training; sets the learning rate and opens the sampler's budget."""
     updates = run.cfg.trainer.updates
     progress = update / max(1, updates - 1) if updates > 1 else 0.0
-    knobs = Knobs(
-        *(run.schedules[name](progress) for name in ("weight", "force_stop_p", "learning_rate")),
-        lagrange_multiplier=state.lagrange_multiplier,
-    )
+    weight, force_stop_p, learning_rate = (run.schedules[name](progress) for name in Knobs.ANNEALED)
+    knobs = Knobs(weight, force_stop_p, learning_rate, state.lagrange_multiplier)
     for group in state.optimizer.param_groups:
         group["lr"] = knobs.learning_rate
     if isinstance(state.sampler, Budget):
@@ -1229,8 +1230,9 @@ class _Interrupt:
 
 def _save_policy(policy: nn.Module, tokenizer, model_dir) -> None:
     if is_peft(policy):  # the policy adapter only (the target adapter lives in the checkpoints)
-        policy.save_pretrained(model_dir, selected_adapters=["default"])  # type: ignore[operator]
-        tokenizer.save_pretrained(model_dir)
+        with written_whole(model_dir) as partial:
+            policy.save_pretrained(partial, selected_adapters=["default"])  # type: ignore[operator]
+            tokenizer.save_pretrained(partial)
     else:
         save_model(policy, tokenizer, model_dir)  # type: ignore[arg-type]
 

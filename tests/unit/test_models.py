@@ -61,6 +61,30 @@ def test_save_and_load_a_local_directory(tiny_model, tiny_model_cfg, tmp_path):
     torch.testing.assert_close(model(ids).logits, again(ids).logits)
 
 
+def test_a_save_killed_midway_leaves_the_folder_as_it_was_and_the_next_save_whole(tiny_model, tmp_path, monkeypatch):
+    """A[0]'s ``config.json`` is what says a warm start is on disk: a save killed after it was written must not
+    leave one beside missing weights (the next run would load a broken A[0] instead of redoing it)."""
+    model, tok = tiny_model
+    path = tmp_path / "sft"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies between the model's files and the tokenizer's
+
+    monkeypatch.setattr(tok, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model, tok, path)
+    assert not path.exists() and (tmp_path / ".partial-sft" / "config.json").is_file()  # half written, aside
+    monkeypatch.undo()
+    save_model(model, tok, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # the leftover cleared
+    old = (path / "model.safetensors").stat().st_ino
+    save_model(model, tok, path)  # over a whole one: replaced, never mixed
+    assert (path / "model.safetensors").stat().st_ino != old and sorted(p.name for p in tmp_path.iterdir()) == ["sft"]
+    loaded, _ = load_model(ModelConfig(path=str(path)))
+    ids = tok(["x=1 k=2 A="], return_tensors="pt").input_ids
+    torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
+
+
 def test_load_model_rejects_a_directory_that_is_not_a_model(tmp_path, tiny_model_cfg):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model(tiny_model_cfg, tmp_path)
