@@ -23,6 +23,8 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from debate_amp.durable import write_whole
+
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 _FORMATTER = string.Formatter()
@@ -1088,8 +1090,7 @@ def _defaults(cls: Any) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
     """Write the resolved recipe (every field, defaults included) as YAML."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_whole(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))  # a --resume checks against it
 
 
 def describe_fields(cls: Any = Config, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -6,11 +6,7 @@ memory, and directories load with ``local_files_only=True``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,7 @@ from transformers import (
 from transformers.pytorch_utils import Conv1D
 
 from debate_amp.config import LoraConfig, ModelConfig
+from debate_amp.durable import written_whole
 
 PAD, EOS, UNK, PROMPT_END = "<pad>", "</s>", "<unk>", "<prompt_end>"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -291,32 +288,6 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     with written_whole(path) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-
-
-@contextmanager
-def written_whole(path: str | Path) -> Iterator[Path]:
-    """A folder written whole or not at all: the caller writes into the folder this yields (``.partial-<name>``
-    beside ``path``); then every file is flushed to the disk and the folder renamed to ``path`` (replacing one that
-    is there). A kill during the write leaves no ``config.json`` at ``path`` for a half-written model: a warm start
-    that did not finish is redone, not loaded."""
-    from debate_amp.trainer.checkpoint import fsync_path
-
-    path = Path(path)
-    partial, replaced = path.with_name(f".partial-{path.name}"), path.with_name(f".replaced-{path.name}")
-    for leftover in (partial, replaced):
-        if leftover.exists():  # from a write that was killed
-            shutil.rmtree(leftover)
-    partial.mkdir(parents=True)
-    yield partial
-    for file in partial.rglob("*"):
-        if file.is_file():
-            fsync_path(file)
-    fsync_path(partial)
-    if path.exists():
-        os.replace(path, replaced)
-    os.replace(partial, path)
-    fsync_path(path.parent)
-    shutil.rmtree(replaced, ignore_errors=True)
 
 
 def peft_lora_config(cfg: LoraConfig, model: nn.Module) -> Any:

@@ -11,13 +11,12 @@ reader validates every record and names ``file:line`` for a bad one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from debate_amp.debate.engine import Debate, Judgment
+from debate_amp.durable import write_whole
 from debate_amp.protocol import Trace
 
 SCHEMA_VERSION = 2
@@ -130,20 +129,7 @@ def debate_to_record(
 
 def write_transcripts(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Write records as JSONL atomically: to a temporary file in the same folder, fsynced, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_whole(path, (json.dumps(record, separators=(",", ":")) + "\n" for record in records))
 
 
 def _is_int(value: Any) -> bool:

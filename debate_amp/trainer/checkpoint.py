@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from debate_amp.durable import fsync_path
+
 FORMAT_VERSION = 1
 ACCELERATE_STATE = "accelerate_state"
 _NAME = re.compile(r"^update_(\d{6})$")
@@ -212,15 +214,6 @@ def _read_json(file: Path) -> Any:
         raise CheckpointError(f"{file.parent}: missing {file.name}") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file}: not valid JSON ({e.msg}, line {e.lineno})") from None
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's data, or a directory's entries (a rename is durable once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _python_state(state: tuple) -> list:

@@ -43,6 +43,7 @@ from debate_amp.agents.humans import Human, build_human
 from debate_amp.agents.labels import LabelStore
 from debate_amp.agents.wiring import recipe_amp, recipe_generate_fn, recipe_model_agent, recipe_sampler
 from debate_amp.config import Config, save_config
+from debate_amp.durable import write_whole
 from debate_amp.eval.heldout import HeldoutReport, evaluate_heldout
 from debate_amp.models import FRESH_STUDENT_SEED, build_tiny_model, load_model, save_model
 from debate_amp.protocol import Reply
@@ -338,9 +339,7 @@ def _a0(cfg: Config, task: Task, questions: Sequence[Any], progress: bool) -> tu
         "heldout": report.as_dict(),
         "heldout_beyond": report.beyond(),
     }
-    tmp = record_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(a0, indent=1))
-    os.replace(tmp, record_path)
+    write_whole(record_path, json.dumps(a0, indent=1))
     return a0_dir, a0
 
 
@@ -365,9 +364,7 @@ def _write_examples(path: Path, examples: Sequence[Example]) -> None:
 def _write_rounds(ida_dir: Path, last: int) -> None:
     """``rounds.jsonl``: the records of rounds 1..``last``, rebuilt from their folders (atomically)."""
     lines = [json.dumps(json.loads((ida_dir / f"round_{r}" / "round.json").read_text())) for r in range(1, last + 1)]
-    tmp = ida_dir / "rounds.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, ida_dir / "rounds.jsonl")
+    write_whole(ida_dir / "rounds.jsonl", (line + "\n" for line in lines))
 
 
 def _tensorboard(cfg: Config) -> Any:

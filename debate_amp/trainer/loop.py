@@ -59,6 +59,7 @@ from debate_amp.config import (
 )
 from debate_amp.debate.engine import Debate, ScriptedDebater, run_debates
 from debate_amp.debate.transcript import debate_to_record, write_transcripts
+from debate_amp.durable import write_whole, written_whole
 from debate_amp.eval.final import final_evaluation
 from debate_amp.eval.heldout import beyond_name, evaluate_heldout
 from debate_amp.models import (
@@ -68,8 +69,6 @@ from debate_amp.models import (
     build_tiny_model,
     hidden_size_of,
     load_model,
-    save_model,
-    written_whole,
 )
 from debate_amp.objectives import (
     AdaptiveKLController,
@@ -1110,12 +1109,13 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
     if not accelerator.is_main_process:
         return {}
     model_dir = cfg.run_dir / "model"
-    _save_policy(state.model.policy, run.tokenizer, model_dir)
-    save_file(
-        {k: v.contiguous() for k, v in state.model.value_head.state_dict().items()},
-        str(model_dir / "value_head.safetensors"),
-    )
-    (model_dir / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
+    with written_whole(model_dir) as partial:
+        _save_policy(state.model.policy, run.tokenizer, partial)
+        save_file(
+            {k: v.contiguous() for k, v in state.model.value_head.state_dict().items()},
+            str(partial / "value_head.safetensors"),
+        )
+        (partial / "process_fingerprints.json").write_text(json.dumps(fingerprints, indent=2))
     if state.adversary is not None:
         state.adversary.save(cfg.run_dir / "adversary.safetensors")
     if len(set(fingerprints)) > 1:
@@ -1149,8 +1149,8 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
             "human_calls": stage["human_calls"],
             **{key: stage[key] for key in stage if key.startswith("heldout_") and key != "heldout_by_difficulty"},
         }
-    (model_dir / "heldout.json").write_text(json.dumps(report.as_dict(), indent=2))
-    (cfg.run_dir / "final.json").write_text(json.dumps(final, indent=2))
+    write_whole(model_dir / "heldout.json", json.dumps(report.as_dict(), indent=2))
+    write_whole(cfg.run_dir / "final.json", json.dumps(final, indent=2))  # last: a stage's says it finished
     return {
         "report": report,
         "final": final,
@@ -1228,13 +1228,13 @@ class _Interrupt:
         self._previous = {}
 
 
-def _save_policy(policy: nn.Module, tokenizer, model_dir) -> None:
+def _save_policy(policy: nn.Module, tokenizer, model_dir: Path) -> None:
+    """M into ``model_dir`` (a folder :func:`written_whole` is writing)."""
     if is_peft(policy):  # the policy adapter only (the target adapter lives in the checkpoints)
-        with written_whole(model_dir) as partial:
-            policy.save_pretrained(partial, selected_adapters=["default"])  # type: ignore[operator]
-            tokenizer.save_pretrained(partial)
+        policy.save_pretrained(model_dir, selected_adapters=["default"])  # type: ignore[operator]
     else:
-        save_model(policy, tokenizer, model_dir)  # type: ignore[arg-type]
+        policy.save_pretrained(model_dir)  # type: ignore[operator]
+    tokenizer.save_pretrained(model_dir)
 
 
 @torch.no_grad()

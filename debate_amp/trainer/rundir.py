@@ -26,6 +26,7 @@ from pathlib import Path
 
 from debate_amp.agents.labels import LabelStoreError, check_label_store
 from debate_amp.config import Config, ConfigError, config_to_dict, load_config
+from debate_amp.durable import write_whole
 from debate_amp.trainer import checkpoint
 
 
@@ -288,9 +289,7 @@ def _set_aside(run_dir: Path, after_update: int) -> None:
         if lost:
             with open(run_dir / "metrics.superseded.jsonl", "a") as f:
                 f.writelines(line if line.endswith("\n") else line + "\n" for line in lost)
-        tmp = metrics.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(keep))
-        os.replace(tmp, metrics)
+        write_whole(metrics, keep)
 
 
 def _has_training_output(run_dir: Path) -> bool:
