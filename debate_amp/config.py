@@ -25,7 +25,9 @@ from pydantic.dataclasses import dataclass
 
 from debate_amp.durable import write_whole
 
-_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+# allow_inf_nan: a learning rate of .inf or a threshold of .nan is a typo, not a setting (it would train NaN weights
+# into a checkpoint, or never ask the human)
+_STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 _FORMATTER = string.Formatter()
 
@@ -763,6 +765,9 @@ def pretrain_config(cfg: Config, *, check_paths: bool = True) -> Config:
     assert recipe is not None
     try:
         data = _read_yaml(Path(recipe))
+        for section in ("pretrain", "run", "trainer"):  # the sections merged with cfg's below
+            if data.get(section) is not None and not isinstance(data[section], dict):
+                raise ConfigError(f"{section}: expected a section of key: value lines, got {data[section]!r}")
         if (data.get("pretrain") or {}).get("recipe") is not None:
             raise ConfigError("it has a pretrain.recipe of its own (one stage of pretraining only)")
         data["model"] = dataclasses.asdict(cfg.model)
@@ -1033,13 +1038,41 @@ def _check_adversary_file(path: str) -> None:
         raise ConfigError(f"sampler.adversary_path: {path} is not an adversary's weights ({reason})") from None
 
 
+def _check_replay_file(path: Path) -> None:
+    """``human.replay_from``: a JSONL file of label lines (``debate-amp labels --export``) or a label store, whole."""
+    if not path.is_file():
+        raise ConfigError(f"human.replay_from: no such file: {path}")
+    from debate_amp.agents.labels import LabelStoreError, check_label_store
+
+    try:
+        if path.suffix == ".jsonl":
+            from debate_amp.agents.humans.replay import load_jsonl_labels
+
+            load_jsonl_labels(path)  # a bad line names file:line
+        else:
+            check_label_store(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"human.replay_from: {path}: not a text file of label lines") from None
+    except (ValueError, LabelStoreError) as e:
+        raise ConfigError(f"human.replay_from: {e}") from None
+
+
+def _check_output_dir(path: Path) -> None:
+    """``run.output_dir``: a folder, or one that can be made there (no file on the way). Whether it can be written
+    is checked by the commands that write runs (``trainer/rundir.py``)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"run.output_dir: {existing} is a file, not a folder")
+
+
 def _check_paths(cfg: Config) -> None:
+    _check_output_dir(Path(cfg.run.output_dir))
     if cfg.model.path is not None:
         _check_model_dir("model.path", Path(cfg.model.path))
     if cfg.sampler.adversary_path is not None:
         _check_adversary_file(cfg.sampler.adversary_path)
-    if cfg.human.replay_from is not None and not Path(cfg.human.replay_from).is_file():
-        raise ConfigError(f"human.replay_from: no such file: {cfg.human.replay_from}")
+    if cfg.human.replay_from is not None:
+        _check_replay_file(Path(cfg.human.replay_from))
     if cfg.human.model_path is not None:
         _check_model_dir("human.model_path", Path(cfg.human.model_path))
     if cfg.human.store is not None:

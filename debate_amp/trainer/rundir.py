@@ -81,7 +81,7 @@ RESUME_MAY_CHANGE = (
 
 
 def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunPlan:
-    run_dir = cfg.run_dir
+    run_dir = _writable(cfg)
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
     replay = cfg.human.replay_from
@@ -130,7 +130,7 @@ def plan_run_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
 def plan_sft_dir(cfg: Config, *, overwrite: bool = False) -> RunPlan:
     """``debate-amp sft``: a directory that already holds a warm start or training output is refused (its ``sft/``
     is a trained run's KL reference) unless ``overwrite``."""
-    run_dir = cfg.run_dir
+    run_dir = _writable(cfg)
     if overwrite:
         _check_deletable(run_dir, Path(cfg.run.output_dir), cfg.human.store)
         return RunPlan(run_dir, overwrite=True, note=f"--overwrite: {run_dir} is started afresh")
@@ -158,7 +158,7 @@ def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
     """``debate-amp ida``: a directory holding IDA rounds (``ida/``) refuses a new start without ``resume`` (continue
     after the last finished round: ``RunPlan.resume_update``) or ``overwrite``; one holding a ``train`` run, or a
     run of another recipe, refuses too. Only reads."""
-    run_dir = cfg.run_dir
+    run_dir = _writable(cfg)
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite exclude each other")
     if overwrite:
@@ -194,6 +194,15 @@ def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
             "start again"
         )
     return RunPlan(run_dir)
+
+
+def _writable(cfg: Config) -> Path:
+    """The run directory, once it is known that it can be written: it, or the closest folder on the way to it."""
+    run_dir = cfg.run_dir
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"{run_dir}: cannot write in {existing} (run.output_dir, run.name)")
+    return run_dir
 
 
 def _check_deletable(run_dir: Path, output_dir: Path, human_store: str | None = None) -> None:

@@ -107,6 +107,9 @@ def test_the_trainers_adamw_takes_the_recipes_learning_rate_and_beta2_and_only_t
         ("run.log_with=tensorboard", ["run.log_with='tensorboard'", "expected a list, e.g. [tensorboard]"]),
         ("run.log_with=[tensorboard, tensorboard]", ["log_with names tensorboard twice"]),
         ("trainer.adam_beta2=1.0", ["trainer.adam_beta2=1.0", "must be < 1.0"]),
+        ("trainer.learning_rate=.inf", ["trainer.learning_rate=inf", "finite number"]),
+        ("objective.kl.coef=.inf", ["objective.kl.coef=inf", "finite number"]),
+        ("sampler.threshold=.nan", ["sampler.threshold=nan", "finite number"]),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, needles):
@@ -157,6 +160,40 @@ def test_a_bad_pretraining_recipe_fails_in_one_line_naming_the_key(tmp_path):
             load_config(None, [f"pretrain.recipe={recipe}"])
         message = str(info.value)
         assert message.startswith(f"pretrain.recipe: {recipe}: ") and needle in message and "\n" not in message
+
+
+def test_a_pretraining_recipe_whose_sections_are_not_sections_fails_in_one_line(tmp_path):
+    for section in ("pretrain", "run", "trainer"):
+        recipe = tmp_path / f"{section}.yaml"
+        recipe.write_text(f"{section}: 5\n")
+        with pytest.raises(ConfigError, match=rf"^pretrain.recipe: {recipe}: {section}: expected a section .* got 5$"):
+            load_config(None, [f"pretrain.recipe={recipe}"])
+
+
+def test_a_replay_file_that_is_not_labels_and_an_output_folder_that_is_a_file_are_refused_by_name(tmp_path):
+    def refused(*overrides):
+        with pytest.raises(ConfigError) as info:
+            load_config(None, ["human.kind=replay", *overrides])
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    lines = tmp_path / "labels.jsonl"
+    lines.write_text('{"kind": "answer", "prompt": "s=102 x=0 k=1 A=", "answer": "1"}\n{"kind": "answer"}\n')
+    assert refused(f"human.replay_from={lines}").startswith(f"human.replay_from: {lines}:2: not a label line")
+    binary = tmp_path / "labels2.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00" * 10)
+    assert refused(f"human.replay_from={binary}") == f"human.replay_from: {binary}: not a text file of label lines"
+    store = tmp_path / "labels.sqlite"
+    store.write_bytes(b"not a database" * 100)
+    assert refused(f"human.replay_from={store}").startswith(f"human.replay_from: {store}")
+    lines.write_text('{"kind": "answer", "prompt": "s=102 x=0 k=1 A=", "answer": "1"}\n')
+    assert load_config(None, ["human.kind=replay", f"human.replay_from={lines}"]).human.replay_from == str(lines)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for output_dir in (afile, afile / "below"):
+        with pytest.raises(ConfigError, match=rf"^run.output_dir: {afile} is a file, not a folder$"):
+            load_config(None, [f"run.output_dir={output_dir}"])
+    assert load_config(None, [f"run.output_dir={tmp_path / 'new' / 'runs'}"]).run.output_dir  # made when needed
 
 
 def test_missing_recipe_and_bad_yaml_name_the_file(tmp_path):
