@@ -993,10 +993,11 @@ def _step(run: Run, state: TrainState, loss: torch.Tensor) -> bool:
 
 
 def _sup_loss(run: Run, state: TrainState, sup: Batch | None) -> float | None:
-    """L_sup of the whole supervised batch under the current policy, averaged over processes (None without one)."""
-    if sup is None:
-        return None
-    return _mean_over_processes(run.accelerator, token_nll(state.model, sup))
+    """L_sup of the whole supervised batch under the current policy, averaged over the processes that have one
+    (None where none has). Every process joins the average, with a batch or without: a process that skipped it
+    would leave the others waiting in the gather for ever."""
+    value = _mean_over_processes(run.accelerator, math.nan if sup is None else token_nll(state.model, sup))
+    return None if math.isnan(value) else value
 
 
 def _segment_distances(run: Run, state: TrainState, debates: list[Debate], segments: list) -> torch.Tensor:
@@ -1266,9 +1267,11 @@ def _sum_over_processes(accelerator, value: int) -> int:
 
 
 def _mean_over_processes(accelerator, value: float) -> float:
+    """The mean of ``value`` over the processes where it is not NaN (NaN where it is NaN on every one)."""
     if accelerator.num_processes == 1:
         return value
-    return float(accelerator.gather(torch.tensor([value], device=accelerator.device, dtype=torch.float64)).mean())
+    values = accelerator.gather(torch.tensor([value], device=accelerator.device, dtype=torch.float64))
+    return float(values.nanmean())
 
 
 def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
