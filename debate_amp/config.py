@@ -431,7 +431,8 @@ ScheduleKind = Literal["constant", "linear", "cosine", "step", "exponential"]
 @dataclass(config=_STRICT)
 class AnnealConfig:
     kind: ScheduleKind = "constant"
-    """How the value moves from its start to ``end`` as training progresses (progress = update / updates)."""
+    """How the value moves from its start to ``end`` as training progresses (progress = update / (updates - 1), from 0
+    at the first update to 1 at the last)."""
     end: float | None = None
     """The value at the end of training; None keeps the start value (same as ``constant``)."""
     step_milestones: list[float] = dataclasses.field(default_factory=lambda: [0.5])

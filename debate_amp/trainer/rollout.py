@@ -90,9 +90,10 @@ def replaced_steps(trace: Trace) -> list[tuple[SupervisedExample, str]]:
 def amplified(trace: Trace) -> bool:
     """Did amplification add anything to this answer: a human answered somewhere in its tree, or the asker used
     subquestions? A tree that is one model step is M's own direct reply, and distilling it would only teach M what
-    it already says (its mistakes included)."""
+    it already says (its mistakes included); so is one whose subquestions were none (they did not parse, their
+    answers ``?``), whatever the kind of question."""
     return any(_human_answered(node) for node in used_nodes(trace)) or any(
-        child.posed.kind == "answer" for child in trace.children
+        child.posed.kind == "answer" and child.source != "unparsed" for child in trace.children
     )
 
 

@@ -188,6 +188,21 @@ def test_output_that_does_not_parse_is_data(step_text):
     assert reply.trace.op == "amp"
 
 
+def test_a_tree_whose_subquestions_do_not_parse_amplified_nothing():
+    """M asked two subquestions that are not questions (their answers ``?``), then answered itself: its own reply,
+    nothing amplification added, so nothing to distil (as a tree of one step); one real subquestion is enough."""
+    from debate_amp.trainer.rollout import amplified
+
+    def model(asked):
+        return ModelAgent(_scripted(lambda p: ("ans 0" if "#1=" in p else asked) if p.endswith("S=") else "2"))
+
+    q = PermQuestion((1, 2, 0), 0, 6)
+    ((garbled,), (one_real,)) = (run_all(Amp(model(asked), model(asked)), [q]) for asked in ("ask x;y", "ask 0^3;y"))
+    assert garbled.text == one_real.text == "0" and [c.source for c in garbled.trace.children[1:3]] == ["unparsed"] * 2
+    assert not amplified(garbled.trace) and amplification_examples([garbled]) == []
+    assert amplified(one_real.trace) and [e.kind for e in amplification_examples([one_real])] == ["amplified"]
+
+
 def test_amp_that_never_answers_stops_after_max_rounds():
     model = ModelAgent(_scripted(lambda p: "ask 0^1;1^1" if p.endswith("S=") else "1"))
     (reply,) = run_all(Amp(model, model, max_rounds=3), [PermQuestion((1, 2, 0), 0, 6)])
