@@ -419,6 +419,7 @@ def cmd_amp(args: argparse.Namespace) -> int:
 
 
 def cmd_debate(args: argparse.Namespace) -> int:
+    from debate_amp.agents.humans.replay import UnseenQuestion
     from debate_amp.debate.engine import ScriptedDebater, run_debates
     from debate_amp.tasks import make_task
 
@@ -434,17 +435,21 @@ def cmd_debate(args: argparse.Namespace) -> int:
     if args.liar and not task.synthetic:
         _fail(f"--liar: the {task.name} task has no scripted liar")
     liar = ScriptedDebater(task.liar(seed=cfg.run.seed)) if args.liar else None
-    (debate,) = run_debates(
-        [question],
-        policy,
-        target,
-        max_turns,
-        cfg.debate.force_stop_p,
-        cfg.run.seed,
-        forfeit_unparsed=cfg.debate.forfeit_unparsed,
-        even=liar if args.liar == "even" else None,
-        odd=liar if args.liar == "odd" else None,
-    )
+    try:
+        (debate,) = run_debates(
+            [question],
+            policy,
+            target,
+            max_turns,
+            cfg.debate.force_stop_p,
+            cfg.run.seed,
+            forfeit_unparsed=cfg.debate.forfeit_unparsed,
+            even=liar if args.liar == "even" else None,
+            odd=liar if args.liar == "odd" else None,
+        )
+    except UnseenQuestion as e:  # a replay human without a fallback, as in `amp`
+        print(f"debate-amp: error: {e}", file=sys.stderr)
+        return 1
 
     print(f"question {question.render()}   (gold {question.gold})")
     for t, turn in enumerate(debate.turns):

@@ -159,6 +159,17 @@ def test_50_random_byte_strings_as_model_replies_never_crash_a_debate(replies, s
     assert code == 0, err
 
 
+def test_a_replay_human_without_the_answer_ends_amp_and_debate_in_one_line(tmp_path):
+    nothing = tmp_path / "none.jsonl"
+    nothing.write_text("")
+    for command in ("amp", "debate"):
+        argv = [command, "--model", "perfect", "--question", "s=37016254 x=5 k=13", "human.kind=replay"]
+        code, err = _main([*argv, f"human.replay_from={nothing}", "sampler.kind=always"])
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("debate-amp: error:"), err
+        assert "no recorded answer" in lines[0]
+
+
 STEP_LANGUAGE = [
     *("ask 5^1", "ask 3^1;#1^1", "ask 9^1", "ask 2^2;#1^2", "ask 1^3;#1^3", "ask #1^1"),
     *("ans agree", "ans no 5^1=3", "ans 5^3=2 via 1", "ans no 2^1=7", "ans 6^7=1 via 4", "ans odd", "ans even"),
