@@ -490,8 +490,9 @@ class ObjectiveConfig:
     Achiam et al.'s CPO), ``reward`` (imitation distance folded into the reward). DESIGN.md section 1."""
     alpha: Probability = 0.5
     """weighted: loss = alpha * L_rl + (1 - alpha) * L_sup (the start value when annealed)."""
-    limit: PositiveFloat = 1.1
-    """constrained: the bound on the supervised loss L_sup (the start value when annealed)."""
+    limit: Annotated[float, Field(gt=0.0, allow_inf_nan=True)] = 1.1
+    """constrained: the bound on the supervised loss L_sup (the start value when annealed); ``.inf``: no bound (λ
+    only falls, to 0)."""
     limit_kind: Literal["absolute", "relative"] = "relative"
     """constrained: ``absolute`` bounds L_sup by limit; ``relative`` by limit x L_sup measured before the first
     update ("maintain baseline performance")."""

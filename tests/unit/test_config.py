@@ -110,6 +110,7 @@ def test_the_trainers_adamw_takes_the_recipes_learning_rate_and_beta2_and_only_t
         ("trainer.learning_rate=.inf", ["trainer.learning_rate=inf", "finite number"]),
         ("objective.kl.coef=.inf", ["objective.kl.coef=inf", "finite number"]),
         ("sampler.threshold=.nan", ["sampler.threshold=nan", "finite number"]),
+        ("objective.limit=.nan", ["objective.limit=nan", "must be > 0"]),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_key(override, needles):

@@ -38,7 +38,9 @@ def test_rows_load_from_jsonl_csv_parquet_and_a_saved_folder_alike(tmp_path, jso
 
 
 def test_a_bad_file_fails_in_one_line_naming_it(tmp_path, jsonl):
-    base = ["task.name=dataset", "human.kind=replay", f"human.replay_from={jsonl}", "trainer.warm_start=false"]
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("")  # no recorded answers yet: a replay file all the same
+    base = ["task.name=dataset", "human.kind=replay", f"human.replay_from={labels}", "trainer.warm_start=false"]
     base.append("trainer.rehearsal_examples=0")
     with pytest.raises(ConfigError, match=r"^task.paths: no such file or folder: nope.jsonl$"):
         load_config(None, [*base, "task.paths=[nope.jsonl]"], check_paths=True)
