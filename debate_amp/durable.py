@@ -51,6 +51,8 @@ def written_whole(path: str | os.PathLike[str]) -> Iterator[Path]:
     clears. (A model folder's ``config.json`` says A[0] is on disk: a warm start that did not finish is redone, not
     loaded half written.)"""
     path = Path(path)
+    if path.name in ("", ".", ".."):  # a folder that holds its writer (or the run) is never renamed away
+        raise ValueError(f"{path}: not a folder of its own to write whole")
     partial, replaced = path.with_name(f".partial-{path.name}"), path.with_name(f".replaced-{path.name}")
     for leftover in (partial, replaced):
         if leftover.exists():  # from a write that was killed

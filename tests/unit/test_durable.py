@@ -40,3 +40,12 @@ def test_a_folder_written_whole_or_left_as_it_was(tmp_path):
         sorted(p.name for p in path.iterdir()) == ["config.json", "weights"] and (path / "weights").read_text() == "v2"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the killed write's folder cleared
+
+
+@pytest.mark.parametrize("target", ["..", ".", "runs/r/..", ""])
+def test_a_folder_that_is_a_parent_or_the_current_one_is_never_written_whole(tmp_path, monkeypatch, target):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    with pytest.raises(ValueError, match="not a folder of its own"), written_whole(target):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing made beside it, nothing moved
