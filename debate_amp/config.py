@@ -23,7 +23,7 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from debate_amp.durable import write_whole
+from debate_amp.durable import closest_existing, write_whole
 
 # allow_inf_nan: a learning rate of .inf or a threshold of .nan is a typo, not a setting (it would train NaN weights
 # into a checkpoint, or never ask the human)
@@ -1062,7 +1062,7 @@ def _check_replay_file(path: Path) -> None:
 def _check_output_dir(path: Path) -> None:
     """``run.output_dir``: a folder, or one that can be made there (no file on the way). Whether it can be written
     is checked by the commands that write runs (``trainer/rundir.py``)."""
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = closest_existing(path)
     if not existing.is_dir():
         raise ConfigError(f"run.output_dir: {existing} is a file, not a folder")
 

@@ -24,6 +24,12 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def closest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it exists, else the nearest of its parents that does (where a folder for it would be made)."""
+    path = Path(path)
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def write_whole(path: str | os.PathLike[str], text: str | Iterable[str]) -> Path:
     """Write ``text`` (a string, or its pieces in order) to ``path``: to a temporary file in the same folder,
     flushed, then renamed over ``path``. Readers see the old file or the new one, whole."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from debate_amp.agents.labels import LabelStoreError, check_label_store
 from debate_amp.config import Config, ConfigError, config_to_dict, load_config
-from debate_amp.durable import write_whole
+from debate_amp.durable import closest_existing, write_whole
 from debate_amp.trainer import checkpoint
 
 
@@ -199,7 +199,7 @@ def plan_ida_dir(cfg: Config, *, resume: bool = False, overwrite: bool = False) 
 def _writable(cfg: Config) -> Path:
     """The run directory, once it is known that it can be written: it, or the closest folder on the way to it."""
     run_dir = cfg.run_dir
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    existing = closest_existing(run_dir)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"{run_dir}: cannot write in {existing} (run.output_dir, run.name)")
     return run_dir
@@ -217,10 +217,10 @@ def _check_deletable(run_dir: Path, output_dir: Path, human_store: str | None = 
             f"--overwrite: refusing to delete {run_dir}: it does not look like a run directory "
             f"(none of {', '.join(RUN_FILES)})"
         )
-    stores = sorted(run_dir.rglob("*.sqlite"))
+    stores = {store.resolve(): store for store in sorted(run_dir.rglob("*.sqlite"))}
     if human_store is not None and Path(human_store).resolve().is_relative_to(run_dir.resolve()):
-        stores.append(Path(human_store))  # the recipe's label store, whatever its name, if it lies in the run
-    for store in stores:
+        stores.setdefault(Path(human_store).resolve(), Path(human_store))  # the recipe's store, whatever its name
+    for store in stores.values():
         if work := _peoples_work(store):
             raise RunDirError(
                 f"--overwrite: refusing to delete {run_dir}: {store} holds {work}; move the file out of the run "
