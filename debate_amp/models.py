@@ -282,12 +282,16 @@ def _load_adapter(cfg: ModelConfig, path: Path) -> tuple[PreTrainedModel, PreTra
     return merged, tokenizer  # type: ignore[return-value]
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> None:
-    """``save_pretrained`` for both, so the directory loads with :func:`load_model` (or any HF tool); written whole
-    or not at all (:func:`written_whole`)."""
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path, files: dict[str, str] | None = None
+) -> None:
+    """``save_pretrained`` for both, so the directory loads with :func:`load_model` (or any HF tool), and ``files``
+    (name: text) beside them; written whole or not at all (:func:`written_whole`)."""
     with written_whole(path) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
+        for name, text in (files or {}).items():
+            (partial / name).write_text(text)
 
 
 def peft_lora_config(cfg: LoraConfig, model: nn.Module) -> Any:

@@ -181,10 +181,8 @@ def run_sft(cfg: Config, progress: bool = True, start: Path | None = None) -> Sf
     if cfg.model.lora.enabled:
         trained = trained.merge_and_unload()
 
-    # 3. Save A[0] and report held-out accuracy by difficulty.
-    model_dir = run_dir / cfg.sft.output_subdir
-    if main:
-        save_model(trained, tokenizer, model_dir)
+    # 3. Held-out accuracy by difficulty, then A[0] saved with it: its config.json says the warm start is done, so
+    # the folder appears whole, report included, or not at all.
     heldout_debates = (
         debate_imitation_examples(task, cfg.task.eval_size, cfg.run.seed + 1, cfg.debate.max_turns, heldout=True)
         if n_debate
@@ -203,8 +201,9 @@ def run_sft(cfg: Config, progress: bool = True, start: Path | None = None) -> Sf
     heldout = {**report.as_dict(), "train_seconds": train_seconds, "human_calls": human_calls, "curve": curve.points}
     if not math.isnan(shortcut := report.shortcut_rate()):
         heldout[f"shortcut_{beyond_name(task)}"] = shortcut
+    model_dir = run_dir / cfg.sft.output_subdir
     if main:
-        (model_dir / "heldout.json").write_text(json.dumps(heldout, indent=2))
+        save_model(trained, tokenizer, model_dir, files={"heldout.json": json.dumps(heldout, indent=2)})
     seen = min(trainer.state.global_step * cfg.sft.batch_size, int(len(examples) * cfg.sft.epochs))
     untimed = time.perf_counter() - began - train_seconds
     return SftResult(

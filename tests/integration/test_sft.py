@@ -82,3 +82,30 @@ def test_default_warm_start_learns_what_the_human_does(tmp_path):
     assert min(acc["step"][str(k)] for k in range(5)) >= 0.9, proc.stdout[-1500:]
     debate = acc["debate"]
     assert sum(debate.values()) / len(debate) >= 0.6, proc.stdout[-1500:]
+
+
+def test_a_warm_start_killed_in_its_evaluation_leaves_no_a0_and_a_finished_one_holds_its_report(tmp_path, monkeypatch):
+    # A[0]'s config.json says the warm start is done (train, ida and bench then read its heldout.json): a kill after
+    # training but before the held-out report was written left an A[0] without one for good. Now the folder, report
+    # included, appears whole or not at all.
+    from debate_amp.config import TINY_OVERRIDES, load_config
+    from debate_amp.trainer import sft as sft_module
+
+    cfg = load_config(
+        "recipes/default.yaml",
+        [*TINY_OVERRIDES, "sft.n_examples=64", "task.eval_size=8", f"run.output_dir={tmp_path}", "run.name=a0"],
+    )
+    a0_dir = cfg.run_dir / cfg.sft.output_subdir
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # where a kill -9 would stop it
+
+    monkeypatch.setattr(sft_module, "evaluate_heldout", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sft_module.run_sft(cfg, progress=False)
+    assert not a0_dir.exists()  # not loaded as a finished warm start: the next run redoes it
+    monkeypatch.undo()
+    result = sft_module.run_sft(cfg, progress=False)
+    heldout = json.loads((a0_dir / "heldout.json").read_text())
+    assert (a0_dir / "config.json").is_file() and heldout["human_calls"] == result.human_calls > 0
+    assert heldout["answer"] == result.report.as_dict()["answer"]
