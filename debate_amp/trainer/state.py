@@ -115,7 +115,8 @@ def save_state(root, accelerator, state: TrainState, cfg: Config) -> None:
 
 
 def restore_state(path, accelerator, state: TrainState) -> int:
-    """Load the checkpoint at ``path`` into ``state`` (modules in place); fails on a LoRA or sharding mismatch.
+    """Load the checkpoint at ``path`` into ``state`` (modules in place); fails on a LoRA, sharding or process-count
+    mismatch (another count would drop or invent processes' RNGs, sampler budgets and label stores).
     -> the human answers this process's label store gained after the checkpoint (given by the stopped process in
     the updates this run redoes, which find them there and do not ask again; 0 where the store is not counted)."""
     saved = checkpoint.load_state(path)
@@ -124,6 +125,12 @@ def restore_state(path, accelerator, state: TrainState) -> int:
         raise checkpoint.CheckpointError(
             f"{path}: saved {'with' if saved['lora'] else 'without'} LoRA, the recipe says model.lora.enabled="
             f"{str(is_peft(policy)).lower()}"
+        )
+    saved_processes = saved.get("num_processes", accelerator.num_processes)
+    if saved_processes != accelerator.num_processes:  # each process has its own questions, RNGs, budget and store
+        raise checkpoint.CheckpointError(
+            f"{path}: saved by {saved_processes} process(es), resumed with {accelerator.num_processes}; resume it with "
+            f"{saved_processes} (accelerate launch --num_processes {saved_processes})"
         )
     if saved.get("sharded", False) != is_sharded(accelerator):
         raise checkpoint.CheckpointError(

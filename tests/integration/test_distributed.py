@@ -60,6 +60,12 @@ def test_two_processes_split_the_rollouts_and_end_with_identical_parameters(tmp_
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2, 3]
 
+    # One process does not resume two's checkpoint: it would drop process 1's RNGs, budget and questions (it ran).
+    alone = [sys.executable, "-m", "debate_amp.train", *cmd[cmd.index("recipes/default.yaml") :]]
+    proc = subprocess.run([*alone, "trainer.updates=4", "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "saved by 2 process(es), resumed with 1" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not (run_dir / "checkpoints" / "update_000004").exists()
+
 
 def test_processes_whose_rollouts_differ_do_not_deadlock(tmp_path):
     """With force_stop_p 0.9 most debates have no RL segment, so in some updates one process has segments to score
