@@ -246,10 +246,13 @@ def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/b
     sup_acc = supervised["heldout_accuracy"]
     target = sup_acc - 0.03  # "within 3 points of supervised"
     t_sup = _first_time(sup_curve, target)
+    # the gold labels the supervised run had seen when it got there (not its whole budget, which is the recipe's)
+    sup_labels_at_target = next((p["examples"] for p in supervised["curve"] if p[f"answer_{beyond}"] >= target), None)
     results: dict[str, Any] = {
         "supervised_heldout_accuracy": sup_acc,
         "supervised_minutes": supervised["train_seconds"] / 60,
         "supervised_labels": supervised["n_examples_seen"],
+        "supervised_labels_at_target": sup_labels_at_target,
         "supervised_curve": sup_curve,
         "learning_bench_minutes_cap": minutes,
     }
@@ -267,6 +270,11 @@ def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/b
         amp_curve = [(r["perf/train_s"], r[tag]) for r in evaluated]
         t_amp = _first_time(amp_curve, target)
         t_amp_since_start = _first_time([(r["perf/elapsed_s"], r[tag]) for r in evaluated], target)
+        calls, calls_at_target = 0, None  # the updates' human calls up to the first update that got there
+        for r in rows:
+            calls += int(r.get("amp/human_calls", 0) + r.get("rehearsal/human_calls", 0))
+            if calls_at_target is None and r.get(tag, -1.0) >= target:
+                calls_at_target = calls
         # What the warm start cost the human: one call per reply imitated, the subtrees' calls per integrated answer.
         a0_heldout = json.loads((amp_cfg.run_dir / amp_cfg.sft.output_subdir / "heldout.json").read_text())
         a0_examples = int(a0_heldout.get("human_calls", amp_cfg.sft.n_examples))
@@ -281,6 +289,12 @@ def bench_learning(minutes: float, task: str = "perm", output_dir: str = "runs/b
             f"{key}_human_calls": amplified["human_calls"],
             f"{key}_warm_start_human_calls": a0_examples,
             f"{key}_human_fraction": (amplified["human_calls"] + a0_examples) / max(1, supervised["n_examples_seen"]),
+            # the same when each run first came within 3 points: the human's answers it took against the gold
+            # labels the supervised run took (None where either never got there)
+            f"{key}_human_calls_at_target": None if calls_at_target is None else calls_at_target + a0_examples,
+            f"{key}_human_fraction_at_target": (calls_at_target + a0_examples) / sup_labels_at_target
+            if calls_at_target is not None and sup_labels_at_target
+            else None,
             f"{key}_curve": amp_curve,
         }
     return {prefix + key: value for key, value in results.items()}
@@ -377,7 +391,12 @@ def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
         print(
             f"  held-out {beyond}, asked directly: supervised baseline "
             f"{results[f'{p}supervised_heldout_accuracy']:.1%} ({results[f'{p}supervised_minutes']:.1f} min, "
-            f"{results[f'{p}supervised_labels']} gold labels)"
+            f"{results[f'{p}supervised_labels']} gold labels; "
+            + (
+                "never within 3 points of its end)"
+                if results.get(f"{p}supervised_labels_at_target") is None
+                else f"{results[f'{p}supervised_labels_at_target']} when first within 3 points of its end)"
+            )
         )
         for key, (name, _) in AMP_RECIPES.get(task, PURE_AMPLIFICATION).items():
             k = f"{p}{key}"
@@ -388,6 +407,12 @@ def print_learning(results: dict[str, Any], tasks: list[str]) -> None:
                 f"start: {results[f'{k}_human_fraction']:.3f} of the gold labels); {key}_wall_ratio "
                 + ("not reached" if ratio is None else f"{ratio:.2f}")
                 + ("" if since_start is None else f" ({since_start:.2f} from the run's start)")
+                + (
+                    ""
+                    if (at := results.get(f"{k}_human_fraction_at_target")) is None
+                    else f"; at that point {results[f'{k}_human_calls_at_target']} human calls: {at:.3f} of the "
+                    "gold labels the supervised run had then"
+                )
             )
 
 

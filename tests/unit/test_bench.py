@@ -25,7 +25,7 @@ def test_the_supervised_overrides_load_for_their_tasks():
 def test_the_learning_bench_reports_each_amplification_recipe_against_the_supervised_run(tmp_path, monkeypatch, capsys):
     # The bench's arithmetic with the training replaced by known curves: wall ratio = time to come within 3 points
     # of the supervised run's final accuracy over the supervised run's time to get there; human fraction = (the
-    # updates' calls + the warm start's) / the gold labels the supervised run used.
+    # updates' calls + the warm start's) / the gold labels the supervised run used, in all and when each got there.
     import json
     import types
 
@@ -33,7 +33,8 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     import debate_amp.trainer.loop as loop
 
     def fake_sft(cfg, progress=True):
-        curve = [{"seconds": s, "answer_k_ge_2": a} for s, a in [(50, 0.6), (100, 0.98), (200, 1.0)]]
+        points = [(50, 0.6, 16_000), (100, 0.98, 32_000), (200, 1.0, 64_000)]
+        curve = [{"seconds": s, "answer_k_ge_2": a, "examples": n} for s, a, n in points]
         report = types.SimpleNamespace(beyond=lambda: 1.0)
         return types.SimpleNamespace(curve=curve, report=report, train_seconds=240, n_examples_seen=320_000)
 
@@ -50,6 +51,9 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
         # 20 s of the run were not training (the warm start's data preparation, evaluations): the ratio leaves them
         # out, as the supervised curve's clock does
         rows = [{"perf/elapsed_s": t + 20, "perf/train_s": t, "eval/answer_accuracy_k_ge_2": a} for t, a in curve]
+        for row in rows:  # the updates' calls, spread evenly, the remainder in the last
+            row["amp/human_calls"] = calls // len(rows)
+        rows[-1]["amp/human_calls"] += calls % len(rows)
         (cfg.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (cfg.run_dir / "sft").mkdir()
         (cfg.run_dir / "sft" / "heldout.json").write_text(json.dumps({"human_calls": warm}))
@@ -72,19 +76,24 @@ def test_the_learning_bench_reports_each_amplification_recipe_against_the_superv
     assert results["fresh_student_amp_human_fraction"] == (268_771 + 64_000) / 320_000
     assert results["few_labels_fresh_student_amp_wall_ratio"] == 160 / 100
     assert results["few_labels_fresh_student_amp_human_fraction"] == (4_202 + 8_000) / 320_000 < 0.1
+    # Against the labels each run had used when it first came within 3 points (supervised: 32,000 at 100 s; the
+    # few-labels fresh student: 2 of its 3 updates' calls, 1,400 each, and the warm start's 8,000).
+    assert results["supervised_labels_at_target"] == 32_000
+    assert results["few_labels_fresh_student_amp_human_calls_at_target"] == 2 * 1_400 + 8_000
+    assert results["few_labels_fresh_student_amp_human_fraction_at_target"] == (2 * 1_400 + 8_000) / 32_000
+    assert results["amp_human_fraction_at_target"] == (2 * (21_610 // 3) + 223_381) / 32_000
+    assert results["few_labels_amp_human_fraction_at_target"] == (3 * (8_171 // 4) + 20_775) / 32_000
     bench.print_learning(results, ["perm"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-5].endswith("supervised baseline 100.0% (4.0 min, 320000 gold labels)")
+    assert lines[-5].endswith("(4.0 min, 320000 gold labels; 32000 when first within 3 points of its end)")
     assert lines[-4].strip().startswith("amplification: 100.0% (10.0 min, 21610 human calls + 223381 in the warm")
-    assert lines[-4].endswith("0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start)")
-    assert lines[-3].endswith("0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)")
-    assert lines[-2].endswith(
-        "1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)"
-    )
+    assert "0.766 of the gold labels); amp_wall_ratio 3.30 (3.50 from the run's start); at that point" in lines[-4]
+    assert lines[-4].endswith("237787 human calls: 7.431 of the gold labels the supervised run had then")
+    assert "0.090 of the gold labels); few_labels_amp_wall_ratio 5.80 (6.00 from the run's start)" in lines[-3]
+    assert "1.040 of the gold labels); fresh_student_amp_wall_ratio 2.90 (3.10 from the run's start)" in lines[-2]
     assert lines[-1].strip().startswith("few_labels_fresh_student: 100.0% (3.3 min, 4202 human calls + 8000 in the")
-    assert lines[-1].endswith(
-        "0.038 of the gold labels); few_labels_fresh_student_amp_wall_ratio 1.60 (1.80 from the run's start)"
-    )
+    assert "0.038 of the gold labels); few_labels_fresh_student_amp_wall_ratio 1.60 (1.80 from" in lines[-1]
+    assert lines[-1].endswith("at that point 10800 human calls: 0.338 of the gold labels the supervised run had then")
 
 
 def test_each_part_of_the_bench_is_saved_as_it_ends(tmp_path, monkeypatch):
