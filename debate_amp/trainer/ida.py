@@ -65,7 +65,7 @@ class RoundRecord:
     max_depth: int | None  # the curriculum's deepest depth this round (None: every depth)
     examples: int  # new imitation examples from the amplification trees
     previous_examples: int  # drawn from earlier rounds' (and the warm start's) examples
-    human_calls: int  # H's calls while amplifying (the label store answers repeats for free)
+    human_calls: int  # H's calls while amplifying (the label store answers repeats for free; :func:`_redone`)
     amplified_accuracy: float  # Amp~(H, A[round - 1])'s answers against gold (a record, never a target)
     distill_loss: float  # mean completion-token NLL over the distillation's steps
     distill_steps: int
@@ -75,6 +75,7 @@ class RoundRecord:
     wall_s: float
     heldout: dict[str, dict[str, float]] = field(default_factory=dict)  # skill -> difficulty -> accuracy
     heldout_beyond: float = math.nan  # direct answers beyond the human (perm: k >= 2)
+    labels_stored: int | None = None  # answers in the run's label store after the round (None: not counted)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def run_ida(cfg: Config, progress: bool = True, *, resume: bool = False, overwri
         for r in tqdm(range(first, cfg.ida.rounds + 1), desc="IDA rounds", disable=not progress, initial=first - 1):
             t = r - 1
             a_t = a0_dir if t == 0 else ida_dir / f"round_{t}"
-            record = ida_round(cfg, task, store, a_t, t, questions, warm, progress)
+            record = ida_round(cfg, task, store, a_t, t, questions, warm, progress, redone=_redone(cfg, store, r))
             _write_rounds(ida_dir, r)
             if writer is not None:
                 _log(writer, asdict(record), task, step=r)
@@ -163,10 +164,12 @@ def ida_round(
     questions: Sequence[Any],
     warm: Sequence[Example] = (),
     progress: bool = True,
+    redone: int = 0,
 ) -> RoundRecord:
     """Round t: A[t+1] = Distill(Amplify(H, A[t])), A[t] loaded from ``model_dir``, evaluated on the held-out
     ``questions``; saved to ``ida/round_<t+1>/``. ``warm``: the warm start's examples (the earliest of the earlier
-    rounds' examples)."""
+    rounds' examples). ``redone``: the human's answers to this round in an attempt a kill stopped (:func:`_redone`),
+    counted in its ``human_calls``."""
     started = time.perf_counter()
     r, ida_dir = t + 1, cfg.run_dir / "ida"
     seed_everything(cfg.run.seed + r)
@@ -232,7 +235,7 @@ def ida_round(
         max_depth=max_depth,
         examples=len(new),
         previous_examples=len(previous),
-        human_calls=human.calls,
+        human_calls=human.calls + redone,
         amplified_accuracy=amplified_accuracy,
         distill_loss=losses[-1] if losses else math.nan,
         distill_steps=trainer.state.global_step,
@@ -242,6 +245,7 @@ def ida_round(
         wall_s=time.perf_counter() - started,
         heldout=report.as_dict(),
         heldout_beyond=report.beyond(),
+        labels_stored=None if _uncounted(cfg) else len(store),
     )
     _write_examples(tmp / "examples.jsonl", new)
     (tmp / "round.json").write_text(json.dumps(asdict(record), indent=1))  # last: it marks the folder whole
@@ -249,6 +253,22 @@ def ida_round(
         shutil.rmtree(final)  # a folder a resume is redoing (rounds after the last whole one)
     os.replace(tmp, final)
     return record
+
+
+def _uncounted(cfg: Config) -> bool:
+    """The run's label store does not count the human's answers: they go to the recipe's own ``human.store``, or
+    replayed labels are stored beside them (as the trainer's resume, docs/scaling.md)."""
+    return cfg.human.kind == "replay" or cfg.human.store is not None
+
+
+def _redone(cfg: Config, store: LabelStore, r: int) -> int:
+    """The answers the run's label store gained since round r - 1 ended (none before round 1: the warm start does
+    not use it): a round that a kill stopped left them, and its redo finds them there and does not ask again, so
+    they are this round's human calls. 0 where the store does not count them or an older record lacks the count."""
+    if _uncounted(cfg):
+        return 0
+    before = 0 if r == 1 else load_rounds(cfg.run_dir)[r - 2].get("labels_stored")
+    return 0 if before is None else max(0, len(store) - int(before))
 
 
 def amplify_round(

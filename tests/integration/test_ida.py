@@ -93,6 +93,26 @@ def test_a_tiny_ida_run_saves_each_round_and_a_resume_continues_after_the_last_f
     assert html.escape(format_rounds(result)) in page and page.count('alt="IDA rounds"') == 1
 
 
+def test_a_round_killed_after_asking_the_human_counts_those_answers_when_redone(tmp_path, monkeypatch):
+    # The killed attempt's answers are in the label store; the redo finds them there and does not ask again, so
+    # without counting them the round reported fewer human calls than an uninterrupted one.
+    from debate_amp.trainer import ida
+
+    whole = run_ida(config(tmp_path / "whole", "ida.rounds=1"), progress=False).rounds[0]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # after amplifying: where a kill -9 during the distillation would stop it
+
+    monkeypatch.setattr(ida, "distill", killed)
+    cfg = config(tmp_path / "killed", "ida.rounds=1")
+    with pytest.raises(KeyboardInterrupt):
+        run_ida(cfg, progress=False)
+    monkeypatch.undo()
+    redone = run_ida(cfg, progress=False, resume=True).rounds[0]
+    assert whole["human_calls"] > 0 and redone["human_calls"] == whole["human_calls"]
+    assert redone["labels_stored"] == whole["labels_stored"] == whole["human_calls"]
+
+
 def cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "debate_amp.cli", *args], cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=120
