@@ -306,7 +306,10 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
     "budget": ("sampler.kind=bernoulli", "sampler.p=0.3", "sampler.per_update=500"),
     "adversary": ("sampler.kind=adversary", "amp.curriculum=false"),
 }
-"""The samplers the human-efficiency bench compares, as recipe overrides of recipes/pure_amplification.yaml."""
+"""The samplers the human-efficiency bench compares, as recipe overrides of recipes/pure_amplification.yaml. Not the
+sampler alone: the adversary's run also turns the amplification curriculum off (with depth 0 first, where M is
+always right, it learned "M is right" in one update: docs/adversarial_ida.md), so ``adversary_over_best_bernoulli``
+compares the two settings, each as it is used."""
 
 
 def calls_to_target(curve: list[tuple[int, float]], target: float) -> int | None:
