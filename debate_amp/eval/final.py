@@ -26,6 +26,7 @@ recorded answers), with the recipe's sampler, outside the label store (an evalua
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,20 @@ from debate_amp.tasks import Task
 LIAR_MAX_TURNS = 4
 
 
-def parse_rates(debates: list[Debate]) -> dict[str, float]:
-    """The share of replies that parse, by posed kind (see the module docstring); NaN for a kind never posed."""
+def parsed_replies(debates: list[Debate]) -> dict[str, list[bool]]:
+    """Whether each reply parsed, by posed kind (see the module docstring); a forced judgment is no reply."""
     counts: dict[str, list[bool]] = {"argue": [], "sufficient": [], "winner": [], "catastrophe": []}
     for d in debates:
         counts["argue"] += [d.question.is_argument(turn.text) for turn in d.turns]  # the engine's own test
         counts["sufficient"] += [c.parsed for c in d.continues if not c.forced]
         counts["winner"] += [d.winner.parsed] if d.winner is not None and not d.winner.forced else []
         counts["catastrophe"] += [c.parsed for c in d.costs if not c.forced]
-    return {f"parse_rate_{kind}": sum(ok) / len(ok) if ok else float("nan") for kind, ok in counts.items()}
+    return counts
+
+
+def parse_rates(debates: list[Debate]) -> dict[str, float]:
+    """The share of replies that parse, by posed kind (:func:`parsed_replies`); NaN for a kind never posed."""
+    return {f"parse_rate_{kind}": sum(ok) / len(ok) if ok else math.nan for kind, ok in parsed_replies(debates).items()}
 
 
 def final_human(cfg: Config, task: Task) -> Agent:
@@ -152,15 +158,16 @@ PLAIN_FIGURES = ("mean_debate_length", "liar_human_calls_per_debate")
 
 def format_final(final: dict[str, Any], task: Task, a0: dict[str, Any] | None = None) -> str:
     """The final table, one line per figure; with A[0]'s figures beside them where known."""
+
+    def cell(key: str, value: Any) -> str:  # None (final.json's null) or NaN: not measured
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.2f}" if key in PLAIN_FIGURES else f"{value:.1%}"
+
     lines = [f"{'':<74} {'final':>7}" + (f" {'A[0]':>7}" if a0 else "")]
     for key, label in final_rows(task):
-        value = final.get(key)
-        cell = "-" if value is None else (f"{value:.2f}" if key in PLAIN_FIGURES else f"{value:.1%}")
-        before = ""
-        if a0 is not None:
-            old = a0.get(key)
-            before = f" {'-' if old is None else (f'{old:.2f}' if key in PLAIN_FIGURES else f'{old:.1%}'):>7}"
-        lines.append(f"{label:<74} {cell:>7}{before}")
+        before = "" if a0 is None else f" {cell(key, a0.get(key)):>7}"
+        lines.append(f"{label:<74} {cell(key, final.get(key)):>7}{before}")
     return "\n".join(lines)
 
 

@@ -95,7 +95,6 @@ from debate_amp.trainer.metrics import (
     mean,
     optimisation_metrics,
     record,
-    token_mean,
     transcript_text,
     unanswered,
 )
@@ -334,7 +333,7 @@ def train(
             if not result.skipped:
                 follow_policy(run, state, update)  # 5. M_target follows M
             state.update = update + 1
-            metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (averaged over processes)
+            metrics = update_metrics(run, state, knobs, rollout, scored, result)  # 6. log (pooled over processes)
             metrics |= adversary | warm_up  # the same on every process
             warm_up = {}
             adapt(run, state, scored, result, metrics)  # lambda, the KL coefficient, the curriculum's depth
@@ -613,14 +612,13 @@ def follow_policy(run: Run, state: TrainState, update: int) -> None:
 def update_metrics(
     run: Run, state: TrainState, knobs: Knobs, rollout: Rollout, scored: ScoredBatch, result: UpdateStats
 ) -> dict[str, float]:
-    """6. Log: this update's scalars (docs/training.md lists the tags), averaged over processes (totals summed)."""
-    sup_loss = token_mean(result.stats)  # this process's: the constraint's violation is logged per process
+    """6. Log: this update's scalars (docs/training.md lists the tags), the run's over every process (shares and
+    means pooled, counts and throughputs summed: :func:`~debate_amp.trainer.metrics.gather`)."""
     n_targets = scored.n_targets
     metrics = {
         **debate_metrics(rollout.debates),
         **(liar_metrics(rollout.liar_debates) if run.cfg.debate.liar_fraction else {}),
         **optimisation_metrics(result.stats, scored),
-        **run.mode.tags(knobs.weight, scored.limit, sup_loss),
         "objective/force_stop_p": knobs.force_stop_p,
         "objective/kl_coef": state.kl_ctl.value,
         "amp/human_calls": float(rollout.human_calls),
@@ -644,12 +642,16 @@ def update_metrics(
         "perf/amp_targets_per_s": n_targets / rollout.amplify_s if rollout.amplified else float("nan"),
         "perf/update_s": result.update_s,
         "perf/debates_per_s": len(rollout.all_debates()) / max(rollout.rollout_s, 1e-9),
+        # the RL segments' tokens (prompt and response, no padding) once per PPO epoch, per second of the whole of
+        # step 4 (its supervised minibatches too): 0 without RL segments
         "perf/tokens_per_s": (float(scored.rl.attention_mask.sum()) if scored.rl is not None else 0.0)
         * run.cfg.trainer.ppo_epochs
         / max(result.update_s, 1e-9),
         "train/skipped": float(result.skipped),
     }
-    return gather(run.accelerator, metrics)
+    metrics = gather(run.accelerator, metrics)
+    # the constraint's violation of the pooled L_sup, which the multiplier moves on (the limit is the same everywhere)
+    return metrics | run.mode.tags(knobs.weight, scored.limit, metrics["objective/sup_loss"])
 
 
 def adapt(run: Run, state: TrainState, scored: ScoredBatch, result: UpdateStats, metrics: dict[str, float]) -> None:
@@ -993,11 +995,17 @@ def _step(run: Run, state: TrainState, loss: torch.Tensor) -> bool:
 
 
 def _sup_loss(run: Run, state: TrainState, sup: Batch | None) -> float | None:
-    """L_sup of the whole supervised batch under the current policy, averaged over the processes that have one
-    (None where none has). Every process joins the average, with a batch or without: a process that skipped it
-    would leave the others waiting in the gather for ever."""
-    value = _mean_over_processes(run.accelerator, math.nan if sup is None else token_nll(state.model, sup))
-    return None if math.isnan(value) else value
+    """L_sup of the whole supervised batch under the current policy: one token mean over every process's batch, as
+    ``objective/sup_loss`` pools it (None where no process has one). Every process joins the sum, with a batch or
+    without: a process that skipped it would leave the others waiting in the gather for ever."""
+    accelerator = run.accelerator
+    if accelerator.num_processes == 1:
+        return None if sup is None else token_nll(state.model, sup)
+    tokens = 0.0 if sup is None else float(sup.action_mask.sum())
+    total = token_nll(state.model, sup) * tokens if sup is not None else 0.0
+    summed = accelerator.gather(torch.tensor([[total, tokens]], device=accelerator.device, dtype=torch.float64))
+    total, tokens = (float(x) for x in summed.sum(dim=0))
+    return total / tokens if tokens else None
 
 
 def _segment_distances(run: Run, state: TrainState, debates: list[Debate], segments: list) -> torch.Tensor:
@@ -1151,7 +1159,9 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
             **{key: stage[key] for key in stage if key.startswith("heldout_") and key != "heldout_by_difficulty"},
         }
     write_whole(model_dir / "heldout.json", json.dumps(report.as_dict(), indent=2))
-    write_whole(cfg.run_dir / "final.json", json.dumps(final, indent=2))  # last: a stage's says it finished
+    write_whole(  # last: a stage's says it finished. NaN (a kind never asked) as null: a bare NaN is not JSON
+        cfg.run_dir / "final.json", json.dumps(json.loads(json.dumps(final), parse_constant=lambda _: None), indent=2)
+    )
     return {
         "report": report,
         "final": final,
@@ -1264,14 +1274,6 @@ def _sum_over_processes(accelerator, value: int) -> int:
     if accelerator.num_processes == 1:
         return value
     return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).sum())
-
-
-def _mean_over_processes(accelerator, value: float) -> float:
-    """The mean of ``value`` over the processes where it is not NaN (NaN where it is NaN on every one)."""
-    if accelerator.num_processes == 1:
-        return value
-    values = accelerator.gather(torch.tensor([value], device=accelerator.device, dtype=torch.float64))
-    return float(values.nanmean())
 
 
 def _schedule(anneal: AnnealConfig, start: float) -> Schedule:
@@ -1421,9 +1423,10 @@ def _argument_distances(model, tokenizer, debates: list[Debate], device) -> dict
 
 @torch.no_grad()
 def _policy_target_kl(model, target_policy, rl: Batch | None) -> float:
-    """KL(policy || target) on the update's own samples, per token."""
+    """KL(policy || target) on the update's own samples, per token; NaN (not measured, not a zero KL) without RL
+    segments, as ``objective/kl``."""
     if rl is None:
-        return 0.0
+        return math.nan
     policy_lp = score_batch(model, rl, with_values=True)[0]
     target_lp = score_batch(target_policy, rl)
     return float(masked_mean(policy_lp - target_lp, rl.action_mask))

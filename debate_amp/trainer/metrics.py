@@ -1,17 +1,24 @@
-"""The scalars an update logs (DESIGN.md section 1, step 6), computed from its records, and their averaging over
-processes. Tags are documented in docs/training.md; every tag is written once."""
+"""The scalars an update logs (DESIGN.md section 1, step 6), computed from its records, and their pooling over
+processes. Tags are documented in docs/training.md; every tag is written once.
+
+Under ``accelerate launch`` every process logs the run's figure, not an average of the processes' own: a share or
+a mean is a :class:`Mean` that keeps its sum and its count, and :func:`gather` divides the sums of both over the
+processes (judge accuracy 10/10 on one process and 0/2 on the other is 10/12, not 0.5); counts and throughputs
+(:data:`TOTALS`) are summed.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from debate_amp.debate.engine import Debate
-from debate_amp.eval.final import parse_rates
+from debate_amp.eval.final import parsed_replies
 from debate_amp.protocol import EVEN, ODD, UNKNOWN, Reply
 
-# Per-update scalars that are totals over processes, not means.
+# Per-update scalars summed over processes: counts, and the rates of processes that run side by side.
 TOTALS = (
     "amp/human_calls",
     "amp/human_timeouts",
@@ -21,7 +28,25 @@ TOTALS = (
     "debate/count",
     "liar/count",
     "rl/segments",
+    "perf/debates_per_s",
+    "perf/amp_targets_per_s",
+    "perf/tokens_per_s",
 )
+
+
+class Mean(float):
+    """A mean over this process's items, total / count (NaN for a count of 0), that keeps ``total`` and ``count``
+    so that :func:`gather` pools it over processes: sum(total) / sum(count), every item weighted once wherever it
+    was counted. A float subclass: everywhere else it is that number, and callers of :func:`mean` need no change."""
+
+    __slots__ = ("total", "count")
+    total: float
+    count: float
+
+    def __new__(cls, total: float, count: float) -> Mean:
+        self = super().__new__(cls, total / count if count else math.nan)
+        self.total, self.count = total, count
+        return self
 
 
 def judge_accuracy(debate: Debate) -> float | None:
@@ -42,20 +67,28 @@ def record(stats: dict[str, list[float]], **values: torch.Tensor) -> None:
         stats.setdefault(key, []).append(float(value.detach()))
 
 
-def token_mean(stats: dict[str, list[float]]) -> float:
+def token_mean(stats: dict[str, list[float]]) -> Mean:
     """L_sup over the update: the minibatches' token means weighted by their tokens (one token mean, as the
-    constraint's relative baseline is)."""
+    constraint's relative baseline is), sum(loss * tokens) / sum(tokens); NaN without a token. Pooled over
+    processes by their tokens (:func:`gather`)."""
     tokens = sum(stats.get("sup_tokens", []))
-    if not tokens:
-        return float("nan")
-    return sum(loss * n for loss, n in zip(stats["sup_loss"], stats["sup_tokens"], strict=True)) / tokens
+    return Mean(
+        sum(loss * n for loss, n in zip(stats.get("sup_loss", []), stats.get("sup_tokens", []), strict=True)), tokens
+    )
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def mean(values: list[float]) -> Mean:
+    """sum(values) / len(values), NaN for none; pooled over processes by the number of values (:func:`gather`)."""
+    return Mean(sum(values), len(values))
 
 
-def unanswered(replies: list[Reply]) -> float:
+def parse_counts(debates: list[Debate]) -> dict[str, Mean]:
+    """The final table's :func:`~debate_amp.eval.final.parse_rates` as :class:`Mean` values, so that processes pool
+    the replies they counted."""
+    return {f"parse_rate_{kind}": Mean(sum(ok), len(ok)) for kind, ok in parsed_replies(debates).items()}
+
+
+def unanswered(replies: list[Reply]) -> Mean:
     """The share of Amp~(H, M)'s answers that are ``?`` (a tree that ended without an answer: M's step did not
     parse, or a subanswer it needed was ``?``), NaN for none. Needs no gold answer: a share that jumps from 0 says M's
     steps broke (one update of ``recipes/pure_amplification.yaml`` went from 0 to 63%, docs/benchmarks.md)."""
@@ -63,7 +96,9 @@ def unanswered(replies: list[Reply]) -> float:
 
 
 def debate_metrics(debates: list[Debate]) -> dict[str, float]:
-    """``debate/``, ``amp/human_call_fraction`` and ``amp/subquestions``: what this process's debates did."""
+    """``debate/``, ``amp/human_call_fraction`` and ``amp/subquestions``: what this process's debates did. Its
+    shares and means are :class:`Mean` values over the debates, turns or judgments they count
+    (``amp/human_call_fraction``: human calls over the human and model calls of the debates' trees, NaN for none)."""
     rewards = [d.rewards for d in debates]
     accuracies = [a for a in (judge_accuracy(d) for d in debates) if a is not None]
     human_nodes = model_nodes = subquestions = 0
@@ -84,9 +119,9 @@ def debate_metrics(debates: list[Debate]) -> dict[str, float]:
         "debate/even_win_rate": mean([float(d.winner is not None and d.winner.value == "even") for d in debates]),
         "debate/judge_accuracy": mean(accuracies),
         "debate/forfeit_rate": mean([float(d.forfeit is not None) for d in debates]),
-        **{f"debate/{k}": v for k, v in parse_rates(debates).items()},
+        **{f"debate/{k}": v for k, v in parse_counts(debates).items()},
         "debate/count": float(len(debates)),
-        "amp/human_call_fraction": human_nodes / max(1, human_nodes + model_nodes),
+        "amp/human_call_fraction": Mean(human_nodes, human_nodes + model_nodes),
         "amp/subquestions": float(subquestions),
     }
 
@@ -131,18 +166,26 @@ def optimisation_metrics(stats: dict[str, list[float]], scored: Any) -> dict[str
 
 
 def gather(accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Average every scalar over processes (NaN where a process had none), once per update; :data:`TOTALS` are
-    summed instead."""
+    """The run's scalars from every process's, once per update (every process gets the same): a :class:`Mean`
+    pooled, sum(total) / sum(count) over processes (NaN for a count of 0); :data:`TOTALS` summed (NaN where every
+    process has NaN); any other scalar averaged over the processes where it is not NaN. Plain floats, in the order
+    given; on one process each value as it is (a :class:`Mean` its own total / count)."""
     if accelerator.num_processes == 1:
-        return metrics
-    keys = sorted(metrics)
-    local = torch.tensor([metrics[k] for k in keys], device=accelerator.device, dtype=torch.float64)
-    gathered = accelerator.gather(local.unsqueeze(0))
-    averaged = {k: float(torch.nanmean(gathered[:, i])) for i, k in enumerate(keys)}
-    for total in TOTALS:
-        if total in averaged:  # liar/ only with debate.liar_fraction
-            averaged[total] *= accelerator.num_processes  # the mean times the processes: the total
-    return averaged
+        return {k: float(v) for k, v in metrics.items()}
+    keys = sorted(metrics)  # the same columns on every process (a tag is a Mean on every process or on none)
+    pairs = [(v.total, v.count) if isinstance(v, Mean) else (v, 1.0) for v in (metrics[k] for k in keys)]
+    local = torch.tensor(pairs, device=accelerator.device, dtype=torch.float64)  # [keys, 2]
+    gathered = accelerator.gather(local.unsqueeze(0))  # [processes, keys, 2]
+    pooled = {}
+    for i, key in enumerate(keys):
+        values, counts = gathered[:, i, 0], gathered[:, i, 1]
+        if isinstance(metrics[key], Mean):
+            pooled[key] = float(Mean(float(values.sum()), float(counts.sum())))
+        elif key in TOTALS:
+            pooled[key] = math.nan if bool(values.isnan().all()) else float(values.nansum())
+        else:
+            pooled[key] = float(values.nanmean())
+    return {k: pooled[k] for k in metrics}
 
 
 def transcript_text(debates: list[Debate]) -> str:

@@ -460,22 +460,23 @@ def test_the_constrained_limit_is_relative_to_the_first_measured_sup_loss_and_la
     assert mode.transcript_fields(1.0, 0.6) == {"alpha": None, "lagrange_multiplier": 0.6}
 
 
-def test_a_process_without_supervised_examples_still_joins_the_average_of_l_sup():
-    """The relative limit's baseline is L_sup averaged over processes; a process with no batch that skipped the
-    gather would leave the others waiting in it for ever (two processes, one of them without examples)."""
+def test_a_process_without_supervised_examples_still_joins_the_pooled_l_sup():
+    """The relative limit's baseline is L_sup over every process's supervised tokens (one token mean, as
+    ``objective/sup_loss``); a process with no batch that skipped the gather would leave the others waiting in it
+    for ever (two processes, one of them without examples)."""
     from types import SimpleNamespace
 
     from debate_amp.trainer.loop import _sup_loss
 
     gathered = []
 
-    def accelerator(other: float):
+    def accelerator(other_total: float, other_tokens: float):
         def gather(tensor):
             gathered.append(tensor)
-            return torch.cat([tensor, torch.tensor([other], dtype=tensor.dtype)])
+            return torch.cat([tensor, torch.tensor([[other_total, other_tokens]], dtype=tensor.dtype)])
 
         return SimpleNamespace(num_processes=2, device="cpu", gather=gather)
 
-    assert _sup_loss(SimpleNamespace(accelerator=accelerator(2.5)), SimpleNamespace(), None) == 2.5
-    assert len(gathered) == 1 and math.isnan(gathered[0].item())  # it joined, with nothing of its own
-    assert _sup_loss(SimpleNamespace(accelerator=accelerator(math.nan)), SimpleNamespace(), None) is None
+    assert _sup_loss(SimpleNamespace(accelerator=accelerator(2.5 * 40, 40)), SimpleNamespace(), None) == 2.5
+    assert len(gathered) == 1 and gathered[0].tolist() == [[0.0, 0.0]]  # it joined, with nothing of its own
+    assert _sup_loss(SimpleNamespace(accelerator=accelerator(0.0, 0.0)), SimpleNamespace(), None) is None
