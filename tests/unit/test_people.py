@@ -259,3 +259,160 @@ def test_the_labels_command_lists_exports_and_answers_the_queue(tmp_path, capsys
     with pytest.raises(SystemExit) as e:
         main(["labels", str(tmp_path / "nope.sqlite")])
     assert e.value.code == 2 and "no such run directory or label store" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One answer, one human call (the same question asked several times at once, here or in another process)
+
+
+def test_one_answer_to_a_question_asked_three_times_at_once_is_one_human_call(tmp_path):
+    db = tmp_path / "labels.sqlite"
+    # two processes sharing one store: two humans, each on its own connection
+    here = QueuedHuman(LabelStore(db), "perm", timeout_s=30, poll_s=0.02)
+    there = QueuedHuman(LabelStore(db), "perm", timeout_s=30, poll_s=0.02)
+    worker = answer_later(db, "3", "ann", delay=0.2)
+
+    async def ask() -> list[Reply]:
+        return list(await asyncio.gather(here(posed(0)), here(posed(0)), there(posed(0))))
+
+    replies = asyncio.run(ask())
+    worker.join()
+    store = LabelStore(db)
+    assert [r.text for r in replies] == ["3", "3", "3"] and {r.trace.source for r in replies} == {"human:ann"}
+    # the first call posted it: its process counts the answer, every other call gets it as a stored one
+    assert (here.calls, there.calls) == (1, 0) and len(store) == 1 and store.pending() == []
+    assert [r.trace.human_calls for r in replies] == [1, 0, 0]
+    assert [r.trace.from_store for r in replies] == [False, True, True]
+    assert here.timeouts == there.timeouts == 0
+
+
+ASK_SCRIPT = """
+import asyncio, sys
+from debate_amp.agents.humans.people import QueuedHuman
+from debate_amp.agents.labels import LabelStore
+from debate_amp.protocol import Posed
+from debate_amp.tasks.perm import PermQuestion
+
+human = QueuedHuman(LabelStore(sys.argv[1]), "perm", timeout_s=60, poll_s=0.02)
+posed = Posed("answer", PermQuestion((3, 7, 0, 1, 6, 2, 5, 4), 0, 1))
+
+
+async def ask():
+    task = asyncio.ensure_future(human(posed))
+    await asyncio.sleep(0.1)  # posted (or found queued) and waiting
+    print("waiting", flush=True)
+    return await task
+
+reply = asyncio.run(ask())
+print(reply.text, human.calls, reply.trace.human_calls, flush=True)
+"""
+
+
+def test_two_processes_asking_the_same_question_count_one_answer_once(tmp_path):
+    db = tmp_path / "labels.sqlite"
+    here = QueuedHuman(LabelStore(db), "perm", timeout_s=60, poll_s=0.02)
+    there = subprocess.Popen(
+        [sys.executable, "-c", ASK_SCRIPT, str(db)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )  # fmt: skip
+    try:
+        assert there.stdout is not None and there.stdout.readline().strip() == "waiting"
+        worker = answer_later(db, "3", "ann", delay=0.3)
+        reply = asyncio.run(here(posed(0)))
+        out, _ = there.communicate(timeout=60)
+    finally:
+        there.kill()
+    worker.join()
+    text, there_calls, there_trace_calls = out.split()
+    assert reply.text == text == "3"
+    assert here.calls + int(there_calls) == 1 == len(LabelStore(db))  # summed over the processes: the one answer
+    assert reply.trace.human_calls + int(there_trace_calls) == 1
+
+
+def test_a_withdrawn_question_gives_every_call_waiting_on_it_the_draft_at_once(tmp_path):
+    db = tmp_path / "labels.sqlite"
+    here = QueuedHuman(LabelStore(db), "perm", timeout_s=0.3, poll_s=0.02)
+    there = QueuedHuman(LabelStore(db), "perm", timeout_s=30, poll_s=0.02)  # would wait 30 s on its own
+
+    async def ask() -> list[Reply]:
+        first = asyncio.ensure_future(Approx(here, Drafts(), Always())(posed(1, 2)))
+        await asyncio.sleep(0.15)  # later calls, here and in the other process, wait on the question first posted
+        rest = [Approx(here, Drafts(), Always())(posed(1, 2)), Approx(there, Drafts(), Always())(posed(1, 2))]
+        return [await first, *await asyncio.gather(*rest)]
+
+    t0 = time.monotonic()
+    replies = asyncio.run(ask())
+    assert time.monotonic() - t0 < 2  # not the second call's 0.3 s after the first's, nor the other's 30 s
+    assert [r.text for r in replies] == ["7", "7", "7"] and all(r.trace.timed_out for r in replies)
+    assert (here.timeouts, there.timeouts, here.calls, there.calls) == (2, 1, 0, 0)
+    store = LabelStore(db)
+    assert store.pending() == [] and len(store) == 0
+
+
+def test_an_answer_that_comes_after_the_timeout_is_counted_once_when_it_comes(tmp_path):
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    human = QueuedHuman(store, "perm", timeout_s=0.2, poll_s=0.02)
+    worker = answer_later(db, "3", "ann", delay=0.5)  # claims it at once, answers past the timeout
+    late = asyncio.run(Approx(human, Drafts(), Always())(posed(1)))
+    assert late.text == "7" and late.trace.timed_out and (human.timeouts, human.calls) == (1, 0)
+    assert len(store.pending()) == 1  # held by ann: not withdrawn
+    worker.join()
+    assert len(store) == 1 and store.pending() == []
+    # the poller counts it the next time it runs (here, while a question nobody answers waits)
+    asyncio.run(Approx(human, Drafts(), Always())(posed(2)))
+    assert (human.calls, human.timeouts) == (1, 2) and len(store) == 1 and store.pending() == []
+    again = asyncio.run(human(posed(1)))  # served from the store: no call
+    assert again.text == "3" and again.trace.from_store and human.calls == 1
+
+
+def test_a_question_a_stopped_run_left_in_the_queue_is_counted_by_the_run_that_asks_it_again(tmp_path):
+    db = tmp_path / "labels.sqlite"
+    stopped = LabelStore(db)  # its process was killed while two questions waited; ann holds the first
+    for x in (1, 0):
+        assert stopped.post(posed(x), person_view(posed(x), "perm"))
+    held = stopped.claim("ann", lease_s=600)
+    assert held is not None and held.key == posed(1).key()
+    time.sleep(0.01)
+    resumed = QueuedHuman(LabelStore(db), "perm", timeout_s=30, poll_s=0.02)
+
+    async def ask() -> list[Reply]:
+        asked = asyncio.gather(Approx(resumed, Drafts(), Always())(posed(0)), resumed(posed(1)))
+        await asyncio.sleep(0.1)  # both asked again: posed(0) posted again with the draft, posed(1) as ann holds it
+        assert [q.view["draft"] for q in stopped.pending()] == [None, "7"]
+        stopped.answer(posed(1).key(), "4", "ann")
+        worker = answer_later(db, "3", "bob", delay=0.0)
+        replies = await asked
+        worker.join()
+        return list(replies)
+
+    replies = asyncio.run(ask())
+    assert [r.text for r in replies] == ["3", "4"] and [r.trace.human_calls for r in replies] == [1, 1]
+    assert resumed.calls == 2 == len(stopped) and stopped.pending() == []
+
+
+def test_the_model_human_works_out_a_question_asked_twice_in_one_wave_once():
+    from debate_amp.agents.humans.frozen_model import ModelHuman
+    from debate_amp.agents.labels import LabeledHuman
+    from debate_amp.tasks.perm import perfect_generate
+
+    seen: list[str] = []
+
+    def generate(prompts, limits):
+        seen.extend(prompts)
+        return perfect_generate(prompts, limits)
+
+    model = ModelHuman(generate)
+
+    async def ask(agent) -> list[Reply]:
+        return list(await asyncio.gather(agent(posed(1, 2)), agent(posed(1, 2)), agent(posed(3))))
+
+    replies = asyncio.run(ask(model))
+    assert len(seen) == 2 and model.calls == 2  # one generation, one call, for the two identical questions
+    assert replies[0].text == replies[1].text == "4"  # σ²(1)
+    assert [r.trace.human_calls for r in replies] == [1, 0, 1]
+    assert replies[1].trace.from_store and replies[1].trace.source == "human:model"
+    # behind the label store (as a run has it): the calls are the answers the store keeps
+    store = LabelStore(":memory:")
+    model = ModelHuman(generate)
+    replies = asyncio.run(ask(LabeledHuman(model, store, name="model")))
+    assert model.calls == len(store) == 2 and sum(r.trace.total_human_calls() for r in replies) == 2

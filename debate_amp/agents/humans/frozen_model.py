@@ -2,14 +2,17 @@
 
 It answers what it is posed exactly as the policy would be asked (the same rendered prompt), greedily, with its own
 weights, which never train. Its replies are human replies in every respect that matters to the procedure: provenance
-``human:model``, one human call each, stored in the label store, counted against the sampler's budget. Point
+``human:model``, one human call each, stored in the label store, counted against the sampler's budget. The same
+question asked twice in one wave (both calls missed the store) is worked out once and counted once, as the store
+keeps one answer; the second call gets it as a stored answer (``from_store``, no human call). Point
 ``human.model_path`` at any local Hugging Face directory, e.g. an instruct model fine-tuned to the task's formats,
 or a saved A[0] (``runs/<name>/sft``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+from dataclasses import dataclass, field, replace
 
 from debate_amp.agents.model_agent import ModelAgent
 from debate_amp.protocol import GenerateFn, Posed, Reply, Trace
@@ -23,12 +26,26 @@ class ModelHuman:
     name: str = "model"
     calls: int = 0
     _agent: ModelAgent = field(init=False, repr=False)
+    _answering: dict[str, asyncio.Task[Reply]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._agent = ModelAgent(self.generate_fn, "human", self.max_batch, self.reply_limits)
 
     async def __call__(self, posed: Posed) -> Reply:
-        reply = await self._agent(posed)
+        key = posed.key()
+        answering = self._answering.get(key)
+        if answering is not None:  # the same question, already in this wave: one answer, one human call
+            reply = await asyncio.shield(answering)
+            return Reply(reply.text, replace(reply.trace, posed=posed, human_calls=0, from_store=True))
+        # a task of its own: the calls sharing it get the answer even if the first one is cancelled
+        answering = self._answering[key] = asyncio.ensure_future(self._answer(posed, key))
+        return await asyncio.shield(answering)
+
+    async def _answer(self, posed: Posed, key: str) -> Reply:
+        try:
+            reply = await self._agent(posed)
+        finally:
+            del self._answering[key]
         self.calls += 1
         return Reply(reply.text, Trace(f"human:{self.name}", posed, reply.text, human_calls=1))
 
