@@ -2,15 +2,22 @@
 
 The judgments come from judge mode of ``debate-amp serve`` (:mod:`debate_amp.serve.judgments`): per person and
 debate, an initial answer to the question given before any argument was shown, and a verdict after the arguments,
-each with a confidence (50 to 100%). For the judged debates among the transcripts read:
+each with a confidence (50 to 100%). Over every judged debate among the transcripts read:
 
 - naive accuracy: the initial answer is right (the task's ``question.score(answer) == 1``): the baseline a debate
   has to beat (Khan et al. 2024, "Debating with more persuasive LLMs leads to more truthful answers");
 - accuracy after debate: the verdict goes to the side gold supports, by the rule ``debate-amp eval`` scores the
   model judge with (:attr:`~debate_amp.eval.transcripts.Row.correct`): right iff (winner == even) ==
   ``question.opening_claims_gold(arg_0)``;
-- agreement with the model judge's recorded verdict on the same debates, and the model judge's accuracy on them;
 - seconds per judgment (median), and the mean confidences.
+
+Beside the model judge, over the same debates: those where it gave a verdict (a forfeit's winner is the forfeit
+rule's, the judge was not asked; a verdict that did not parse is none), as :func:`~debate_amp.eval.protocols.rejudge`
+does; how many judged debates are left out, and why, is reported:
+
+- people's accuracy after debate on those debates;
+- agreement with the model judge's recorded verdict;
+- the model judge's accuracy.
 
 Proportions of judgments (or, for the model judge, of distinct judged debates) with 95% Wilson intervals. A debate
 judged by several people counts once per judgment. A judgment is matched to its debate by the transcript file
@@ -68,10 +75,16 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _model_verdict(row: Row) -> bool:
+    """Did the model judge give this debate a verdict? Not after a forfeit (the rule's winner, the judge was not
+    asked), nor when its verdict did not parse."""
+    return row.winner is not None and not row.forfeit
+
+
 def human_judge_statistics(rows: Sequence[Row], judgments: Sequence[Judgment]) -> dict[str, Any]:
     """The statistics of the module docstring as one JSON-ready dict (undefined numbers are None)."""
     matched, unmatched = match(rows, judgments)
-    naive, after, agreement = Rate(), Rate(), Rate()
+    naive, after, same_after, agreement = Rate(), Rate(), Rate(), Rate()
     by_person: defaultdict[str, dict[str, Rate]] = defaultdict(lambda: {"naive": Rate(), "after_debate": Rate()})
     debates: dict[str, Row] = {}
     for j, row in matched:
@@ -82,12 +95,20 @@ def human_judge_statistics(rows: Sequence[Row], judgments: Sequence[Judgment]) -
         if row.even_right is not None:
             after.add((j.winner == EVEN) == row.even_right)
             by_person[j.person]["after_debate"].add((j.winner == EVEN) == row.even_right)
-        if row.winner is not None:
+        if _model_verdict(row):
             agreement.add(j.winner == row.winner)
+            if row.even_right is not None:
+                same_after.add((j.winner == EVEN) == row.even_right)
     model = Rate()
     for row in debates.values():
-        if row.correct is not None:
+        if row.correct is not None:  # (None after a forfeit or without a verdict, as _model_verdict)
             model.add(row.correct)
+    left_out = {"forfeit": 0, "no_verdict": 0}
+    for row in debates.values():
+        if row.forfeit:
+            left_out["forfeit"] += 1
+        elif row.winner is None:
+            left_out["no_verdict"] += 1
     initial_s = [j.initial_seconds for j, _ in matched]
     verdict_s = [j.verdict_seconds for j, _ in matched]
     return _clean(
@@ -98,6 +119,10 @@ def human_judge_statistics(rows: Sequence[Row], judgments: Sequence[Judgment]) -
             "unmatched_judgments": unmatched,
             "naive_accuracy": naive.as_dict(),
             "accuracy_after_debate": after.as_dict(),
+            # beside the model judge: only the debates it gave a verdict in
+            "same_debates": len(debates) - sum(left_out.values()),
+            "same_debates_left_out": left_out,
+            "accuracy_after_debate_same_debates": same_after.as_dict(),
             "agreement_with_model_judge": agreement.as_dict(),
             "model_judge_accuracy": model.as_dict(),
             "median_seconds": _median([a + b for a, b in zip(initial_s, verdict_s, strict=True)]),
@@ -113,17 +138,35 @@ def human_judge_statistics(rows: Sequence[Row], judgments: Sequence[Judgment]) -
     )
 
 
-# (key, label): the proportions the table shows, in order.
-SHOWN = (
+# (key, label): the proportions the table shows, in order: people's own over every judged debate, then the
+# comparison with the model judge over the debates it gave a verdict in.
+SHOWN_ALL = (
     ("naive_accuracy", "human naive accuracy (before debate)"),
     ("accuracy_after_debate", "human accuracy after debate"),
-    ("agreement_with_model_judge", "agreement with the model judge"),
+)
+SHOWN_SAME = (
+    ("accuracy_after_debate_same_debates", "human accuracy after debate (same debates)"),
+    ("agreement_with_model_judge", "agreement with the model judge (same debates)"),
     ("model_judge_accuracy", "model judge accuracy (same debates)"),
 )
 
 
 def _seconds(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+def _proportion(s: dict[str, Any], label: str) -> str:
+    return f"{label:<46} {_pct(s['value']):>8}  {_interval(s, 'rate'):<18} {_n(s, 'rate'):>9}"
+
+
+def _left_out(stats: dict[str, Any]) -> str:
+    """`` (left out: 2 forfeited, 1 without a verdict)``; empty when none was."""
+    n = stats["same_debates_left_out"]
+    why = [
+        f"{n['forfeit']} forfeited" if n["forfeit"] else "",
+        f"{n['no_verdict']} without a verdict" if n["no_verdict"] else "",
+    ]
+    return f" (left out: {', '.join(w for w in why if w)})" if any(why) else ""
 
 
 def format_human_judges(stats: dict[str, Any], source: str) -> str:
@@ -133,11 +176,12 @@ def format_human_judges(stats: dict[str, Any], source: str) -> str:
         f"human judges ({source}): {stats['judgments']} judgments of {stats['debates']} debates by {people} "
         f"{'person' if people == 1 else 'people'}"
         + (f"; {stats['unmatched_judgments']} judgments of other transcripts" if stats["unmatched_judgments"] else ""),
-        f"{'statistic':<38} {'value':>8}  {'95% interval':<18} {'count':>9}",
+        f"{'statistic':<46} {'value':>8}  {'95% interval':<18} {'count':>9}",
+        f"all {stats['debates']} judged debates:",
+        *(_proportion(stats[key], label) for key, label in SHOWN_ALL),
+        f"same debates: the {stats['same_debates']} the model judge gave a verdict in{_left_out(stats)}:",
+        *(_proportion(stats[key], label) for key, label in SHOWN_SAME),
     ]
-    for key, label in SHOWN:
-        s = stats[key]
-        lines.append(f"{label:<38} {_pct(s['value']):>8}  {_interval(s, 'rate'):<18} {_n(s, 'rate'):>9}")
     confidence = [stats["mean_initial_confidence"], stats["mean_verdict_confidence"]]
     lines.append(
         f"median seconds per judgment {_seconds(stats['median_seconds'])} (initial answer "

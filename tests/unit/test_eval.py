@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -554,3 +555,51 @@ def test_heldout_evaluation_asks_only_the_skills_it_is_given(tiny_model):
     assert {skill for skill, _ in every.total} == {"answer", "step", "integrate"}
     assert sum(n for (skill, _), n in every.total.items() if skill == "answer") == 16
     assert sum(n for (skill, _), n in every.total.items() if skill == "step") == 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# People as judges beside the model judge
+
+
+def test_people_and_the_model_judge_are_compared_on_the_same_debates(tmp_path):
+    """Four judged debates, the even opening right in each, ann right in each: one the model judge got right, two
+    forfeited (the rule's winner, odd: the judge was not asked), one whose verdict did not parse. Beside the model
+    judge only the first counts: agreement 1/1 (not 1/3), ann 1/1 and the model judge 1/1 there; ann's own accuracy
+    after debate stays 4/4 over every debate she judged."""
+    from debate_amp.eval.human_judges import format_human_judges, human_judge_statistics
+    from debate_amp.serve.judgments import Judgment
+
+    forfeits = [record(winner="odd", update=u) for u in (2, 3)]
+    for r in forfeits:
+        r["winner"]["forced"] = True
+    records = [record(winner="even", update=1), *forfeits, record(winner=None, update=4)]
+    path = write_transcripts(tmp_path / "t.jsonl", records)
+    rows = load([path]).rows
+    assert [(r.winner, r.forfeit, r.even_right) for r in rows] == [
+        ("even", False, True),
+        ("odd", True, True),
+        ("odd", True, True),
+        (None, False, True),
+    ]
+    t = str(path.resolve())
+    judgments = [Judgment(t, n, f"u{n}", n, "ann", "4", 70, "even", 80, 1.0, 2.0, 0, 0, 0) for n in (1, 2, 3, 4)]
+    stats = human_judge_statistics(rows, judgments)
+
+    def rate(key):
+        return stats[key]["successes"], stats[key]["n"]
+
+    assert (stats["judgments"], stats["debates"]) == (4, 4)
+    assert rate("naive_accuracy") == rate("accuracy_after_debate") == (4, 4)  # every judged debate
+    assert stats["same_debates"] == 1 and stats["same_debates_left_out"] == {"forfeit": 2, "no_verdict": 1}
+    assert rate("accuracy_after_debate_same_debates") == (1, 1)
+    assert rate("agreement_with_model_judge") == (1, 1)
+    assert rate("model_judge_accuracy") == (1, 1)
+    text = format_human_judges(stats, "j.sqlite")
+    assert "all 4 judged debates:" in text
+    assert "same debates: the 1 the model judge gave a verdict in (left out: 2 forfeited, 1 without a verdict):" in text
+    for label in ("human accuracy after debate (same debates)", "agreement with the model judge (same debates)"):
+        assert re.search(rf"{re.escape(label)}\s+100.0%.*\s1/1$", text, re.M), text
+    # nothing left out: no reasons given
+    plain = human_judge_statistics(rows[:1], judgments[:1])
+    assert plain["same_debates_left_out"] == {"forfeit": 0, "no_verdict": 0}
+    assert "same debates: the 1 the model judge gave a verdict in:" in format_human_judges(plain, "j.sqlite")
