@@ -2,11 +2,11 @@
 
 It answers what it is posed exactly as the policy would be asked (the same rendered prompt), greedily, with its own
 weights, which never train. Its replies are human replies in every respect that matters to the procedure: provenance
-``human:model``, one human call each, stored in the label store, counted against the sampler's budget. The same
-question asked twice in one wave (both calls missed the store) is worked out once and counted once, as the store
-keeps one answer; the second call gets it as a stored answer (``from_store``, no human call). Point
-``human.model_path`` at any local Hugging Face directory, e.g. an instruct model fine-tuned to the task's formats,
-or a saved A[0] (``runs/<name>/sft``).
+``human:model``, one human call each, stored in the label store, counted against the sampler's budget. A question
+is worked out and counted once (the store keeps one answer): the same question asked again, in the same wave or
+before the first call's answer reached the store, gets that answer as a stored one (``from_store``, no human
+call). Point ``human.model_path`` at any local Hugging Face directory, e.g. an instruct model fine-tuned to the
+task's formats, or a saved A[0] (``runs/<name>/sft``).
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ class ModelHuman:
     calls: int = 0
     _agent: ModelAgent = field(init=False, repr=False)
     _answering: dict[str, asyncio.Task[Reply]] = field(default_factory=dict, init=False, repr=False)
+    _answered: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._agent = ModelAgent(self.generate_fn, "human", self.max_batch, self.reply_limits)
 
     async def __call__(self, posed: Posed) -> Reply:
         key = posed.key()
+        if key in self._answered:  # worked out before (its frozen weights answer it the same): no new call
+            return Reply(self._answered[key], Trace(f"human:{self.name}", posed, self._answered[key], from_store=True))
         answering = self._answering.get(key)
         if answering is not None:  # the same question, already in this wave: one answer, one human call
             reply = await asyncio.shield(answering)
@@ -46,6 +49,7 @@ class ModelHuman:
             reply = await self._agent(posed)
         finally:
             del self._answering[key]
+        self._answered[key] = reply.text
         self.calls += 1
         return Reply(reply.text, Trace(f"human:{self.name}", posed, reply.text, human_calls=1))
 

@@ -101,12 +101,11 @@ class QueuedHuman:
     """H as people answering the label store's queue (the ``web`` human; ``TerminalHuman`` adds a terminal).
 
     ``calls`` counts people's answers to the questions this process put in the queue, each once: the same question
-    asked by several calls at once, here or in another process sharing the store, is posted once, and only the
-    process that posted it counts its answer (its first call to get it); the others get it as a stored answer, no
-    human call. So the calls summed over processes are the answers people gave, the number a resume counts in the
-    store. An answer that comes after every call here stopped waiting (a person held the question past the timeout)
-    is counted when the poller sees it. ``timeouts``: the calls that got the model's draft instead (every call
-    waiting on a question that was withdrawn). ``timeout_s`` None waits for ever."""
+    asked by several calls at once is queued once, and its answer is one human call, for the first call to get it;
+    the others (and another process that found it already queued) get it as a stored answer. A question a stopped
+    run left in the queue (queued before this human was made) is counted by the process that gets its answer first
+    here (two processes waiting on one such question both count it). ``timeouts``: the calls that got the model's
+    draft instead. ``timeout_s`` None waits for ever."""
 
     store: LabelStore
     task: str
@@ -115,11 +114,10 @@ class QueuedHuman:
     poll_s: float = 0.25
     calls: int = 0
     timeouts: int = 0
-    _waiting: dict[str, asyncio.Future[Label | None]] = field(default_factory=dict, init=False, repr=False)
+    _waiting: dict[str, asyncio.Future[Label]] = field(default_factory=dict, init=False, repr=False)
     _waiters: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _poller: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
-    # the questions this process put in the queue whose answer it has not counted yet (nor withdrawn them)
-    _owned: set[str] = field(default_factory=set, init=False, repr=False)
+    _owned: set[str] = field(default_factory=set, init=False, repr=False)  # queued here, answer not yet counted
     _born: float = field(default_factory=time.time, init=False, repr=False)
 
     async def __call__(self, posed: Posed) -> Reply:
@@ -131,48 +129,27 @@ class QueuedHuman:
         if stored is not None:
             return _from_store(posed, stored)
         shown = draft.text if draft is not None and self.show_draft else None
-        self._queue(posed, person_view(posed, self.task, shown))
+        if self.store.post(posed, person_view(posed, self.task, shown)) or self._left_by_a_stopped_run(key):
+            self._owned.add(key)
         self._started()
         label = await self._wait(key)
-        if label is None:  # nobody answered in time, or it was withdrawn: the draft stands (or "?" with no draft)
+        if label is None:  # nobody answered in time: the draft stands (or "?" with no draft)
             self.timeouts += 1
-            self._give_up(key)
+            if self.store.withdraw(key):  # gone from the queue (unless a person is answering it right then)
+                self._owned.discard(key)
             if draft is not None:
                 return Reply(draft.text, replace(draft.trace, timed_out=True))
             return Reply(UNKNOWN, Trace("model:none", posed, UNKNOWN, timed_out=True))
-        if key not in self._owned:  # posted by another process, or already counted by another call here
+        if key not in self._owned:  # counted by another call here, or queued by another process
             return _from_store(posed, label)
         self._owned.discard(key)
         self.calls += 1
         return Reply(label.answer, Trace(f"human:{label.human}", posed, label.answer, human_calls=1))
 
-    def _queue(self, posed: Posed, view: dict[str, Any]) -> None:
-        """Post ``posed``: this process owns (counts the answer to) a question it put in the queue. It also owns one
-        a stopped run left there (posted before this human was made: every process of a run makes its human before
-        any of them asks), posted again with this call's view, or as it is while a person holds it."""
-        key = posed.key()
-        if self.store.post(posed, view):
-            self._owned.add(key)
-            return
-        left = self.store.pending_question(key)
-        if left is None or left.created >= self._born:  # answered meanwhile, or posted by this run: its poster counts
-            return
-        if self.store.withdraw(key):
-            if self.store.post(posed, view):
-                self._owned.add(key)
-        elif (held := self.store.pending_question(key)) is not None and held.created < self._born:
-            self._owned.add(key)
-
-    def _give_up(self, key: str) -> None:
-        """After a call's timeout: withdraw the question if this process owns it and nobody holds it (one a person
-        holds stays owned: their answer is counted when it comes), and give this process's other calls waiting on it
-        the draft at once. Another process's question is its to withdraw (calls here notice)."""
-        if key not in self._owned or not self.store.withdraw(key):
-            return
-        self._owned.discard(key)
-        future = self._waiting.get(key)
-        if future is not None and not future.done():
-            future.set_result(None)
+    def _left_by_a_stopped_run(self, key: str) -> bool:
+        """Was ``key`` already in the queue before this human was made (a run that was stopped asked it)?"""
+        pending = self.store.pending_question(key)
+        return pending is not None and pending.created < self._born
 
     def _started(self) -> None:
         """Hook for a human that answers the queue itself (the terminal)."""
@@ -180,7 +157,7 @@ class QueuedHuman:
     async def _wait(self, key: str) -> Label | None:
         loop = asyncio.get_running_loop()
         future = self._waiting.get(key)
-        if future is None or future.done():  # (done: withdrawn, its calls not yet gone; this one posted it again)
+        if future is None:
             future = self._waiting[key] = loop.create_future()
         self._waiters[key] = self._waiters.get(key, 0) + 1
         if self._poller is None or self._poller.done():
@@ -197,25 +174,11 @@ class QueuedHuman:
                     del self._waiting[key]
 
     async def _poll(self) -> None:
-        """One poller for every question this human waits on: a store read a tick for all of them. It also sees
-        another process's question withdrawn (its calls here get the draft at once), and the answer to a question of
-        this process that nobody here waits on any more (counted; or withdrawn once nobody holds it)."""
+        """One poller for every question this human waits on: one store read a tick for all of them."""
         while self._waiting:
             open_ = [key for key, future in self._waiting.items() if not future.done()]
-            late = [key for key in self._owned if key not in self._waiting]
-            # the queue before the labels: an answer moves a question from one to the other in one transaction, so
-            # one that left the queue and is not among the labels was withdrawn
-            watched = [key for key in open_ if key not in self._owned] + late
-            gone = {key for key in watched if self.store.pending_question(key) is None}
-            found = self.store.labels(open_ + late)
-            for key in open_:
-                if key in found or key in gone:
-                    self._waiting[key].set_result(found.get(key))
-            for key in late:
-                if key in found:
-                    self.calls += 1
-                if key in found or key in gone or self.store.withdraw(key):
-                    self._owned.discard(key)
+            for key, label in self.store.labels(open_).items():
+                self._waiting[key].set_result(label)
             await asyncio.sleep(self.poll_s)
 
 
