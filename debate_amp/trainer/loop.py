@@ -999,11 +999,13 @@ def _sup_loss(run: Run, state: TrainState, sup: Batch | None) -> float | None:
     ``objective/sup_loss`` pools it (None where no process has one). Every process joins the sum, with a batch or
     without: a process that skipped it would leave the others waiting in the gather for ever."""
     accelerator = run.accelerator
+    value = math.nan if sup is None else token_nll(state.model, sup)
     if accelerator.num_processes == 1:
-        return None if sup is None else token_nll(state.model, sup)
-    tokens = 0.0 if sup is None else float(sup.action_mask.sum())
-    total = token_nll(state.model, sup) * tokens if sup is not None else 0.0
-    summed = accelerator.gather(torch.tensor([[total, tokens]], device=accelerator.device, dtype=torch.float64))
+        return None if math.isnan(value) else value
+    tokens = 0.0 if sup is None or math.isnan(value) else float(sup.action_mask.sum())  # none here: adds nothing
+    summed = accelerator.gather(
+        torch.tensor([[value * tokens if tokens else 0.0, tokens]], device=accelerator.device, dtype=torch.float64)
+    )
     total, tokens = (float(x) for x in summed.sum(dim=0))
     return total / tokens if tokens else None
 
@@ -1166,7 +1168,7 @@ def _finish(run: Run, state: TrainState, progress: bool) -> dict[str, Any]:
         "report": report,
         "final": final,
         "human_calls": state.human_calls,
-        "mean_turns": mean([h["debate/mean_turns"] for h in state.history]),
+        "mean_turns": float(mean([h["debate/mean_turns"] for h in state.history])),
         "history": state.history,
         "run_dir": cfg.run_dir,
     }

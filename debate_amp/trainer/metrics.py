@@ -48,6 +48,9 @@ class Mean(float):
         self.total, self.count = total, count
         return self
 
+    def __reduce__(self) -> tuple[type[Mean], tuple[float, float]]:  # pickle and copy (float's own would fail)
+        return Mean, (self.total, self.count)
+
 
 def judge_accuracy(debate: Debate) -> float | None:
     """Did the verdict go to the side gold supports (``TaskQuestion.opening_claims_gold``, the

@@ -66,6 +66,11 @@ def test_a_mean_is_its_float_and_keeps_its_sum_and_count():
     stats = {"sup_loss": [1.0, 4.0], "sup_tokens": [30.0, 10.0]}
     assert token_mean(stats) == 70 / 40 and token_mean(stats).count == 40  # the minibatches' tokens weigh
     assert math.isnan(token_mean({}))
+    import copy
+    import pickle
+
+    for kept in (pickle.loads(pickle.dumps(Mean(3, 4))), copy.deepcopy(Mean(3, 4))):  # float's own would fail
+        assert kept == 0.75 and (kept.total, kept.count) == (3, 4)
 
 
 def test_two_processes_pool_shares_by_their_counts_and_sum_totals_and_throughputs():

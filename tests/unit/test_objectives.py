@@ -480,3 +480,5 @@ def test_a_process_without_supervised_examples_still_joins_the_pooled_l_sup():
     assert _sup_loss(SimpleNamespace(accelerator=accelerator(2.5 * 40, 40)), SimpleNamespace(), None) == 2.5
     assert len(gathered) == 1 and gathered[0].tolist() == [[0.0, 0.0]]  # it joined, with nothing of its own
     assert _sup_loss(SimpleNamespace(accelerator=accelerator(0.0, 0.0)), SimpleNamespace(), None) is None
+    one = SimpleNamespace(num_processes=1)
+    assert _sup_loss(SimpleNamespace(accelerator=one), SimpleNamespace(), None) is None
